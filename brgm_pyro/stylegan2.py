@@ -1,0 +1,424 @@
+"""StyleGAN2 generator (Karras et al., 2020), written from the paper's maths.
+
+The parameter names follow the naming used by the published StyleGAN2 checkpoints, so that their
+state dictionaries map onto this module without renaming (see ``checkpoints.py``):
+
+    mapping.fc{i}.weight [out, in], mapping.fc{i}.bias [out], mapping.w_avg [w_dim]
+    synthesis.b4.const [C, 4, 4]
+    synthesis.b{R}.conv0 (R >= 8, upsampling) and synthesis.b{R}.conv1:
+        weight [O, I, 3, 3], bias [O], affine.weight [I, w_dim], affine.bias [I],
+        noise_strength [], noise_const [R, R]
+    synthesis.b{R}.torgb: weight [C_img, I, 1, 1], bias [C_img], affine.weight, affine.bias
+
+Maths, per layer:
+
+* Fully connected ("equalised learning rate"): ``y = x (a W)^T + b_mul * b`` with
+  ``a = lr_mul / sqrt(fan_in)`` and ``b_mul = lr_mul``; the stored weight is initialised
+  ``N(0, 1) / lr_mul`` so the effective weight starts at ``N(0, 1/fan_in)``.
+* Mapping: ``z / sqrt(mean(z^2) + 1e-8)`` then ``num_layers`` fully connected layers with
+  leaky ReLU (slope 0.2) times sqrt(2), ``lr_mul = 0.01``; the result is broadcast to
+  ``num_ws`` copies.
+* Modulated convolution with style ``s = affine(w)`` (affine bias initialised to 1):
+  ``W'_{oik} = W_{oik} s_i`` and, when demodulating,
+  ``W''_{oik} = W'_{oik} / sqrt(sum_{i,k} W'^2_{oik} + 1e-8)``.
+  It is computed by modulating the activations instead of the weights,
+  ``conv(x * s, W) * d_o`` with ``d_o = 1 / sqrt(sum_{i,k} (W_{oik} s_i)^2 + 1e-8)``, which is the
+  same linear map and lets one convolution serve the whole batch.
+* Synthesis layer: modulated conv, ``+ noise * noise_strength``, ``+ bias``,
+  ``lrelu(.) * sqrt(2)``, clamped to ``[-conv_clamp, conv_clamp]`` when set.
+* Upsampling layer (conv0): transposed convolution with stride 2, then the FIR filter
+  ``[1, 3, 3, 1]^T [1, 3, 3, 1] / 64`` with gain 4 and padding 1.
+* ToRGB: modulated 1x1 convolution without demodulation, style scaled by ``1 / sqrt(C_in)``,
+  plus bias; the image of the previous block is upsampled with the same FIR filter
+  (zero insertion, gain 4) and added ("skip" architecture).
+* ``ws`` order: b4.conv1, b4.torgb, then per block conv0, conv1, torgb; the ToRGB layer of a
+  block shares its w with the next block's conv0, so ``num_ws = 2 log2(resolution) - 2``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["StyleGAN2Generator", "MappingNetwork", "SynthesisNetwork", "fir_filter"]
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def fir_filter(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
+    """The separable resampling filter ``k k^T / sum(k)^2`` (sums to 1)."""
+    k = torch.tensor(taps, dtype=torch.float32)
+    f = torch.outer(k, k)
+    return f / f.sum()
+
+
+def fir_conv(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
+    """Depthwise 2-D FIR filtering of x (B, C, H, W) after zero padding ``(left, right, top, bottom)``.
+
+    The filter is applied as a convolution (flipped), which for the symmetric resampling filter is
+    the same as correlation.
+    """
+    c = x.shape[1]
+    x = F.pad(x, pad)
+    weight = (f.flip([0, 1]) * gain).to(x.dtype)[None, None].expand(c, 1, *f.shape)
+    return F.conv2d(x, weight, groups=c)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """2x upsampling: zero insertion, then the FIR filter with gain 4 (keeps the mean)."""
+    b, c, h, w = x.shape
+    up = x.new_zeros(b, c, 2 * h, 2 * w)
+    up[:, :, ::2, ::2] = x
+    taps = f.shape[0]
+    p0, p1 = (taps + 1) // 2, (taps - 2) // 2
+    return fir_conv(up, f, (p0, p1, p0, p1), gain=4.0)
+
+
+class FullyConnectedLayer(nn.Module):
+    """``y = act(x (a W)^T + lr_mul * b)`` with ``a = lr_mul / sqrt(in_features)``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias_init: float = 0.0,
+        lr_multiplier: float = 1.0,
+        activation: str = "linear",
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.addmm(self.bias * self.bias_gain, x, (self.weight * self.weight_gain).t())
+        if self.activation == "lrelu":
+            x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+        return x
+
+
+class MappingNetwork(nn.Module):
+    """z (B, z_dim) -> w broadcast to (B, num_ws, w_dim)."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        num_ws: int,
+        num_layers: int = 8,
+        lr_multiplier: float = 0.01,
+        w_avg_beta: float = 0.998,
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, w_dim, num_ws, num_layers
+        self.w_avg_beta = w_avg_beta
+        features = [z_dim] + [w_dim] * num_layers
+        for i in range(num_layers):
+            layer = FullyConnectedLayer(
+                features[i], features[i + 1], activation="lrelu", lr_multiplier=lr_multiplier
+            )
+            setattr(self, f"fc{i}", layer)
+        # Running mean of w seen in training, used for the truncation trick.
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        update_w_avg: bool = False,
+    ) -> torch.Tensor:
+        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+        if update_w_avg:
+            with torch.no_grad():
+                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).expand(-1, self.num_ws, -1)
+        if truncation_psi != 1.0:
+            x = self.w_avg.lerp(x, truncation_psi)
+        return x
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool = True,
+    up: bool = False,
+) -> torch.Tensor:
+    """Modulated (and optionally demodulated) convolution by modulating activations.
+
+    x (B, I, H, W), weight (O, I, k, k), styles (B, I). Returns (B, O, H', W'); with ``up`` the
+    transposed convolution with stride 2 is used (H' = 2H + k - 2) and the caller applies the FIR
+    filter. Demodulation coefficients are applied to the output, which is the same linear map as
+    demodulating the per-sample weights.
+    """
+    x = x * styles[:, :, None, None]
+    if up:
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+    else:
+        x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+    if demodulate:
+        # sum_{i,k} (W_{oik} s_i)^2 = (s^2) @ (sum_k W_{oik}^2)^T
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+        x = x * dcoefs[:, :, None, None]
+    return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (optionally upsampling), noise, bias, lrelu * sqrt(2), clamp."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: bool = False,
+        conv_clamp: float | None = None,
+        kernel_size: int = 3,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
+        self.up, self.conv_clamp = up, conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        styles = self.affine(w)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up)
+        if self.up:
+            x = fir_conv(x, self.resample_filter, (1, 1, 1, 1), gain=4.0)
+        if noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        elif noise_mode == "random":
+            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
+            x = x + noise * self.noise_strength
+        elif noise_mode != "none":
+            raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}.")
+        x = F.leaky_relu(x + self.bias[None, :, None, None], LRELU_SLOPE) * LRELU_GAIN
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv without demodulation (style scaled by 1/sqrt(C_in)), plus bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        x = x + self.bias[None, :, None, None]
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the synthesis network ("skip" architecture)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.resolution = in_channels, resolution
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+            self.num_conv = 1
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, conv_clamp=conv_clamp)
+            self.num_conv = 2
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ws (B, num_conv + 1, w_dim): the block's conv ws followed by its ToRGB w."""
+        if self.in_channels == 0:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.conv1(x, ws[:, 0], noise_mode)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 1], noise_mode)
+        y = self.torgb(x, ws[:, self.num_conv])
+        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """ws (B, num_ws, w_dim) -> image (B, img_channels, R, R) in the generator's native [-1, 1]."""
+
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        log2 = int(round(math.log2(img_resolution)))
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
+        channels = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
+        self.num_ws = 0
+        for r in self.block_resolutions:
+            in_ch = channels[r // 2] if r > 4 else 0
+            block = SynthesisBlock(in_ch, channels[r], w_dim, r, img_channels, conv_clamp=conv_clamp)
+            self.num_ws += block.num_conv
+            setattr(self, f"b{r}", block)
+        self.num_ws += 1  # the last ToRGB
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        x = img = None
+        index = 0
+        for r in self.block_resolutions:
+            block = getattr(self, f"b{r}")
+            x, img = block(x, img, ws[:, index : index + block.num_conv + 1], noise_mode)
+            index += block.num_conv
+        return img
+
+
+class StyleGAN2Generator(nn.Module):
+    """StyleGAN2 generator: ``mapping`` (z -> ws) and ``synthesis`` (ws -> image in [-1, 1]).
+
+    Args:
+        resolution: output size, a power of two in 4..1024.
+        channels: image channels, 1 (grayscale) or 3 (RGB).
+        z_dim, w_dim: latent sizes.
+        mapping_layers: depth of the mapping network.
+        channel_base, channel_max: feature maps at resolution R are ``min(channel_base // R, channel_max)``.
+        conv_clamp: clamp activations to +-conv_clamp (None: no clamp).
+
+    Attributes:
+        num_ws: number of w vectors the synthesis network takes, ``2 log2(resolution) - 2``.
+        w_avg, w_std: the prior statistics of BRGM (paper Sec. 2.2): mean (w_dim,) and pooled
+            per-coordinate standard deviation (scalar) of 10,000 mapping samples drawn with a fixed
+            seed; see :meth:`compute_w_stats`.
+    """
+
+    def __init__(
+        self,
+        resolution: int = 32,
+        channels: int = 1,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        mapping_layers: int = 8,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        conv_clamp: float | None = None,
+        mapping_lr_multiplier: float = 0.01,
+        w_stats_seed: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not (isinstance(resolution, int) and 4 <= resolution <= 1024 and resolution & (resolution - 1) == 0):
+            raise ValueError(f"resolution must be a power of two between 4 and 1024, got {resolution!r}.")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}.")
+        self.config: dict[str, Any] = dict(
+            resolution=resolution,
+            channels=channels,
+            z_dim=z_dim,
+            w_dim=w_dim,
+            mapping_layers=mapping_layers,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            conv_clamp=conv_clamp,
+            mapping_lr_multiplier=mapping_lr_multiplier,
+            w_stats_seed=w_stats_seed,
+        )
+        self.resolution, self.channels, self.z_dim, self.w_dim = resolution, channels, z_dim, w_dim
+        with torch.random.fork_rng(enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.synthesis = SynthesisNetwork(w_dim, resolution, channels, channel_base, channel_max, conv_clamp)
+            self.num_ws = self.synthesis.num_ws
+            self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_multiplier)
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+        self.register_buffer("w_std", torch.ones([]))
+        self.compute_w_stats()
+
+    @torch.no_grad()
+    def compute_w_stats(self, num_samples: int = 10_000, seed: int | None = None) -> None:
+        """Set ``w_avg`` and ``w_std`` from ``num_samples`` mapping outputs of z ~ N(0, I).
+
+        ``w_std`` is the pooled per-coordinate standard deviation
+        ``sqrt(mean_{n,d} (w_{n,d} - w_avg_d)^2)``: the sigma of the paper's prior
+        ``w_{l,d} ~ N(w_avg_d, sigma^2)``.
+        """
+        seed = self.config["w_stats_seed"] if seed is None else seed
+        device = self.w_avg.device
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(num_samples, self.z_dim, generator=gen).to(device)
+        w = torch.cat([self.mapping(chunk)[:, 0] for chunk in z.split(2000)])
+        self.w_avg.copy_(w.mean(dim=0))
+        self.w_std.copy_((w - self.w_avg).square().mean().sqrt())
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const") -> torch.Tensor:
+        return self.synthesis(self.mapping(z, truncation_psi=truncation_psi), noise_mode=noise_mode)
+
+    @torch.no_grad()
+    def sample(self, num: int, seed: int = 0, truncation_psi: float = 1.0, batch_size: int = 256) -> torch.Tensor:
+        """``num`` images in [0, 1] from z drawn with ``seed``, shape (num, C, R, R)."""
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(num, self.z_dim, generator=gen)
+        device = self.w_avg.device
+        out = [self(chunk.to(device), truncation_psi) for chunk in z.split(batch_size)]
+        return to_unit(torch.cat(out), clamp=True)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
+
+
+def to_unit(img: torch.Tensor, clamp: bool = False) -> torch.Tensor:
+    """Generator range [-1, 1] -> API range [0, 1]. The one place this conversion happens.
+
+    Likelihoods use the unclamped map (gradients flow everywhere); images handed to a user are
+    clamped.
+    """
+    img = (img + 1.0) / 2.0
+    return img.clamp(0.0, 1.0) if clamp else img
+
+
+def from_unit(img: torch.Tensor) -> torch.Tensor:
+    """API range [0, 1] -> generator range [-1, 1]."""
+    return img * 2.0 - 1.0
+
+
+def describe(G: StyleGAN2Generator) -> dict[str, Any]:
+    """A small JSON-able summary of a generator."""
+    return dict(G.config, num_ws=G.num_ws, parameters=G.num_parameters(), w_std=float(np.asarray(G.w_std.cpu())))
