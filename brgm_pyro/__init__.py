@@ -1,7 +1,26 @@
-"""brgm-pyro: Bayesian image reconstruction with a pretrained StyleGAN2 prior (BRGM) in Pyro."""
+"""brgm-pyro: Bayesian image reconstruction with a pretrained StyleGAN2 prior (BRGM) in Pyro.
+
+    import brgm_pyro as bp
+    G = bp.load_generator("fashion-mnist-32")
+    f = bp.forward.Downsample(factor=4, kernel="bicubic")
+    rec = bp.reconstruct(f(x), f, G)
+"""
 
 from brgm_pyro import forward
+from brgm_pyro.api import ReconstructionResult, reconstruct
+from brgm_pyro.checkpoints import load_generator, save_generator
+from brgm_pyro.inference.map import MAPSchedule
+from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
-__all__ = ["StyleGAN2Generator", "forward"]
+__all__ = [
+    "BRGMParams",
+    "MAPSchedule",
+    "ReconstructionResult",
+    "StyleGAN2Generator",
+    "forward",
+    "load_generator",
+    "reconstruct",
+    "save_generator",
+]
 __version__ = "0.1.0"

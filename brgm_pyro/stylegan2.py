@@ -319,6 +319,8 @@ class StyleGAN2Generator(nn.Module):
         mapping_layers: depth of the mapping network.
         channel_base, channel_max: feature maps at resolution R are ``min(channel_base // R, channel_max)``.
         conv_clamp: clamp activations to +-conv_clamp (None: no clamp).
+        seed: seed of the random initialisation (None: the global torch generator).
+        compute_stats: compute ``w_avg``/``w_std`` now (loaders skip it and read them from the file).
 
     Attributes:
         num_ws: number of w vectors the synthesis network takes, ``2 log2(resolution) - 2``.
@@ -340,6 +342,7 @@ class StyleGAN2Generator(nn.Module):
         mapping_lr_multiplier: float = 0.01,
         w_stats_seed: int = 0,
         seed: int | None = None,
+        compute_stats: bool = True,
     ) -> None:
         super().__init__()
         if not (isinstance(resolution, int) and 4 <= resolution <= 1024 and resolution & (resolution - 1) == 0):
@@ -367,7 +370,8 @@ class StyleGAN2Generator(nn.Module):
             self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_multiplier)
         self.register_buffer("w_avg", torch.zeros(w_dim))
         self.register_buffer("w_std", torch.ones([]))
-        self.compute_w_stats()
+        if compute_stats:
+            self.compute_w_stats()
 
     @torch.no_grad()
     def compute_w_stats(self, num_samples: int = 10_000, seed: int | None = None) -> None:

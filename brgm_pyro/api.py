@@ -1,0 +1,242 @@
+"""The user-facing entry points: ``reconstruct`` (MAP) and the problem set-up they share.
+
+Everything that is not the model's story lives here: input checks, moving to G's device, the
+observation mask of f, phi(y) computed once, the preset lookup, and the result object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyro
+import torch
+from torch import nn
+
+from brgm_pyro.inference.map import MAPSchedule, run_map
+from brgm_pyro.models import brgm
+from brgm_pyro.perceptual import get_perceptual
+from brgm_pyro.stylegan2 import to_unit
+
+__all__ = ["reconstruct", "ReconstructionResult", "Problem", "prepare_problem", "check_images"]
+
+
+def check_images(y: torch.Tensor, name: str = "y") -> None:
+    """One-sentence errors for images that are not (B, C, H, W) floats in [0, 1] without NaN."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(y).__name__}.")
+    if y.dim() != 4:
+        raise ValueError(
+            f"{name} must have shape (B, C, H, W), got {tuple(y.shape)}; use {name}[None] for a single image."
+        )
+    if not y.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor in [0, 1], got {y.dtype}; divide 8-bit images by 255.")
+    if torch.isnan(y).any():
+        raise ValueError(f"{name} contains NaN values; replace them or mark those pixels as unobserved with a Mask.")
+    lo, hi = float(y.min()), float(y.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"{name} has values in [{lo:.3g}, {hi:.3g}], outside [0, 1]; rescale it to [0, 1] first."
+        )
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily stop gradients to a module's parameters (they are not inferred), restoring them after."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+@dataclass
+class Problem:
+    """A reconstruction problem ready for the model: y, f, G and phi on one device."""
+
+    y: torch.Tensor
+    forward: nn.Module
+    generator: nn.Module
+    params: brgm.BRGMParams
+    observed: torch.Tensor
+    perceptual: nn.Module | None
+    y_features: torch.Tensor | None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return dict(
+            y=self.y,
+            forward=self.forward,
+            generator=self.generator,
+            params=self.params,
+            observed=self.observed,
+            perceptual=self.perceptual,
+            y_features=self.y_features,
+        )
+
+
+def _default_perceptual(generator: nn.Module) -> str | None:
+    card = getattr(generator, "card", None) or {}
+    return card.get("perceptual")
+
+
+def _resolve_params(
+    params: brgm.BRGMParams | str | None, generator: nn.Module, y: torch.Tensor, perceptual: nn.Module | None
+) -> brgm.BRGMParams:
+    if isinstance(params, brgm.BRGMParams):
+        return params
+    name = params or "default"
+    if name == "default":
+        card_params = (getattr(generator, "card", None) or {}).get("params")
+        if card_params:
+            return brgm.BRGMParams(**card_params)
+    num_features = None
+    if perceptual is not None and name == "brgm-reference":
+        with torch.no_grad():
+            num_features = perceptual(y[:1]).shape[-1]
+    return brgm.preset(name, generator.num_ws, generator.w_dim, y[0].numel(), num_features)
+
+
+def prepare_problem(
+    y: torch.Tensor,
+    forward: nn.Module,
+    generator: nn.Module,
+    params: brgm.BRGMParams | str | None = None,
+    perceptual: str | nn.Module | None = "auto",
+) -> Problem:
+    """Check the inputs, move them to G's device and compute what the model needs once."""
+    check_images(y)
+    if not isinstance(forward, nn.Module):
+        raise TypeError(f"f must be a torch.nn.Module corruption operator, got {type(forward).__name__}.")
+    device = generator.w_avg.device
+    clean_shape = (y.shape[0], generator.channels, generator.resolution, generator.resolution)
+    try:
+        expected = tuple(forward.output_shape(clean_shape))
+    except ValueError as err:
+        raise ValueError(f"The corruption cannot apply to the generator's images: {err}") from None
+    if tuple(y.shape) != expected:
+        raise ValueError(
+            f"y has shape {tuple(y.shape)}, but f applied to the generator's {generator.resolution}x"
+            f"{generator.resolution} images with {generator.channels} channel(s) gives {expected}; "
+            "resize the input or change the corruption (factor, mask) to match."
+        )
+    y = y.to(device)
+    forward = forward.to(device)
+    phi = get_perceptual(_default_perceptual(generator) if perceptual == "auto" else perceptual)
+    if phi is not None:
+        phi = phi.to(device)
+    observed = forward.observed(clean_shape, device=device, dtype=y.dtype)
+    with torch.no_grad():
+        y_features = phi(y) if phi is not None else None
+    resolved = _resolve_params(params, generator, y, phi)
+    return Problem(y, forward, generator, resolved, observed, phi, y_features)
+
+
+@dataclass
+class ReconstructionResult:
+    """The MAP reconstruction of a batch.
+
+    Attributes:
+        image: G(w) in [0, 1], (B, C, H, W).
+        w: the MAP latents, (B, num_ws, w_dim).
+        y: the corrupted input, (B, C, h, w).
+        y_reconstructed: f(image), the corrupted reconstruction, comparable to y.
+        observed: observation mask of y (1 = observed), broadcastable to y.
+        losses: term -> (steps, B) tensor of -log p contributions per image
+            ("prior", "colinear", "pixel", "percept", "total").
+        data_consistency: per image, RMSE and PSNR (dB) between f(image) and y on observed
+            pixels: how far the reconstruction is from explaining the input (paper Fig. 8).
+        params, schedule: the model parameters and the optimiser schedule used.
+    """
+
+    image: torch.Tensor
+    w: torch.Tensor
+    y: torch.Tensor
+    y_reconstructed: torch.Tensor
+    observed: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    data_consistency: dict[str, torch.Tensor]
+    params: brgm.BRGMParams
+    schedule: MAPSchedule
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able summary: settings, final loss terms and data consistency per image."""
+        return {
+            "params": asdict(self.params),
+            "schedule": asdict(self.schedule),
+            "settings": self.settings,
+            "final_losses": {k: v[-1].tolist() for k, v in self.losses.items()},
+            "data_consistency": {k: v.tolist() for k, v in self.data_consistency.items()},
+        }
+
+
+def data_consistency(y_reconstructed: torch.Tensor, y: torch.Tensor, observed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """RMSE and PSNR (dB, peak 1) between f(G(w)) and y over the observed pixels, per image."""
+    weight = observed.expand_as(y)
+    err = ((y_reconstructed - y) ** 2 * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1)
+    return {"rmse": err.sqrt().cpu(), "psnr": (-10 * torch.log10(err.clamp_min(1e-12))).cpu()}
+
+
+def reconstruct(
+    y: torch.Tensor,
+    f: nn.Module,
+    G: nn.Module,
+    params: brgm.BRGMParams | str | None = None,
+    perceptual: str | nn.Module | None = "auto",
+    steps: int | None = None,
+    lr: float | None = None,
+    schedule: MAPSchedule | None = None,
+    model: Callable | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> ReconstructionResult:
+    """MAP reconstruction of the corrupted images y (B, C, h, w) in [0, 1] under the corruption f.
+
+    Args:
+        y: corrupted images.
+        f: the corruption operator (``brgm_pyro.forward``), mapping G's images to y's shape.
+        G: the generator (``load_generator`` or ``StyleGAN2Generator``); its device is used.
+        params: :class:`~brgm_pyro.models.brgm.BRGMParams` or a preset name ("default", "paper",
+            "brgm-reference"); "default" takes a registered prior's tuned settings.
+        perceptual: feature network for the perceptual likelihood: "auto" (the prior card's
+            choice, none for a bare generator), None, a registered name, or a ``FeatureNetwork``.
+        steps, lr: shortcuts overriding the schedule's fields.
+        schedule: Adam schedule (:class:`~brgm_pyro.inference.map.MAPSchedule`).
+        model: a Pyro model with the signature of ``brgm.model`` (default: ``brgm.model``).
+        seed: seed of Pyro and torch for this run.
+        progress: show a progress bar.
+    """
+    problem = prepare_problem(y, f, G, params, perceptual)
+    schedule = schedule or MAPSchedule()
+    overrides = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
+    if overrides:
+        schedule = MAPSchedule(**{**asdict(schedule), **overrides})
+    model = model or brgm.model
+    pyro.set_rng_seed(seed)
+    batch = problem.y.shape[0]
+    init_w = G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()
+    with frozen(G):
+        w, losses = run_map(model, (), problem.model_kwargs(), init_w, schedule, progress=progress)
+        with torch.no_grad():
+            image = to_unit(G.synthesis(w), clamp=True)
+            y_rec = problem.forward(image)
+    return ReconstructionResult(
+        image=image.cpu(),
+        w=w.cpu(),
+        y=problem.y.cpu(),
+        y_reconstructed=y_rec.cpu(),
+        observed=problem.observed.cpu(),
+        losses=losses,
+        data_consistency=data_consistency(y_rec, problem.y, problem.observed),
+        params=problem.params,
+        schedule=schedule,
+        settings={
+            "perceptual": type(problem.perceptual).__name__ if problem.perceptual is not None else None,
+            "seed": seed,
+            "generator": getattr(G, "name", None) or G.config,
+        },
+    )

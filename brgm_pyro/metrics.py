@@ -1,0 +1,253 @@
+"""Image quality and calibration metrics.
+
+Image metrics take two batches (B, C, H, W) of float images in [0, 1] and return one value per
+image, a tensor (B,); every one of them validates its input with :func:`check_images`.
+Calibration helpers score posterior samples against the truth and return Python floats.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from brgm_pyro.perceptual import LPIPSVGG, FeatureNetwork
+
+__all__ = [
+    "check_images",
+    "interval_coverage",
+    "lpips_distance",
+    "mae",
+    "psnr",
+    "rmse",
+    "spearman_std_error",
+    "ssim",
+]
+
+
+def _describe(value: object) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _check_finite(tensor: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains NaN or infinite values; check the reconstruction that produced it")
+
+
+def check_images(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise ValueError unless x and y are float tensors (B, C, H, W) of one shape, finite, in [0, 1]."""
+    for name, images in (("x", x), ("y", y)):
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise ValueError(
+                f"metrics take image batches of shape (B, C, H, W), got {name} with shape "
+                f"{_describe(images)}; add a batch dimension with image[None]"
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"metrics take float images in [0, 1], got {name} with dtype {images.dtype}")
+    if x.shape != y.shape:
+        raise ValueError(f"metrics compare images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    for name, images in (("x", x), ("y", y)):
+        _check_finite(images, name)
+        low, high = float(images.detach().min()), float(images.detach().max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"metrics take images in [0, 1], got {name} in [{low:.4g}, {high:.4g}]; "
+                "convert from [-1, 1] or [0, 255] first, or clamp"
+            )
+
+
+def _mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (x - y).square().flatten(1).mean(1)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB for data range 1: 10 log10(1 / MSE), per image (B,).
+
+    Identical images give +inf, as scikit-image's ``peak_signal_noise_ratio``.
+    """
+    check_images(x, y)
+    return -10 * torch.log10(_mse(x, y))
+
+
+def mae(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over pixels and channels, per image (B,)."""
+    check_images(x, y)
+    return (x - y).abs().flatten(1).mean(1)
+
+
+def rmse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Root mean squared error over pixels and channels, per image (B,)."""
+    check_images(x, y)
+    return _mse(x, y).sqrt()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Structural similarity, per image (B,); equal to scikit-image's ``structural_similarity``
+    with its defaults (``data_range=1``, ``channel_axis`` over C, uniform ``window`` x ``window``
+    window, sample covariance, K1 = 0.01, K2 = 0.03).
+
+    Local means and (co)variances come from a uniform window; SSIM maps
+
+        S = (2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2))
+
+    are averaged over the positions where the window lies inside the image, then over channels.
+    Computed in float64 and differentiable; returned in the input dtype.
+    """
+    check_images(x, y)
+    if window % 2 == 0 or window < 3 or min(x.shape[-2:]) < window:
+        raise ValueError(
+            f"ssim needs an odd window >= 3 that fits the image, got window={window} for size "
+            f"{tuple(x.shape[-2:])}; pass a smaller odd window"
+        )
+    c1, c2 = 0.01**2, 0.03**2
+    batch, channels = x.shape[:2]
+    a = x.double().reshape(batch * channels, 1, *x.shape[-2:])
+    b = y.double().reshape(batch * channels, 1, *y.shape[-2:])
+    local = F.avg_pool2d(torch.cat([a, b, a * a, b * b, a * b], dim=1), window, stride=1)
+    mu_a, mu_b, mean_aa, mean_bb, mean_ab = local.unbind(1)
+    sample = window**2 / (window**2 - 1)
+    var_a = sample * (mean_aa - mu_a.square())
+    var_b = sample * (mean_bb - mu_b.square())
+    cov = sample * (mean_ab - mu_a * mu_b)
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a.square() + mu_b.square() + c1) * (var_a + var_b + c2)
+    )
+    return ssim_map.reshape(batch, channels, -1).mean(2).mean(1).to(x.dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_lpips() -> LPIPSVGG:
+    return LPIPSVGG()
+
+
+def lpips_distance(x: torch.Tensor, y: torch.Tensor, net: FeatureNetwork | None = None) -> torch.Tensor:
+    """Perceptual distance ||phi(x) - phi(y)||^2 per image (B,).
+
+    ``net`` is any :class:`FeatureNetwork`; None uses one shared pretrained :class:`LPIPSVGG`, so the
+    value is LPIPS-VGG (v0.1) after that network's resizing.
+    """
+    check_images(x, y)
+    if net is None:
+        net = _default_lpips()
+    elif not isinstance(net, FeatureNetwork):
+        raise TypeError(f"lpips_distance needs a FeatureNetwork as net, got {type(net).__name__}")
+    return (net(x) - net(y)).square().sum(1)
+
+
+def _selection(mask: torch.Tensor | None, shape: torch.Size, name: str) -> torch.Tensor | None:
+    """Boolean selection of shape ``shape`` from a mask broadcastable to it (1 / True = counted)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(mask).__name__}")
+    try:
+        selected = torch.broadcast_to(mask, shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(mask.shape)} does not broadcast to the images' shape {tuple(shape)}"
+        ) from None
+    if mask.dtype != torch.bool:
+        if not ((mask == 0) | (mask == 1)).all():
+            raise ValueError(f"{name} must hold only 0 and 1 (1 = pixel counted)")
+        selected = selected != 0
+    if not selected.any():
+        raise ValueError(f"{name} selects no pixel; 1 marks the pixels to count")
+    return selected
+
+
+def _central_interval(sorted_samples: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper sample quantiles at (1 -+ level) / 2 along dim 0, with linear interpolation
+    between order statistics (numpy's default); torch.quantile refuses tensors over 2^24 elements."""
+    last = sorted_samples.shape[0] - 1
+
+    def quantile(q: float) -> torch.Tensor:
+        position = q * last
+        below = int(position)
+        above = min(below + 1, last)
+        fraction = position - below
+        return sorted_samples[below] + fraction * (sorted_samples[above] - sorted_samples[below])
+
+    return quantile((1 - level) / 2), quantile((1 + level) / 2)
+
+
+def interval_coverage(
+    samples: torch.Tensor,
+    truth: torch.Tensor,
+    levels: Sequence[float] = (0.5, 0.9, 0.95),
+    mask: torch.Tensor | None = None,
+) -> dict[float, float]:
+    """Fraction of true pixel values inside the central credible interval of the samples.
+
+    For each level p the interval of each pixel runs from the (1 - p) / 2 to the (1 + p) / 2
+    quantile of its S samples; a calibrated posterior covers a fraction p of the truth.
+
+    Args:
+        samples: posterior samples (S, B, C, H, W), S >= 2.
+        truth: true images (B, C, H, W).
+        levels: interval probabilities in (0, 1).
+        mask: optional, broadcastable to (B, C, H, W); 1 = pixel counted. To score only the
+            unobserved pixels of an inpainting task, pass ``1 - observed_mask``.
+
+    Returns:
+        ``{level: fraction covered}`` over all counted pixels of all images.
+    """
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[0] < 2:
+        raise ValueError(
+            f"interval_coverage needs samples of shape (S, B, C, H, W) with S >= 2, got {_describe(samples)}"
+        )
+    if not isinstance(truth, torch.Tensor) or truth.shape != samples.shape[1:]:
+        raise ValueError(
+            f"interval_coverage needs truth of shape {tuple(samples.shape[1:])} to match the samples, "
+            f"got {_describe(truth)}"
+        )
+    for level in levels:
+        if not 0 < level < 1:
+            raise ValueError(f"credible levels must lie strictly between 0 and 1, got {level}")
+    _check_finite(samples, "samples")
+    _check_finite(truth, "truth")
+    selected = _selection(mask, truth.shape, "mask")
+    sorted_samples = samples.sort(dim=0).values
+    coverage = {}
+    for level in levels:
+        lower, upper = _central_interval(sorted_samples, level)
+        inside = (lower <= truth) & (truth <= upper)
+        coverage[level] = float(
+            inside[selected].float().mean() if selected is not None else inside.float().mean()
+        )
+    return coverage
+
+
+def spearman_std_error(std: torch.Tensor, abs_error: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Spearman rank correlation between the posterior standard deviation and the absolute error
+    of the reconstruction, over pixels. Near 1: the uncertainty map points at the errors.
+
+    Args:
+        std: per-pixel posterior standard deviation, any shape (e.g. (B, C, H, W)), >= 0.
+        abs_error: |posterior mean - truth|, same shape, >= 0.
+        mask: optional, broadcastable to that shape; 1 = pixel counted.
+    """
+    from scipy.stats import spearmanr
+
+    if (
+        not isinstance(std, torch.Tensor)
+        or not isinstance(abs_error, torch.Tensor)
+        or std.shape != abs_error.shape
+    ):
+        raise ValueError(
+            f"spearman_std_error needs std and abs_error of one shape, got {_describe(std)} and "
+            f"{_describe(abs_error)}"
+        )
+    for name, tensor in (("std", std), ("abs_error", abs_error)):
+        _check_finite(tensor, name)
+        if (tensor < 0).any():
+            raise ValueError(
+                f"{name} must be non-negative; pass the absolute error and the standard deviation"
+            )
+    selected = _selection(mask, std.shape, "mask")
+    a = (std[selected] if selected is not None else std.flatten()).detach().double().cpu().numpy()
+    b = (abs_error[selected] if selected is not None else abs_error.flatten()).detach().double().cpu().numpy()
+    if a.size < 2 or a.min() == a.max() or b.min() == b.max():
+        raise ValueError("spearman_std_error needs at least two pixels and non-constant std and abs_error")
+    return float(spearmanr(a, b).statistic)
