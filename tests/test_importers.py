@@ -60,7 +60,14 @@ from brgm_pyro.importers import (
 )
 from brgm_pyro.stylegan2 import StyleGAN2Generator, fir_conv, fir_filter, modulated_conv2d, upsample2d
 
-TINY = dict(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32)
+TINY = {
+    "resolution": 16,
+    "z_dim": 16,
+    "w_dim": 16,
+    "mapping_layers": 2,
+    "channel_base": 256,
+    "channel_max": 32,
+}
 NVIDIA_CLASS = {
     "StyleGAN2Generator": "training.networks.Generator",
     "MappingNetwork": "training.networks.MappingNetwork",
@@ -72,7 +79,7 @@ NVIDIA_CLASS = {
 }
 
 
-def tiny_generator(channels: int = 3, conv_clamp: float | None = None) -> StyleGAN2Generator:
+def random_generator(channels: int = 3, conv_clamp: float | None = None) -> StyleGAN2Generator:
     """A tiny generator whose every parameter and buffer is random (none left at its init value)."""
     G = StyleGAN2Generator(channels=channels, conv_clamp=conv_clamp, seed=0, compute_stats=False, **TINY)
     gen = torch.Generator().manual_seed(1)
@@ -138,13 +145,13 @@ def _nvidia_objects(G: StyleGAN2Generator, sentinel: Path, reconstruct, easydict
             self.class_name, self.state = class_name, state
 
         def __reduce__(self):
-            meta = dict(
-                type="class",
-                version=4,
-                module_src=_module_src(sentinel),
-                class_name=self.class_name,
-                state=self.state,
-            )
+            meta = {
+                "type": "class",
+                "version": 4,
+                "module_src": _module_src(sentinel),
+                "class_name": self.class_name,
+                "state": self.state,
+            }
             return reconstruct, (meta,)
 
     def convert(module: torch.nn.Module, top: bool = False) -> Persistent:
@@ -229,7 +236,7 @@ def write_nvidia_pickle(
 
 @pytest.mark.parametrize("channels, conv_clamp", [(3, None), (1, None), (3, 256)])
 def test_nvidia_pickle_round_trip(tmp_path, channels, conv_clamp):
-    G = tiny_generator(channels, conv_clamp)
+    G = random_generator(channels, conv_clamp)
     sentinel = tmp_path / "module_src_ran"
     path = write_nvidia_pickle(G, tmp_path / "network-snapshot.pkl", sentinel)
     assert sniff_format(path) == "nvidia-pkl"
@@ -243,7 +250,7 @@ def test_nvidia_pickle_round_trip(tmp_path, channels, conv_clamp):
 
 
 def test_load_generator_reads_foreign_files_by_path(tmp_path):
-    G = tiny_generator()
+    G = random_generator()
     path = write_nvidia_pickle(G, tmp_path / "snapshot.whatever", tmp_path / "ran")
     H = load_generator(path)
     assert not H.training and not any(p.requires_grad for p in H.parameters())
@@ -251,14 +258,14 @@ def test_load_generator_reads_foreign_files_by_path(tmp_path):
 
 
 def test_project_safetensors_is_sniffed_and_loaded(tmp_path):
-    G = tiny_generator()
+    G = random_generator()
     path = save_generator(G, tmp_path / "g.safetensors")
     assert sniff_format(path) == "brgm-safetensors"
     assert load_foreign(path).source_format == "brgm-safetensors"
 
 
 def test_conditional_nvidia_generator_is_refused(tmp_path):
-    path = write_nvidia_pickle(tiny_generator(), tmp_path / "cond.pkl", tmp_path / "ran", c_dim=10)
+    path = write_nvidia_pickle(random_generator(), tmp_path / "cond.pkl", tmp_path / "ran", c_dim=10)
     with pytest.raises(CheckpointError, match="conditional"):
         load_foreign(path)
 
@@ -294,7 +301,7 @@ def test_plain_pickle_that_runs_code_is_refused(tmp_path):
 def test_nvidia_pickle_with_os_system_is_refused_by_name(tmp_path):
     sentinel = tmp_path / "pwned"
     path = write_nvidia_pickle(
-        tiny_generator(), tmp_path / "evil.pkl", tmp_path / "ran", extra={"x": _RunsShellCommand(sentinel)}
+        random_generator(), tmp_path / "evil.pkl", tmp_path / "ran", extra={"x": _RunsShellCommand(sentinel)}
     )
     with pytest.raises(CheckpointError, match=r"'(posix|nt|os)\.system'.*nothing was executed"):
         load_foreign(path)
@@ -303,7 +310,9 @@ def test_nvidia_pickle_with_os_system_is_refused_by_name(tmp_path):
 
 def test_tf_pickle_with_unknown_global_is_refused_by_name(tmp_path):
     sentinel = tmp_path / "pwned"
-    path = write_tf_pickle(tiny_generator(), tmp_path / "evil.pkl", extra_kwargs={"x": _RunsPython(sentinel)})
+    path = write_tf_pickle(
+        random_generator(), tmp_path / "evil.pkl", extra_kwargs={"x": _RunsPython(sentinel)}
+    )
     with pytest.raises(CheckpointError, match=r"'builtins\.exec'"):
         load_foreign(path)
     assert not sentinel.exists()
@@ -352,7 +361,7 @@ def to_rosinality(G: StyleGAN2Generator) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_rosinality_round_trip(tmp_path, channels):
-    G = tiny_generator(channels)
+    G = random_generator(channels)
     path = tmp_path / "550000.pt"
     torch.save({"g_ema": to_rosinality(G), "latent_avg": G.mapping.w_avg.clone()}, path)
     assert sniff_format(path) == "rosinality-pt"
@@ -363,7 +372,7 @@ def test_rosinality_round_trip(tmp_path, channels):
 
 
 def test_rosinality_training_checkpoint_without_latent_avg(tmp_path):
-    G = tiny_generator()
+    G = random_generator()
     path = tmp_path / "train.pt"
     ckpt = {"g_ema": to_rosinality(G), "g": to_rosinality(G), "args": argparse.Namespace(size=16, n_mlp=2)}
     torch.save(ckpt, path)
@@ -373,7 +382,7 @@ def test_rosinality_training_checkpoint_without_latent_avg(tmp_path):
 
 
 def test_rosinality_single_layers_hand_computed(tmp_path):
-    theirs = to_rosinality(tiny_generator())
+    theirs = to_rosinality(random_generator())
     # EqualLinear(16, 16, lr_mul=0.01) stores W / lr_mul and computes
     # y = x (W_stored * lr_mul / sqrt(16))^T + b * lr_mul.
     theirs["style.1.weight"] = torch.full((16, 16), 100.0)
@@ -497,7 +506,7 @@ def write_tf_pickle(
 
 @pytest.mark.parametrize("channels, conv_clamp", [(3, None), (1, None), (3, 256)])
 def test_tf_pickle_round_trip(tmp_path, channels, conv_clamp):
-    G = tiny_generator(channels, conv_clamp)
+    G = random_generator(channels, conv_clamp)
     path = write_tf_pickle(G, tmp_path / "stylegan2-tiny-config-f.pkl")
     assert sniff_format(path) == "tf-pkl"
     H = load_foreign(path)
@@ -508,7 +517,7 @@ def test_tf_pickle_round_trip(tmp_path, channels, conv_clamp):
 
 
 def test_tf_single_layers_hand_computed(tmp_path):
-    G = tiny_generator()
+    G = random_generator()
     mapping, synthesis = tf_variables(G)
     mapping, synthesis = dict(mapping), dict(synthesis)
     # Dense0 [in, out]: only output 0 reads the inputs (weight 100), output 1 has bias 5; lrmul 0.01.
@@ -552,7 +561,7 @@ def test_tf_single_layers_hand_computed(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["nvidia", "tf", "rosinality"])
 def test_truncated_files_give_a_clear_error(tmp_path, fmt):
-    G = tiny_generator()
+    G = random_generator()
     path = tmp_path / f"full.{fmt}"
     if fmt == "nvidia":
         write_nvidia_pickle(G, path, tmp_path / "ran")
@@ -640,7 +649,7 @@ def _tiny_entry(data: bytes, **overrides) -> dict:
 
 
 def test_cached_prior_is_used_without_network(offline_hub, tmp_path, monkeypatch):
-    G = tiny_generator()
+    G = random_generator()
     pickled = write_nvidia_pickle(G, tmp_path / "src.pkl", tmp_path / "ran").read_bytes()
     monkeypatch.setitem(PUBLIC_PRIORS, "tiny-test", _tiny_entry(pickled))
     cached = public_prior_path("tiny-test")
@@ -654,7 +663,7 @@ def test_cached_prior_is_used_without_network(offline_hub, tmp_path, monkeypatch
 
 
 def test_cached_prior_with_wrong_checksum_is_refused(offline_hub, tmp_path, monkeypatch):
-    pickled = write_nvidia_pickle(tiny_generator(), tmp_path / "src.pkl", tmp_path / "ran").read_bytes()
+    pickled = write_nvidia_pickle(random_generator(), tmp_path / "src.pkl", tmp_path / "ran").read_bytes()
     monkeypatch.setitem(PUBLIC_PRIORS, "tiny-test", _tiny_entry(pickled, sha256="0" * 64))
     cached = public_prior_path("tiny-test")
     cached.parent.mkdir(parents=True)
@@ -673,7 +682,7 @@ class _FakeResponse(io.BytesIO):
 @pytest.mark.parametrize("good_checksum", [True, False])
 def test_download_is_atomic_and_checked(tmp_path, monkeypatch, good_checksum):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    G = tiny_generator()
+    G = random_generator()
     pickled = write_nvidia_pickle(G, tmp_path / "src.pkl", tmp_path / "ran").read_bytes()
     entry = _tiny_entry(pickled) if good_checksum else _tiny_entry(pickled, sha256="f" * 64)
     monkeypatch.setitem(PUBLIC_PRIORS, "tiny-test", entry)
@@ -725,7 +734,7 @@ def test_ffhq_config_f_synthesises_1024_px():
 def test_loaded_generator_saves_as_project_file(tmp_path):
     # The config read from a pickle must be plain JSON (numpy scalars in pickles would break it).
     H = load_foreign(
-        write_nvidia_pickle(tiny_generator(conv_clamp=256), tmp_path / "g.pkl", tmp_path / "ran")
+        write_nvidia_pickle(random_generator(conv_clamp=256), tmp_path / "g.pkl", tmp_path / "ran")
     )
     path = save_generator(H, tmp_path / "g.safetensors")
     assert_same_generator(H, load_generator(path))

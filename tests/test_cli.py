@@ -1,0 +1,363 @@
+"""The `brgm` command: end-to-end runs on a tiny generator, one-line errors that write nothing, output safety."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from brgm_pyro import io
+from brgm_pyro.checkpoints import save_generator
+from brgm_pyro.cli import main
+from brgm_pyro.forward import Downsample, Mask
+from brgm_pyro.stylegan2 import StyleGAN2Generator
+
+TINY = {
+    "resolution": 16,
+    "channels": 1,
+    "z_dim": 16,
+    "w_dim": 16,
+    "mapping_layers": 2,
+    "channel_base": 256,
+    "channel_max": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory):
+    G = StyleGAN2Generator(**TINY, seed=0)
+    path = tmp_path_factory.mktemp("generator") / "tiny.safetensors"
+    save_generator(G, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clean(generator):
+    return StyleGAN2Generator(**TINY, seed=0).sample(2, seed=1)
+
+
+def _snapshot(folder):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def _numbers(tree):
+    if isinstance(tree, dict):
+        return [x for value in tree.values() for x in _numbers(value)]
+    if isinstance(tree, list):
+        return [x for value in tree for x in _numbers(value)]
+    return [tree] if isinstance(tree, float) else []
+
+
+def _reconstruct(inputs, generator, out, *options):
+    argv = ["reconstruct", *map(str, inputs), "--generator", str(generator), "--out", str(out), "--quiet"]
+    return main([*argv, *map(str, options)])
+
+
+def test_superres_x4_end_to_end(tmp_path, generator, clean, capsys):
+    f = Downsample(4, "bicubic")
+    low = tmp_path / "in" / "face.png"
+    low.parent.mkdir()
+    io.write_image(low, f(clean[:1])[0])
+    out = tmp_path / "out"
+
+    assert _reconstruct([low], generator, out, "--task", "superres", "--factor", 4, "--steps", 3) == 0
+    assert str(out) in capsys.readouterr().out
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "brgm.json",
+        "face_input.png",
+        "face_reconstruction.png",
+        "face_reconstruction_corrupted.png",
+    ]
+    for name, size in [("face_reconstruction", 16), ("face_input", 4), ("face_reconstruction_corrupted", 4)]:
+        with Image.open(out / f"{name}.png") as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "L", (size, size))
+    given = io.read_image(low)
+    assert torch.equal(io.read_image(out / "face_input.png"), given)
+    reconstruction = io.read_image(out / "face_reconstruction.png")
+    corrupted = io.read_image(out / "face_reconstruction_corrupted.png")
+    # The corrupted output is f(reconstruction), up to the 8-bit rounding of both files.
+    assert (f(reconstruction[None])[0] - corrupted).abs().max() <= 2 / 255
+
+    summary = json.loads((out / "brgm.json").read_text())
+    assert summary["complete"] is True
+    assert {"versions", "settings", "images", "wall_time_s"} <= set(summary)
+    settings = summary["settings"]
+    assert {"generator", "corruption", "params", "schedule", "seed", "perceptual", "device"} <= set(settings)
+    assert settings["corruption"] == {
+        "task": "superres",
+        "operator": "Downsample",
+        "factor": 4,
+        "factor_inferred": False,
+        "kernel": "bicubic",
+        "sigma": None,
+        "mask": None,
+    }
+    assert settings["schedule"]["steps"] == 3
+    assert set(settings["params"]) == {"sigma_pixel", "sigma_percept", "kappa"}
+    assert settings["generator"]["resolution"] == 16
+    [image] = summary["images"]
+    assert {"prior", "colinear", "pixel", "total"} <= set(image["final_losses"])
+    assert set(image["data_consistency"]) == {"rmse", "psnr"}
+    assert set(image["w"]) == {"mean", "std", "rms_z", "mean_cosine"}
+    numbers = _numbers(summary)
+    assert len(numbers) > 15 and all(math.isfinite(x) for x in numbers)
+    # The reported data consistency is that of the files written, up to 8-bit rounding.
+    assert (
+        abs(image["data_consistency"]["rmse"] - float((corrupted - given).square().mean().sqrt())) < 2 / 255
+    )
+
+
+def test_inpaint_with_mask_png_and_a_batch_of_two(tmp_path, generator, clean):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    mask = Mask.center_box(16, 6).mask
+    io.write_image(folder / "mask.png", mask)
+    for i, name in enumerate("ab"):
+        io.write_image(folder / f"{name}.png", clean[i] * mask + (1 - mask))  # a white hole
+    out = tmp_path / "out"
+
+    inputs = [folder / "a.png", folder / "b.png"]
+    options = ["--task", "inpaint", "--mask", folder / "mask.png", "--batch-size", 2, "--steps", 2]
+    assert _reconstruct(inputs, generator, out, *options) == 0
+
+    for name in "ab":
+        shown = io.read_image(out / f"{name}_input.png")
+        assert torch.equal(
+            shown, io.read_image(folder / f"{name}.png") * mask
+        )  # hole shown as 0, rest lossless
+        reconstruction = io.read_image(out / f"{name}_reconstruction.png")
+        assert reconstruction.shape == (1, 16, 16)
+        assert torch.equal(io.read_image(out / f"{name}_reconstruction_corrupted.png"), reconstruction * mask)
+    summary = json.loads((out / "brgm.json").read_text())
+    corruption = summary["settings"]["corruption"]
+    assert corruption["operator"] == "Mask" and corruption["mask"] == str(folder / "mask.png")
+    assert corruption["observed_fraction"] == pytest.approx(1 - 36 / 256)
+    assert [image["name"] for image in summary["images"]] == ["a", "b"]
+    assert [image["batch"] for image in summary["images"]] == [0, 0]
+
+
+def test_factor_is_inferred_rgb_is_converted_and_batches_split(tmp_path, generator, clean):
+    low = Downsample(2, "box")(clean)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    io.write_image(folder / "gray.png", low[0])
+    io.write_image(folder / "colour.png", torch.cat([low[1], low[1].flip(-1), low[1].flip(-2)]))
+    out = tmp_path / "out"
+
+    inputs = [folder / "gray.png", folder / "colour.png"]
+    assert (
+        _reconstruct(
+            inputs, generator, out, "--task", "superres", "--kernel", "box", "--batch-size", 1, "--steps", 2
+        )
+        == 0
+    )
+
+    summary = json.loads((out / "brgm.json").read_text())
+    corruption = summary["settings"]["corruption"]
+    assert (corruption["factor"], corruption["factor_inferred"], corruption["kernel"]) == (2, True, "box")
+    gray, colour = summary["images"]
+    assert (gray["batch"], colour["batch"]) == (0, 1)
+    assert (gray["input_channels"], gray["conversion"]) == (1, None)
+    assert colour["input_channels"] == 3 and "grayscale" in colour["conversion"]
+    with Image.open(out / "colour_input.png") as image:
+        assert (image.mode, image.size) == ("L", (8, 8))
+    with Image.open(out / "colour_reconstruction.png") as image:
+        assert (image.mode, image.size) == ("L", (16, 16))
+
+
+@pytest.fixture
+def world(tmp_path, generator):
+    """Good and bad input files for the error cases; placeholders for the command lines."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    gray = torch.linspace(0, 1, 256).reshape(1, 16, 16)
+    io.write_image(folder / "low.png", gray[:, :4, :4])
+    io.write_image(folder / "sub" / "low.png", gray[:, 4:8, :4])
+    io.write_image(folder / "full.png", gray)
+    io.write_image(folder / "rect.png", gray[:, :4, :8])
+    io.write_image(folder / "odd.png", gray[:, :5, :5])
+    (folder / "notimage.png").write_text("not a png")
+    io.write_image(folder / "mask.png", Mask.center_box(16, 4).mask)
+    io.write_image(folder / "small_mask.png", Mask.center_box(8, 2).mask)
+    io.write_image(folder / "black_mask.png", torch.zeros(16, 16))
+    (folder / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken json....")
+    (folder / "afile").write_text("keep me")
+    return {"in": str(folder), "gen": str(generator), "out": str(tmp_path / "out")}
+
+
+SUPERRES = ["--generator", "{gen}", "--task", "superres", "--out", "{out}"]
+INPAINT = ["--generator", "{gen}", "--task", "inpaint", "--out", "{out}"]
+LOW, FULL = "{in}/low.png", "{in}/full.png"
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+
+
+def _case(name, images, options, expected, marks=()):
+    return pytest.param(["reconstruct", *images, *options], expected, id=name, marks=marks)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        _case("unknown-kernel", [LOW], [*SUPERRES, "--kernel", "lanczos"], "invalid choice: 'lanczos'"),
+        _case(
+            "factor-does-not-divide",
+            [LOW],
+            [*SUPERRES, "--factor", "3"],
+            "does not divide the generator's resolution 16",
+        ),
+        _case("factor-does-not-match-input-size", [LOW], [*SUPERRES, "--factor", "2"], "needs 8x8 inputs"),
+        _case("factor-zero", [LOW], [*SUPERRES, "--factor", "0"], "argument --factor"),
+        _case("factor-cannot-be-inferred", ["{in}/odd.png"], SUPERRES, "Cannot infer --factor"),
+        _case("non-square-input", ["{in}/rect.png"], SUPERRES, "square"),
+        _case("inputs-of-different-sizes", [LOW, FULL], SUPERRES, "same size"),
+        _case("two-inputs-one-name", [LOW, "{in}/sub/low.png"], SUPERRES, "share the name 'low'"),
+        _case("same-input-twice", [LOW, LOW], SUPERRES, "given twice"),
+        _case("missing-input", [LOW, "{in}/missing.png"], SUPERRES, "missing.png"),
+        _case("input-not-an-image", [LOW, "{in}/notimage.png"], SUPERRES, "notimage.png"),
+        _case("input-is-a-folder", ["{in}/sub"], SUPERRES, "is a folder"),
+        _case(
+            "missing-checkpoint",
+            [LOW],
+            [*SUPERRES, "--generator", "{in}/missing.safetensors"],
+            "No generator file",
+        ),
+        _case(
+            "corrupt-checkpoint",
+            [LOW],
+            [*SUPERRES, "--generator", "{in}/corrupt.safetensors"],
+            "corrupt.safetensors",
+        ),
+        _case(
+            "checkpoint-not-a-checkpoint",
+            [LOW],
+            [*SUPERRES, "--generator", FULL],
+            "not a generator checkpoint",
+        ),
+        _case("unknown-prior-name", [LOW], [*SUPERRES, "--generator", "no-such-prior"], "no-such-prior"),
+        _case("out-is-a-file", [LOW], [*SUPERRES, "--out", "{in}/afile"], "exists as a file"),
+        _case("out-below-a-file", [LOW], [*SUPERRES, "--out", "{in}/afile/sub"], "is a file"),
+        _case("mask-with-superres", [LOW], [*SUPERRES, "--mask", "{in}/mask.png"], "--mask is only used"),
+        _case("sigma-without-gaussian-kernel", [LOW], [*SUPERRES, "--sigma", "1.5"], "--sigma is only used"),
+        _case("zero-steps", [LOW], [*SUPERRES, "--steps", "0"], "argument --steps"),
+        _case("non-numeric-steps", [LOW], [*SUPERRES, "--steps", "many"], "argument --steps"),
+        _case("negative-lr", [LOW], [*SUPERRES, "--lr", "-1"], "argument --lr"),
+        _case("nan-sigma-pixel", [LOW], [*SUPERRES, "--sigma-pixel", "nan"], "argument --sigma-pixel"),
+        _case("zero-sigma-percept", [LOW], [*SUPERRES, "--sigma-percept", "0"], "argument --sigma-percept"),
+        _case("negative-kappa", [LOW], [*SUPERRES, "--kappa", "-0.5"], "argument --kappa"),
+        _case("zero-batch-size", [LOW], [*SUPERRES, "--batch-size", "0"], "argument --batch-size"),
+        _case("unknown-perceptual", [LOW], [*SUPERRES, "--perceptual", "nope"], "'nope'"),
+        _case("unknown-preset", [LOW], [*SUPERRES, "--preset", "best"], "'best'"),
+        _case("unknown-task", [LOW], [*SUPERRES, "--task", "denoise"], "'denoise'"),
+        _case("cuda-without-gpu", [LOW], [*SUPERRES, "--device", "cuda"], "CUDA", marks=NO_GPU),
+        _case("missing-out", [LOW], SUPERRES[:-2], "--out"),
+        _case("no-input", [], SUPERRES, "IMAGE"),
+        _case("inpaint-without-mask", [FULL], INPAINT, "needs --mask"),
+        _case("mask-of-another-size", [FULL], [*INPAINT, "--mask", "{in}/small_mask.png"], "8x8"),
+        _case(
+            "mask-observes-nothing",
+            [FULL],
+            [*INPAINT, "--mask", "{in}/black_mask.png"],
+            "no pixel as observed",
+        ),
+        _case("missing-mask", [FULL], [*INPAINT, "--mask", "{in}/missing.png"], "missing.png"),
+        _case(
+            "factor-with-inpaint",
+            [FULL],
+            [*INPAINT, "--mask", "{in}/mask.png", "--factor", "2"],
+            "--factor is only used",
+        ),
+        _case("inpaint-input-of-wrong-size", [LOW], [*INPAINT, "--mask", "{in}/mask.png"], "needs 16x16"),
+        pytest.param([], "COMMAND", id="no-command"),
+        pytest.param(["frobnicate"], "'frobnicate'", id="unknown-command"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_writes_nothing(argv, expected, world, tmp_path, capsys):
+    before = _snapshot(tmp_path)
+    assert main([arg.format(**world) for arg in argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("brgm: error: "), captured.err
+    assert expected in lines[0]
+    assert captured.out == ""
+    assert _snapshot(tmp_path) == before
+
+
+def test_never_overwrites_an_input_even_with_force(tmp_path, generator, clean, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    low = Downsample(4)(clean)
+    # x's reconstruction would be written to x_reconstruction.png, which is itself an input.
+    io.write_image(folder / "x.png", low[0])
+    io.write_image(folder / "x_reconstruction.png", low[1])
+    io.write_image(folder / "mask.png", Mask.center_box(16, 4).mask)
+    io.write_image(folder / "full.png", clean[0])
+    io.write_image(folder / "full_input.png", Mask.center_box(16, 4).mask)  # the mask, named like an output
+    before = _snapshot(tmp_path)
+    for force in ([], ["--force"]):
+        inputs = [folder / "x.png", folder / "x_reconstruction.png"]
+        assert _reconstruct(inputs, generator, folder, "--task", "superres", *force) == 2
+        assert f"would overwrite the input {folder / 'x_reconstruction.png'}" in capsys.readouterr().err
+        inpaint = ["--task", "inpaint", "--mask", folder / "full_input.png", *force]
+        assert _reconstruct([folder / "full.png"], generator, folder, *inpaint) == 2
+        assert f"would overwrite the input {folder / 'full_input.png'}" in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before
+
+
+def test_existing_outputs_are_kept_unless_forced(tmp_path, generator, clean, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    low = Downsample(4)(clean)
+    io.write_image(folder / "x.png", low[0])
+    io.write_image(folder / "y.png", low[1])
+    out = tmp_path / "out"
+    options = ["--task", "superres", "--steps", 2]
+    assert _reconstruct([folder / "x.png"], generator, out, *options) == 0
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+
+    assert _reconstruct([folder / "x.png"], generator, out, *options) == 2
+    assert str(out / "x_reconstruction.png") in capsys.readouterr().err
+    # Another input into the same folder would replace the earlier run's brgm.json.
+    assert _reconstruct([folder / "y.png"], generator, out, *options) == 2
+    assert str(out / "brgm.json") in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before
+
+    io.write_image(out / "x_input.png", low[1])  # an earlier run's output, different from this run's
+    assert _reconstruct([folder / "x.png"], generator, out, *options, "--force") == 0
+    assert torch.equal(io.read_image(out / "x_input.png"), io.read_image(folder / "x.png"))
+    assert json.loads((out / "brgm.json").read_text())["complete"] is True
+
+
+def test_help_and_traceback_flag(tmp_path, capsys):
+    assert main(["reconstruct", "--help"]) == 0
+    assert "--task" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError):
+        main(
+            [
+                "--traceback",
+                "reconstruct",
+                str(tmp_path / "missing.png"),
+                "--generator",
+                "g",
+                "--task",
+                "superres",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+
+
+def test_module_entry_point_prints_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "brgm_pyro.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reconstruct" in result.stdout

@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+import brgm_pyro as bp
+from brgm_pyro import forward as fw
+from brgm_pyro.inference.map import MAPSchedule, lr_factor
+from brgm_pyro.metrics import psnr
+from conftest import sample_images, tiny_generator
+
+PIXEL_ONLY = bp.BRGMParams(sigma_pixel=0.003, sigma_percept=1.0, kappa=0.0)
+
+
+@pytest.fixture(scope="module")
+def G32():
+    """A random 32 px generator whose images stay inside [0, 1] (its ToRGB weights scaled down), so
+    that y = f(G(w_true)) is exactly reachable; an untrained G overshoots the range and y would be clipped."""
+    G = tiny_generator(32, channel_base=512, channel_max=16, w_dim=16, z_dim=16).requires_grad_(False)
+    for r in G.synthesis.block_resolutions:
+        getattr(G.synthesis, f"b{r}").torgb.weight.mul_(0.25)
+    return G
+
+
+def test_map_reaches_data_consistency_on_synthetic_superresolution(G32):
+    """y = f(G(w_true)), factor 4: the MAP explains y to >= 35 dB PSNR."""
+    f = fw.Downsample(4, "bicubic")
+    x_true = sample_images(G32, 2, seed=5)
+    assert 0 < x_true.min() and x_true.max() < 1
+    y = f(x_true).clamp(0, 1)
+    rec = bp.reconstruct(y, f, G32, params=PIXEL_ONLY, perceptual=None, steps=200, lr=0.1, progress=False)
+    assert rec.image.shape == (2, 1, 32, 32)
+    assert rec.image.min() >= 0 and rec.image.max() <= 1
+    assert rec.y_reconstructed.shape == y.shape
+    consistency = rec.data_consistency["psnr"]
+    assert (consistency >= 35).all(), consistency
+    assert torch.allclose(consistency, psnr(rec.y_reconstructed.clamp(0, 1), y), atol=1e-3)
+    # The initialisation at w_avg explains y far worse.
+    start = f(bp.stylegan2.to_unit(G32.synthesis(G32.w_avg.expand(2, G32.num_ws, -1)), clamp=True))
+    assert (psnr(start.clamp(0, 1), y) < consistency - 10).all()
+
+
+def test_loss_trace(G32):
+    f = fw.Downsample(4, "box")
+    y = f(sample_images(G32, 2))
+    steps = 20
+    rec = bp.reconstruct(y, f, G32, params=bp.BRGMParams(kappa=0.3), perceptual=None, steps=steps, lr=0.05,
+                         progress=False)
+    assert set(rec.losses) == {"prior", "colinear", "pixel", "total"}
+    for trace in rec.losses.values():
+        assert trace.shape == (steps, 2) and torch.isfinite(trace).all()
+    total = rec.losses["total"]
+    assert torch.allclose(total, rec.losses["prior"] + rec.losses["colinear"] + rec.losses["pixel"])
+    assert (total[-1] < total[0]).all()
+    summary = rec.summary()
+    assert summary["params"]["kappa"] == 0.3 and len(summary["data_consistency"]["psnr"]) == 2
+
+
+def test_batch_equals_single_runs(G32):
+    f = fw.Compose(fw.Downsample(2, "bilinear"), fw.Mask(torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.3))
+    y = f(sample_images(G32, 4, seed=7)).clamp(0, 1)
+    params = bp.BRGMParams(sigma_pixel=0.05, kappa=0.2)
+    batch = bp.reconstruct(y, f, G32, params=params, perceptual=None, steps=15, lr=0.05, progress=False)
+    for i in range(4):
+        fi = fw.Compose(fw.Downsample(2, "bilinear"), fw.Mask(f.operators[1].mask[i : i + 1]))
+        single = bp.reconstruct(y[i : i + 1], fi, G32, params=params, perceptual=None, steps=15, lr=0.05, progress=False)
+        assert torch.allclose(batch.w[i], single.w[0], atol=1e-4)
+        assert torch.allclose(batch.image[i], single.image[0], atol=1e-4)
+        assert torch.allclose(batch.losses["total"][:, i], single.losses["total"][:, 0], rtol=1e-4, atol=1e-3)
+
+
+def test_same_seed_same_result(G32):
+    f = fw.Downsample(4)
+    y = f(sample_images(G32, 1)).clamp(0, 1)
+    a = bp.reconstruct(y, f, G32, steps=5, perceptual=None, progress=False, seed=3)
+    b = bp.reconstruct(y, f, G32, steps=5, perceptual=None, progress=False, seed=3)
+    assert torch.equal(a.w, b.w)
+
+
+def test_generator_is_left_as_it_was():
+    G = tiny_generator(16)
+    assert all(p.requires_grad for p in G.parameters())
+    f = fw.Downsample(2)
+    bp.reconstruct(f(sample_images(G, 1)).clamp(0, 1), f, G, steps=2, perceptual=None, progress=False)
+    assert all(p.requires_grad for p in G.parameters())
+    assert all(p.grad is None for p in G.parameters())
+
+
+def test_lr_schedule():
+    s = MAPSchedule(steps=100, lr=0.1, rampup=0.05, rampdown=0.25)
+    assert lr_factor(0, s) == pytest.approx(1 / 5)
+    assert lr_factor(50, s) == pytest.approx(1.0)
+    assert lr_factor(99, s) < 0.01
+    constant = MAPSchedule(steps=10, rampup=0, rampdown=0)
+    assert all(lr_factor(i, constant) == 1.0 for i in range(10))
+    with pytest.raises(ValueError, match="steps"):
+        MAPSchedule(steps=0)
+
+
+@pytest.fixture(scope="module")
+def G16():
+    return tiny_generator(16).requires_grad_(False)
+
+
+@pytest.mark.parametrize(
+    "make_y, f, message",
+    [
+        (lambda: torch.rand(1, 1, 8, 8), fw.Downsample(4), "shape"),  # wrong size for G
+        (lambda: torch.rand(1, 3, 4, 4), fw.Downsample(4), "channel"),  # wrong channel count
+        (lambda: torch.rand(1, 1, 4, 4) * 2, fw.Downsample(4), r"outside \[0, 1\]"),
+        (lambda: torch.full((1, 1, 4, 4), float("nan")), fw.Downsample(4), "NaN"),
+        (lambda: torch.rand(1, 1, 16, 16), fw.Mask(torch.ones(8, 8)), "mask"),
+        (lambda: torch.rand(1, 1, 5, 5), fw.Downsample(3), "divide"),
+        (lambda: torch.rand(1, 4, 4), fw.Downsample(4), r"\(B, C, H, W\)"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(G16, make_y, f, message):
+    with pytest.raises(ValueError, match=message):
+        bp.reconstruct(make_y(), f, G16, steps=1, perceptual=None, progress=False)
+
+
+def test_unknown_kernel():
+    with pytest.raises(ValueError, match="kernel"):
+        fw.Downsample(2, kernel="lanczos7")
