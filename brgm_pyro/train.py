@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

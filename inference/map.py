@@ -97,7 +97,7 @@ def run_map(
     ``-log p`` contributions (nats) per image, plus ``"total"``.
     """
     pyro.clear_param_store()
-    guide = AutoDelta(model, init_loc_fn=init_to_value(values={"w": init_w}))
+    guide = AutoDelta(model, init_loc_fn=init_to_value(values={"w": init_w.detach().clone()}))
     optim = PyroLRScheduler(
         torch.optim.lr_scheduler.LambdaLR,
         {

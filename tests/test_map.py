@@ -1,11 +1,11 @@
 import pytest
 import torch
+from brgm_pyro.inference.map import MAPSchedule, lr_factor
+from conftest import sample_images, tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
-from brgm_pyro.inference.map import MAPSchedule, lr_factor
 from brgm_pyro.metrics import psnr
-from conftest import sample_images, tiny_generator
 
 PIXEL_ONLY = bp.BRGMParams(sigma_pixel=0.003, sigma_percept=1.0, kappa=0.0)
 

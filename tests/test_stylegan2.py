@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_generator
 
 from brgm_pyro.checkpoints import CheckpointError, load_generator, save_generator
-from brgm_pyro.stylegan2 import StyleGAN2Generator, modulated_conv2d, upsample2d, fir_filter
-from conftest import tiny_generator
+from brgm_pyro.stylegan2 import StyleGAN2Generator, fir_filter, modulated_conv2d, upsample2d
 
 
 @pytest.mark.parametrize("resolution", [4, 8, 16, 32])

@@ -1,0 +1,105 @@
+"""Speed of the Pyro MAP against a plain PyTorch loop computing the same objective.
+
+Both optimise -log p(w, y) of the BRGM model (prior, colinearity, pixel and perceptual terms) with
+the same generator G, corruption f, feature network phi, Adam and learning-rate schedule. The
+runs alternate (Pyro, plain, Pyro, plain, ...) so that the machine's background load hits both
+alike, and the median time per step is reported. Figures are ratios measured in one run.
+
+    python benchmarks/speed.py [--steps 20] [--repeats 5] [--perceptual fmnist|none] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import brgm_pyro as bp
+from brgm_pyro.api import frozen, prepare_problem
+from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
+from brgm_pyro.models import brgm
+from brgm_pyro.stylegan2 import to_unit
+from brgm_pyro.train import TrainConfig
+
+
+def plain_map(problem, init_w: torch.Tensor, schedule: MAPSchedule) -> torch.Tensor:
+    """The same MAP as ``run_map`` with ``brgm.model``, written as a plain PyTorch loop."""
+    G, f, p = problem.generator, problem.forward, problem.params
+    w = init_w.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=schedule.lr, betas=schedule.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, schedule))
+    observed = problem.observed.expand_as(problem.y)
+    log_norm_pixel = math.log(p.sigma_pixel) + 0.5 * math.log(2 * math.pi)
+    for _ in range(schedule.steps):
+        y_clean = f(to_unit(G.synthesis(w)))
+        prior = 0.5 * ((w - G.w_avg) / G.w_std).square().sum() + w.numel() * (
+            torch.log(G.w_std) + 0.5 * math.log(2 * math.pi)
+        )
+        unit = F.normalize(w, dim=-1)
+        colinear = -p.kappa * ((unit @ unit.transpose(-1, -2)).sum() - G.num_ws * w.shape[0]) / 2
+        pixel = ((0.5 * ((problem.y - y_clean) / p.sigma_pixel).square() + log_norm_pixel) * observed).sum()
+        loss = prior + colinear + pixel
+        if problem.perceptual is not None:
+            feats = problem.perceptual(y_clean)
+            loss = loss + 0.5 * ((problem.y_features - feats) / p.sigma_percept).square().sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return w.detach()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--perceptual", default="fmnist")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+
+    G = bp.StyleGAN2Generator(**TrainConfig().generator_kwargs(), seed=0).to(args.device)
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, generator {G.resolution} px, "
+          f"{G.num_parameters() / 1e6:.2f} M parameters, perceptual {args.perceptual}")
+    f = bp.forward.Downsample(4, "bicubic")
+    schedule = MAPSchedule(steps=args.steps, lr=0.05)
+    per_step: dict[int, dict[str, float]] = {}
+    with frozen(G):
+        for batch in args.batches:
+            x = G.sample(batch, seed=1).to(args.device)
+            problem = prepare_problem(f(x).clamp(0, 1), f, G, brgm.BRGMParams(), args.perceptual)
+            init = G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()
+
+            def pyro_run(problem=problem, init=init):
+                return run_map(brgm.model, (), problem.model_kwargs(), init, schedule, progress=False)[0]
+
+            def plain_run(problem=problem, init=init):
+                return plain_map(problem, init, schedule)
+
+            w_pyro, w_plain = pyro_run(), plain_run()  # warm-up, and the two agree
+            agree = (w_pyro - w_plain).abs().max().item()
+            times: dict[str, list[float]] = {"pyro": [], "plain": []}
+            for _ in range(args.repeats):
+                for name, run in (("pyro", pyro_run), ("plain", plain_run)):
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    run()
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    times[name].append((time.perf_counter() - start) / args.steps)
+            per_step[batch] = {k: statistics.median(v) for k, v in times.items()}
+            pyro_s, plain_s = per_step[batch]["pyro"], per_step[batch]["plain"]
+            print(f"batch {batch}: Pyro {pyro_s * 1e3:.1f} ms/step, plain PyTorch {plain_s * 1e3:.1f} ms/step, "
+                  f"ratio {pyro_s / plain_s:.3f} (target <= 1.05); max |w_pyro - w_plain| = {agree:.2e}")
+    if 1 in per_step and 8 in per_step:
+        speedup = (8 / per_step[8]["pyro"]) / (1 / per_step[1]["pyro"])
+        print(f"images per second, batch 8 over batch 1 (Pyro): {speedup:.2f} (target >= 3)")
+
+
+if __name__ == "__main__":
+    main()
