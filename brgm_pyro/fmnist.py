@@ -3,9 +3,9 @@
 Two small classifiers of 1 x 32 x 32 images in [0, 1] (Fashion-MNIST padded to 32 px), trained on
 the ``train`` split (55,000 images), selected on ``val`` (5,000), scored once on ``test``:
 
-* :class:`PerceptNet` (VGG-like, no batch norm) behind :class:`FMNISTPercept`, the feature network
+* :class:`PerceptNet` (VGG-like) behind :class:`FMNISTPercept`, the feature network
   registered as ``"fmnist"`` for the perceptual likelihood ``phi(y) ~ Normal(phi(f(x)), sigma^2)``.
-* :class:`EvalNet` (a small ResNet: 5x5 stem, batch norm, one residual block), of another
+* :class:`EvalNet` (a small ResNet: strided 5x5 stem, one residual block), of another
   architecture and seed, behind :class:`FMNISTEval`. It is used only by the metrics, never inside a
   loss, so that a reconstruction cannot be scored well by the network it was optimised against.
 
@@ -27,7 +27,7 @@ over layers, ``||phi(a) - phi(b)||^2 = mean over l of (mean over positions of ||
 n(A_l(b))||^2)``: LPIPS with equal, unlearnt channel weights, in [0, 4].
 
 Metrics on top of :class:`FMNISTEval`: :func:`frechet_distance` / :func:`fid` on its penultimate
-features (128), :func:`class_fidelity` (does a reconstruction keep its true class) and
+features (128, the hidden layer of its head), :func:`class_fidelity` (does a reconstruction keep its true class) and
 :func:`class_histogram`. Training: :func:`train_feature_net` (script ``scripts/train_feature_nets.py``).
 """
 
@@ -125,35 +125,50 @@ def _lpips_features(activations: list[torch.Tensor]) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the two classifiers
 
 
+def _conv_bn(inputs: int, outputs: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(outputs),
+    )
+
+
 class _Classifier(nn.Module):
-    """Shared plumbing: input statistics as buffers, resizing, logits from the tapped activations."""
+    """Shared plumbing: input statistics as buffers, resizing, a 512 -> 128 -> 10 head."""
+
+    feature_dim = 128
 
     def __init__(self) -> None:
         super().__init__()
         # Set from the training split by train_feature_net; saved with the weights.
         self.register_buffer("pixel_mean", torch.tensor(0.0))
         self.register_buffer("pixel_std", torch.tensor(1.0))
+        self.hidden = nn.Linear(128 * 2 * 2, self.feature_dim)
+        self.classifier = nn.Linear(self.feature_dim, 10)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return (resize_to_input(images) - self.pixel_mean) / self.pixel_std
 
     def taps(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Images (B, 1, H, W) in [0, 1] -> (the tapped activations, the logits (B, 10))."""
+        """Images (B, 1, H, W) in [0, 1] -> (tapped activations, penultimate features (B, 128))."""
         raise NotImplementedError
 
+    def head(self, last: torch.Tensor) -> torch.Tensor:
+        """The last conv map (B, 128, 2, 2) -> penultimate features (B, 128), after ReLU."""
+        return F.relu(self.hidden(last.flatten(1)))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.taps(images)[1]
+        """Class logits (B, 10)."""
+        return self.classifier(self.taps(images)[1])
 
 
 class PerceptNet(_Classifier):
-    """VGG-like classifier: four 3x3 conv + ReLU + 2x2 max-pool stages (16, 32, 64, 128 channels),
-    a linear layer on the flattened 128 x 2 x 2 map. Taps: the four ReLU outputs at 32, 16, 8, 4 px."""
+    """VGG-like classifier: four stages of 3x3 conv, batch norm, ReLU and 2x2 max-pool (16, 32, 64,
+    128 channels), then 128 x 2 x 2 -> 128 -> 10. Taps: the four ReLU outputs, at 32, 16, 8 and 4 px."""
 
     def __init__(self) -> None:
         super().__init__()
         widths = (1, 16, 32, 64, 128)
-        self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, padding=1) for i, o in itertools.pairwise(widths))
-        self.classifier = nn.Linear(128 * 2 * 2, 10)
+        self.convs = nn.ModuleList(_conv_bn(i, o, 3) for i, o in itertools.pairwise(widths))
 
     def taps(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = self.prepare(images)
@@ -162,14 +177,7 @@ class PerceptNet(_Classifier):
             x = F.relu(conv(x))
             activations.append(x)
             x = F.max_pool2d(x, 2)
-        return activations, self.classifier(x.flatten(1))
-
-
-def _conv_bn(inputs: int, outputs: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(inputs, outputs, kernel, stride=stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(outputs),
-    )
+        return activations, self.head(x)
 
 
 class _ResidualBlock(nn.Module):
@@ -184,28 +192,21 @@ class _ResidualBlock(nn.Module):
 
 class EvalNet(_Classifier):
     """Small ResNet: 5x5 stride-2 stem (32 ch, 16 px), 3x3 stride-2 conv (48 ch, 8 px), a residual
-    block, 3x3 stride-2 conv (128 ch, 4 px), global average pool -> 128 penultimate features -> linear.
-    Every conv is followed by batch norm. Taps: stem, residual block and last conv outputs."""
-
-    feature_dim = 128
+    block, 3x3 stride-2 conv (128 ch, 4 px), every conv with batch norm; 2x2 average pool, then
+    128 x 2 x 2 -> 128 (penultimate features) -> 10. Taps: stem, residual block and last conv outputs."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = _conv_bn(1, 32, 5, stride=2)
         self.down1 = _conv_bn(32, 48, 3, stride=2)
         self.block = _ResidualBlock(48)
-        self.down2 = _conv_bn(48, self.feature_dim, 3, stride=2)
-        self.classifier = nn.Linear(self.feature_dim, 10)
+        self.down2 = _conv_bn(48, 128, 3, stride=2)
 
     def taps(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         stem = F.relu(self.stem(self.prepare(images)))
         block = self.block(F.relu(self.down1(stem)))
         last = F.relu(self.down2(block))
-        return [stem, block, last], self.classifier(last.mean(dim=(2, 3)))
-
-    def penultimate(self, images: torch.Tensor) -> torch.Tensor:
-        taps, _ = self.taps(images)
-        return taps[-1].mean(dim=(2, 3))
+        return [stem, block, last], self.head(F.avg_pool2d(last, 2))
 
 
 _ARCHITECTURES: dict[str, type[_Classifier]] = {"percept": PerceptNet, "eval": EvalNet}
@@ -290,8 +291,8 @@ class FMNISTEval(nn.Module):
         return super().train(False)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B, 128): the global average of the last conv layer, after ReLU."""
-        return self.net.penultimate(images)
+        """Penultimate features (B, 128): the hidden layer of the head, after ReLU."""
+        return self.net.taps(images)[1]
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits (B, 10), in the order of :data:`CLASS_NAMES`."""
@@ -407,12 +408,12 @@ def class_histogram(
 
 
 def _augment(images: torch.Tensor, low_resolution: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips; with ``low_resolution``, a quarter of the images are also area-reduced
+    """Random horizontal flips; with ``low_resolution``, an eighth of the images are also area-reduced
     by 2, 4 or 8 and enlarged back by pixel replication, as phi sees low-resolution observations."""
     flip = torch.rand(images.shape[0], generator=generator) < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     if low_resolution:
-        chosen = torch.rand(images.shape[0], generator=generator) < 0.25
+        chosen = torch.rand(images.shape[0], generator=generator) < 0.125
         factors = torch.tensor([2, 4, 8])[torch.randint(0, 3, (images.shape[0],), generator=generator)]
         images = images.clone()
         for factor in (2, 4, 8):
