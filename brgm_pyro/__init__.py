@@ -6,7 +6,10 @@
     rec = bp.reconstruct(f(x), f, G)
 """
 
-from brgm_pyro import forward
+from brgm_pyro import (
+    fmnist,  # noqa: F401  (registers the "fmnist" perceptual network)
+    forward,
+)
 from brgm_pyro.api import ReconstructionResult, reconstruct
 from brgm_pyro.checkpoints import load_generator, save_generator
 from brgm_pyro.inference.map import MAPSchedule

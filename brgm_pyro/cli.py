@@ -34,11 +34,17 @@ from brgm_pyro.checkpoints import CheckpointError, load_generator
 from brgm_pyro.data import DatasetError
 from brgm_pyro.forward import _KERNEL_NAMES, Downsample, Mask, Operator
 from brgm_pyro.inference.map import MAPSchedule
+from brgm_pyro.inference.mcmc import MCMCSettings
+from brgm_pyro.inference.svi import GUIDES, SVISettings
+from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
 from brgm_pyro.models.brgm import PRESETS, BRGMParams, colinearity
+from brgm_pyro.models.variants import available_models, get_model
 from brgm_pyro.perceptual import MissingWeightsError
+from brgm_pyro.plotting import save_uncertainty_maps
+from brgm_pyro.posterior import METHODS, Posterior, sample_posterior
 from brgm_pyro.stylegan2 import StyleGAN2Generator, describe
 
-__all__ = ["build_parser", "cmd_reconstruct", "main"]
+__all__ = ["build_parser", "cmd_reconstruct", "cmd_sample", "main"]
 
 EXIT_BAD_INPUT = 2
 SUMMARY_NAME = "brgm.json"
@@ -498,6 +504,264 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- brgm sample
+
+# Per input NAME, besides the MAP's RECONSTRUCT_OUTPUTS: NAME_<kind>.png and NAME_posterior.nc.
+SAMPLE_OUTPUTS = ("mean", "std", "samples", "overview")
+# Field of SVISettings / MCMCSettings -> the argparse dest of its ``brgm sample`` option.
+SVI_OPTIONS = {"guide": "guide", "rank": "rank", "steps": "svi_steps", "lr": "svi_lr", "num_particles": "num_particles"}
+MCMC_OPTIONS = {
+    "num_chains": "num_chains",
+    "warmup_steps": "warmup",
+    "max_tree_depth": "max_tree_depth",
+    "trajectory_length": "trajectory_length",
+}
+
+
+def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sample",
+        help="posterior samples and uncertainty maps (SVI, NUTS, HMC)",
+        description=(
+            "Posterior sampling under a BRGM model, one image at a time: the MAP (as brgm reconstruct), then "
+            "SVI or MCMC started from it. Writes, per input NAME, the MAP's files (NAME_reconstruction.png, "
+            "NAME_input.png, NAME_reconstruction_corrupted.png), NAME_mean.png (posterior mean), NAME_std.png "
+            "(per-pixel standard deviation, colour scale in brgm.json), NAME_samples.png (grid of draws), "
+            "NAME_overview.png, NAME_error.png (|mean - truth|, with --truth) and NAME_posterior.nc (ArviZ "
+            "InferenceData, NetCDF), and one brgm.json with settings, diagnostics and per-image results."
+        ),
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="corrupted input images (PNG)")
+    _add_generator_options(parser)
+    parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
+    corruption = parser.add_argument_group("corruption")
+    corruption.add_argument("--factor", type=positive_int, help="superres factor (default: R / input size)")
+    corruption.add_argument("--kernel", choices=_KERNEL_NAMES, help="superres kernel (default: bicubic)")
+    corruption.add_argument(
+        "--sigma", type=positive_float, help="width of the gaussian kernel in pixels (default: factor / 2)"
+    )
+    corruption.add_argument("--mask", type=Path, metavar="MASK.png", help="inpaint mask: white = observed")
+    corruption.add_argument(
+        "--truth",
+        nargs="+",
+        type=Path,
+        metavar="CLEAN.png",
+        help="the clean images, one per input in the same order: adds NAME_error.png and calibration figures",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model", choices=available_models(), default="brgm", help="model variant (default: brgm)"
+    )
+    model.add_argument(
+        "--preset", choices=PRESETS, default="default", help="parameter preset (default: default)"
+    )
+    model.add_argument("--sigma-pixel", type=positive_float, help="override the preset's pixel noise sigma")
+    model.add_argument("--sigma-percept", type=positive_float, help="override the preset's perceptual sigma")
+    model.add_argument("--kappa", type=nonnegative_float, help="override the preset's colinearity kappa")
+    model.add_argument(
+        "--perceptual",
+        default="auto",
+        metavar="auto|none|NAME",
+        help="perceptual network (default auto: the prior's choice, none for a bare generator)",
+    )
+    optimiser = parser.add_argument_group("MAP (the starting point)")
+    optimiser.add_argument("--steps", type=positive_int, help=f"Adam steps (default {MAPSchedule.steps})")
+    optimiser.add_argument("--lr", type=positive_float, help=f"Adam learning rate (default {MAPSchedule.lr})")
+    optimiser.add_argument("--seed", type=nonnegative_int, default=0)
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
+    sampling.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=16,
+        help="draws from the SVI guide, or kept draws per MCMC chain (default 16)",
+    )
+    sampling.add_argument("--guide", choices=GUIDES, help=f"SVI guide (default {SVISettings.guide})")
+    sampling.add_argument("--rank", type=positive_int, help=f"rank of the lowrank guide (default {SVISettings.rank})")
+    sampling.add_argument("--svi-steps", type=positive_int, help=f"SVI steps (default {SVISettings.steps})")
+    sampling.add_argument("--svi-lr", type=positive_float, help=f"SVI learning rate (default {SVISettings.lr})")
+    sampling.add_argument(
+        "--num-particles", type=positive_int, help=f"ELBO particles (default {SVISettings.num_particles})"
+    )
+    sampling.add_argument("--num-chains", type=positive_int, help=f"MCMC chains (default {MCMCSettings.num_chains})")
+    sampling.add_argument(
+        "--warmup", type=nonnegative_int, help=f"MCMC warm-up draws per chain (default {MCMCSettings.warmup_steps})"
+    )
+    sampling.add_argument(
+        "--max-tree-depth", type=positive_int, help=f"NUTS tree depth cap (default {MCMCSettings.max_tree_depth})"
+    )
+    sampling.add_argument(
+        "--trajectory-length",
+        type=positive_float,
+        help=f"HMC trajectory length (default {MCMCSettings.trajectory_length})",
+    )
+    _add_output_options(parser)
+    parser.set_defaults(run=cmd_sample, batch_size=1)
+
+
+def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The SVI or MCMC settings given on the command line; options of another method are refused."""
+    mine, other = (SVI_OPTIONS, MCMC_OPTIONS) if args.method == "svi" else (MCMC_OPTIONS, SVI_OPTIONS)
+    only = {"max_tree_depth": "nuts", "trajectory_length": "hmc"}
+    for dest in other.values():
+        if getattr(args, dest) is not None:
+            raise ValueError(
+                f"--{dest.replace('_', '-')} does not apply to --method {args.method}; drop it or change --method."
+            )
+    for dest, method in only.items():
+        if getattr(args, dest) is not None and args.method != method:
+            raise ValueError(
+                f"--{dest.replace('_', '-')} only applies to --method {method}; drop it or change --method."
+            )
+    return {field: getattr(args, dest) for field, dest in mine.items() if getattr(args, dest) is not None}
+
+
+@dataclass
+class SampleJob:
+    """Everything ``brgm sample`` checked, ready to run; nothing written yet."""
+
+    base: ReconstructJob
+    truth: torch.Tensor | None
+    options: dict[str, Any]
+    outputs: list[dict[str, Path]]
+
+
+def plan_sample(args: argparse.Namespace) -> SampleJob:
+    """Check every input and option of ``brgm sample``; raise on the first problem, write nothing."""
+    options = _inference_options(args)
+    if args.truth is not None and len(args.truth) != len(args.images):
+        raise ValueError(
+            f"--truth names {len(args.truth)} image(s) for {len(args.images)} input(s); give one clean image per "
+            "input, in the same order."
+        )
+    base = plan_reconstruct(args)
+    truth = None
+    if args.truth is not None:
+        G = base.generator
+        truth = io.read_images(args.truth, channels=G.channels)
+        if tuple(truth.shape[-2:]) != (G.resolution, G.resolution):
+            raise ValueError(
+                f"The --truth images are {truth.shape[-1]}x{truth.shape[-2]} pixels, but the generator makes "
+                f"{G.resolution}x{G.resolution} images; give the clean images at that size."
+            )
+    outputs = []
+    for name in base.names:
+        files = {kind: base.out / f"{name}_{kind}.png" for kind in SAMPLE_OUTPUTS}
+        if truth is not None:
+            files["error"] = base.out / f"{name}_error.png"
+        files["posterior"] = base.out / f"{name}_posterior.nc"
+        outputs.append(files)
+    inputs = [args.mask, Path(args.generator), *(args.truth or [])]
+    protected = base.paths + [p for p in inputs if p is not None and p.is_file()]
+    every_output = [p for files in outputs + base.outputs for p in files.values()] + [base.out / SUMMARY_NAME]
+    check_outputs(every_output, protected, args.force)
+    base.settings["model"] = args.model
+    base.settings["sampling"] = {"method": args.method, "num_samples": args.num_samples, "options": options}
+    base.settings["truth"] = [str(p) for p in args.truth] if args.truth is not None else None
+    return SampleJob(base=base, truth=truth, options=options, outputs=outputs)
+
+
+def _calibration(post: Posterior, truth: torch.Tensor, hole: torch.Tensor | None) -> dict[str, Any]:
+    """Scores of one image's posterior against its clean image (1, C, H, W)."""
+    error = (post.mean - truth).abs()
+    scores: dict[str, Any] = {
+        "psnr_mean": float(psnr(post.mean, truth)[0]),
+        "psnr_map": float(psnr(post.map.image, truth)[0]),
+    }
+    if post.num_samples >= 2:
+        scores["coverage"] = {str(k): v for k, v in interval_coverage(post.samples, truth).items()}
+        try:
+            scores["spearman_std_error"] = spearman_std_error(post.std, error)
+        except ValueError:
+            scores["spearman_std_error"] = None
+    if hole is not None:
+        scores["std_ratio_hole_observed"] = float(post.std[hole].mean() / post.std[~hole].mean().clamp_min(1e-12))
+    return scores
+
+
+def run_sample(job: SampleJob, quiet: bool) -> dict[str, Any]:
+    """Sample each image's posterior, writing its files and the updated brgm.json as it finishes."""
+    base = job.base
+    io.ensure_output_dir(base.out)
+    started = time.perf_counter()
+    images: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {
+        "command": "sample",
+        "complete": False,
+        "settings": base.settings,
+        "versions": versions(),
+        "images": images,
+    }
+    G = base.generator
+    clean_shape = (1, G.channels, G.resolution, G.resolution)
+    hole = None
+    if isinstance(base.forward, Mask):
+        hole = base.forward.observed(clean_shape, device="cpu").expand(clean_shape) == 0
+    progress = tqdm(total=len(base.paths), desc="images", unit="img", disable=quiet or len(base.paths) == 1)
+    for index, name in enumerate(base.names):
+        image_started = time.perf_counter()
+        y = base.y[index : index + 1]
+        common = dict(params=base.params, perceptual=base.perceptual, seed=base.settings["seed"], progress=not quiet)
+        rec = reconstruct(
+            y, base.forward, G, schedule=base.schedule, model=get_model(base.settings["model"]), **common
+        )
+        post = sample_posterior(
+            y,
+            base.forward,
+            G,
+            method=base.settings["sampling"]["method"],
+            num_samples=base.settings["sampling"]["num_samples"],
+            model=base.settings["model"],
+            map_result=rec,
+            **common,
+            **job.options,
+        )
+        truth = job.truth[index : index + 1] if job.truth is not None else None
+        files = job.outputs[index]
+        reconstruction = base.outputs[index]
+        io.write_image(reconstruction["reconstruction"], rec.image[0])
+        io.write_image(reconstruction["input"], rec.y[0])
+        io.write_image(reconstruction["reconstruction_corrupted"], rec.y_reconstructed[0])
+        maps = save_uncertainty_maps(post, base.out, [name], truth=truth)[0]
+        post.save_netcdf(files["posterior"])
+        entry = {
+            "name": name,
+            "input": str(base.paths[index]),
+            "outputs": {
+                kind: path.name for kind, path in {**reconstruction, **maps, "posterior": files["posterior"]}.items()
+            },
+            "wall_time_s": time.perf_counter() - image_started,
+            "std_png_vmax": float(post.std.max()),
+            "map": {
+                "final_losses": {term: float(values[-1, 0]) for term, values in rec.losses.items()},
+                "data_consistency": {k: float(v[0]) for k, v in rec.data_consistency.items()},
+            },
+            "posterior": post.summary()["images"][0],
+            "diagnostics": post.diagnostics,
+        }
+        if truth is not None:
+            entry["truth"] = base.settings["truth"][index]
+            entry["calibration"] = _calibration(post, truth, hole)
+        images.append(entry)
+        summary["wall_time_s"] = time.perf_counter() - started
+        io.write_json(base.out / SUMMARY_NAME, summary)
+        progress.update(1)
+    progress.close()
+    summary["complete"] = True
+    io.write_json(base.out / SUMMARY_NAME, summary)
+    return summary
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    job = plan_sample(args)
+    run_sample(job, args.quiet)
+    print(
+        f"brgm: wrote posterior samples and uncertainty maps of {len(job.base.paths)} image(s) and {SUMMARY_NAME} "
+        f"to {job.base.out}"
+    )
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -593,6 +857,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_reconstruct_parser(subparsers)
+    add_sample_parser(subparsers)
     add_demo_parser(subparsers)
     add_train_prior_parser(subparsers)
     return parser

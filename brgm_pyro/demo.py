@@ -43,8 +43,8 @@ class Task:
         if self.kind == "superres":
             return fw.Downsample(self.factor, "bicubic")
         if self.mask == "center":
-            return fw.Mask(fw.Mask.center_box(size, size // 2))
-        return fw.Mask(fw.Mask.half(size, side="right"))
+            return fw.Mask.center_box(size, size // 2)
+        return fw.Mask.half(size, side="right")
 
 
 TASKS = (

@@ -27,8 +27,9 @@ over layers, ``||phi(a) - phi(b)||^2 = mean over l of (mean over positions of ||
 n(A_l(b))||^2)``: LPIPS with equal, unlearnt channel weights, in [0, 4].
 
 Metrics on top of :class:`FMNISTEval`: :func:`frechet_distance` / :func:`fid` on its penultimate
-features (128, the hidden layer of its head), :func:`class_fidelity` (does a reconstruction keep its true class) and
-:func:`class_histogram`. Training: :func:`train_feature_net` (script ``scripts/train_feature_nets.py``).
+features (128, the hidden layer of its head), :func:`class_fidelity` (does a reconstruction keep its
+true class) and :func:`class_histogram`. Training: :func:`train_feature_net`, run by the script
+``scripts/train_feature_nets.py``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
@@ -328,8 +328,11 @@ def frechet_distance_gaussians(
 
         ||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)).
 
-    The matrix square root is scipy's ``sqrtm``; if it is not finite (singular product), both
-    covariances get 1e-6 added to their diagonal, and a tiny imaginary part from round-off is dropped.
+    The trace of the square root is taken in its symmetric form, tr (sigma1 sigma2)^(1/2) =
+    tr (sigma1^(1/2) sigma2 sigma1^(1/2))^(1/2) (the two products are similar matrices), from the
+    eigenvalues of symmetric positive semi-definite matrices, with round-off negatives clipped to 0.
+    Unlike ``scipy.linalg.sqrtm`` of the non-symmetric product, this stays exact and real for singular
+    covariances (dead features, fewer samples than features); no offset is added.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = (
@@ -341,12 +344,11 @@ def frechet_distance_gaussians(
             f"frechet distance needs means (F,) and covariances (F, F) of one F, got {mu1.shape}, "
             f"{sigma1.shape}, {mu2.shape}, {sigma2.shape}"
         )
-    root = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(root).all():
-        offset = 1e-6 * np.eye(sigma1.shape[0])
-        root = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    root = np.real(root)
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(root))
+    eigenvalues, eigenvectors = np.linalg.eigh(sigma1)
+    root1 = (eigenvectors * np.sqrt(eigenvalues.clip(min=0))) @ eigenvectors.T
+    trace_root = np.sqrt(np.linalg.eigvalsh(root1 @ sigma2 @ root1).clip(min=0)).sum()
+    distance = np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root
+    return max(float(distance), 0.0)
 
 
 def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:

@@ -32,9 +32,10 @@ def main(args: argparse.Namespace) -> None:
         )  # fmt: skip
         per_epoch = ", ".join(f"{a:.4f}" for a in card["val_accuracy_per_epoch"])
         print(
-            f"{card['name']}: {card['architecture']} with {card['parameters']} parameters, seed {card['seed']}, "
-            f"{card['epochs']} epochs in {card['seconds']:.0f} s; val accuracy per epoch {per_epoch}; "
-            f"kept epoch {card['best_epoch']}: val {card['val_accuracy']:.4f}, test {card['test_accuracy']:.4f}; "
+            f"{card['name']}: {card['architecture']} with {card['parameters']} parameters, "
+            f"seed {card['seed']}, {card['epochs']} epochs in {card['seconds']:.0f} s; "
+            f"val accuracy per epoch {per_epoch}; kept epoch {card['best_epoch']}: "
+            f"val {card['val_accuracy']:.4f}, test {card['test_accuracy']:.4f}; "
             f"{out_path} ({out_path.stat().st_size / 1e6:.2f} MB)"
         )
 

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,11 +111,17 @@ def test_get_perceptual_finds_the_fmnist_network():
     assert isinstance(get_perceptual("FMNIST"), FMNISTPercept)
 
 
+def test_the_name_fmnist_works_without_importing_the_module_first():
+    code = "from brgm_pyro.perceptual import get_perceptual; print(type(get_perceptual('fmnist')).__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "FMNISTPercept"
+
+
 def _reference_frechet(mu1, sigma1, mu2, sigma2):
-    # tr (S1 S2)^(1/2) = tr (S1^(1/2) S2 S1^(1/2))^(1/2): a symmetric form computed by eigenvalues.
-    root1 = scipy.linalg.sqrtm(sigma1).real
-    eigenvalues = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
-    return np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2) - 2 * np.sqrt(eigenvalues.clip(0)).sum()
+    # The textbook form, with scipy's square root of the non-symmetric product.
+    root = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    return np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * root.real)
 
 
 def test_frechet_distance_matches_the_closed_form_for_gaussians():
@@ -146,13 +154,17 @@ def test_frechet_distance_of_samples():
     shifted = frechet_distance(draw(np.zeros(8)), draw(shift))
     assert shifted == pytest.approx(8 * 0.25, rel=0.1)
     assert 0 <= same < 0.02 * shifted
+    # A dead feature and fewer samples than features make the covariances singular: still exact.
+    few = draw(np.zeros(8))[:5]
+    few[:, 0] = 0
+    assert frechet_distance(few, few) == pytest.approx(0, abs=1e-9)
     with pytest.raises(ValueError, match="N >= 2"):
         frechet_distance(np.zeros((1, 8)), np.zeros((5, 8)))
 
 
 def test_class_metrics_on_true_images(evaluator, test_images):
     images, labels = test_images
-    kept = class_fidelity(images[:500], labels[:500], net=evaluator)
+    kept = class_fidelity(images[:500], labels[:500])  # the default, shipped evaluator
     assert kept.dtype == torch.bool and kept.shape == (500,)
     assert kept.float().mean() >= 0.88
     counts = class_histogram(images[:500], net=evaluator)

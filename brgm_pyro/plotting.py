@@ -1,0 +1,145 @@
+"""Pictures of a posterior: mean, per-pixel standard deviation, |error| against a known truth, sample grids.
+
+Maps of a non-negative quantity (std, |error|) are rendered through a matplotlib colour map with a
+stated range ``[0, vmax]``, so that two maps drawn with the same vmax compare by colour.
+:func:`save_uncertainty_maps` writes them as PNG (``brgm sample`` uses it);
+:func:`plot_posterior` draws one image's panels with colour bars, for notebooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from brgm_pyro import io
+from brgm_pyro.posterior import Posterior
+
+__all__ = ["colorize", "plot_posterior", "save_uncertainty_maps", "uncertainty_maps"]
+
+STD_CMAP = "magma"
+ERROR_CMAP = "viridis"
+
+
+def colorize(values: torch.Tensor, vmax: float, cmap: str = STD_CMAP) -> torch.Tensor:
+    """A map (C, H, W) or (H, W) of non-negative values as an RGB image (3, H, W) in [0, 1]:
+    the mean over channels, divided by ``vmax`` (clipped at 1), through the colour map ``cmap``."""
+    import matplotlib
+
+    if values.dim() == 3:
+        values = values.mean(0)
+    if values.dim() != 2:
+        raise ValueError(f"colorize takes a map (C, H, W) or (H, W), got shape {tuple(values.shape)}.")
+    if not vmax > 0:
+        raise ValueError(f"vmax must be positive, got {vmax!r}.")
+    scaled = (values.detach().cpu().double() / vmax).clamp(0.0, 1.0).numpy()
+    rgba = matplotlib.colormaps[cmap](scaled)
+    return torch.from_numpy(rgba[..., :3]).permute(2, 0, 1).float()
+
+
+def _vmax(values: torch.Tensor) -> float:
+    """The top of a colour scale for ``values``: their maximum, or 1e-6 for an all-zero map."""
+    return max(float(values.max()), 1e-6)
+
+
+def uncertainty_maps(
+    posterior: Posterior,
+    truth: torch.Tensor | None = None,
+    std_vmax: float | None = None,
+    error_vmax: float | None = None,
+) -> dict[str, Any]:
+    """The maps of every image of the batch, each (B, C, H, W) in [0, 1]: "mean", "map" (the MAP),
+    "std" and, with ``truth`` (B, C, H, W), "error" = |mean - truth|, both coloured (C = 3); and
+    "std_vmax", "error_vmax", the values at the top of their colour scales (default: the batch maximum)."""
+    maps: dict[str, Any] = {"mean": posterior.mean, "map": posterior.map.image}
+    std_vmax = std_vmax or _vmax(posterior.std)
+    maps["std"] = torch.stack([colorize(s, std_vmax, STD_CMAP) for s in posterior.std])
+    maps["std_vmax"] = std_vmax
+    if truth is not None:
+        if tuple(truth.shape) != tuple(posterior.mean.shape):
+            raise ValueError(
+                f"The truth has shape {tuple(truth.shape)}, but the posterior's images are "
+                f"{tuple(posterior.mean.shape)}; give one clean image per input."
+            )
+        error = (posterior.mean - truth.cpu()).abs()
+        error_vmax = error_vmax or _vmax(error)
+        maps["error"] = torch.stack([colorize(e, error_vmax, ERROR_CMAP) for e in error])
+        maps["error_vmax"] = error_vmax
+    return maps
+
+
+def save_uncertainty_maps(
+    posterior: Posterior,
+    out: str | Path,
+    names: Sequence[str],
+    truth: torch.Tensor | None = None,
+    grid_columns: int = 8,
+    max_grid_samples: int = 32,
+) -> list[dict[str, Path]]:
+    """Write, per image NAME of the batch: NAME_mean.png, NAME_std.png, NAME_error.png (with a
+    truth), NAME_samples.png (a grid of up to ``max_grid_samples`` draws, ``grid_columns`` per row)
+    and NAME_overview.png (input, MAP, mean, std, error side by side). Returns the paths per image."""
+    out = Path(out)
+    if len(names) != posterior.mean.shape[0]:
+        raise ValueError(f"Got {len(names)} names for {posterior.mean.shape[0]} images; give one name per image.")
+    maps = uncertainty_maps(posterior, truth)
+    written = []
+    shown = posterior.samples[:max_grid_samples]
+    for i, name in enumerate(names):
+        files = {kind: out / f"{name}_{kind}.png" for kind in ("mean", "std", "samples", "overview")}
+        io.write_image(files["mean"], maps["mean"][i])
+        io.write_image(files["std"], maps["std"][i])
+        overview = [posterior.y[i], maps["map"][i], maps["mean"][i], maps["std"][i]]
+        if "error" in maps:
+            files["error"] = out / f"{name}_error.png"
+            io.write_image(files["error"], maps["error"][i])
+            overview.append(maps["error"][i])
+        draws = list(shown[:, i])
+        rows = [draws[start : start + grid_columns] for start in range(0, len(draws), grid_columns)]
+        io.save_grid(files["samples"], rows)
+        io.save_grid(files["overview"], [overview])
+        written.append(files)
+    return written
+
+
+def plot_posterior(
+    posterior: Posterior,
+    index: int = 0,
+    truth: torch.Tensor | None = None,
+    num_samples: int = 6,
+    title: str | None = None,
+) -> Any:
+    """A matplotlib figure of image ``index``: input, MAP, posterior mean, std, |error| (with a truth,
+    (B, C, H, W)), and ``num_samples`` draws below. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    def show(ax: Any, image: torch.Tensor, label: str, **kwargs: Any) -> Any:
+        array = image.detach().cpu()
+        array = array.mean(0) if array.shape[0] == 1 else array.permute(1, 2, 0)
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+        return ax.imshow(array.numpy(), **kwargs)
+
+    panels = [("input y", posterior.y[index]), ("MAP", posterior.map.image[index]), ("mean", posterior.mean[index])]
+    num_top = len(panels) + 1 + (truth is not None)
+    columns = max(num_top, min(num_samples, posterior.num_samples))
+    fig, axes = plt.subplots(2, columns, figsize=(1.7 * columns, 3.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, image) in zip(axes[0], panels):
+        show(ax, image, label, cmap="gray", vmin=0, vmax=1)
+    std = posterior.std[index].mean(0, keepdim=True)
+    fig.colorbar(show(axes[0, len(panels)], std, "std", cmap=STD_CMAP, vmin=0), ax=axes[0, len(panels)], shrink=0.8)
+    if truth is not None:
+        error = (posterior.mean[index] - truth[index].cpu()).abs().mean(0, keepdim=True)
+        column = len(panels) + 1
+        fig.colorbar(show(axes[0, column], error, "|mean - truth|", cmap=ERROR_CMAP, vmin=0), ax=axes[0, column],
+                     shrink=0.8)
+    for j in range(min(columns, posterior.num_samples)):
+        show(axes[1, j], posterior.samples[j, index], f"draw {j}", cmap="gray", vmin=0, vmax=1)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,478 @@
+"""Posterior sampling: ``sample_posterior`` (SVI, NUTS or HMC from the MAP) and its result, ``Posterior``.
+
+    post = sample_posterior(y, f, G, method="svi", num_samples=16)
+    post.samples          (S, B, C, H, W) images G(w) of posterior draws of w, in [0, 1]
+    post.mean, post.std   (B, C, H, W) per-pixel posterior mean and standard deviation
+    post.interval(0.9)    per-pixel central 90% credible interval (lower, upper)
+    post.inference_data   ArviZ InferenceData: w summaries, a latent sigma_pixel, MCMC sample stats
+
+The posterior is the one of the model (``brgm.model`` or a variant, see
+``brgm_pyro.models.variants``): p(w | y) and, for the learned-noise variant, sigma_pixel. The
+images are deterministic functions of the draws of w, computed through ``pyro.infer.Predictive``
+in chunks so that memory stays bounded.
+
+All images of one call share one posterior: with ``method="svi"`` and the "normal" guide that
+changes nothing (the guide factorises over images), but a low-rank guide and the MCMC step size
+and mass matrix are then shared by the batch. Pass one image per call for those (the ``brgm
+sample`` command and the calibration benchmark do).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import Predictive
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from brgm_pyro.api import ReconstructionResult, frozen, prepare_problem, reconstruct
+from brgm_pyro.inference.map import MAPSchedule
+from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
+from brgm_pyro.inference.svi import SVISettings, draw_latents, run_svi
+from brgm_pyro.io import atomic_path
+from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.models.variants import get_model, model_name
+
+__all__ = ["METHODS", "Posterior", "check_model", "sample_posterior"]
+
+METHODS = ("svi", "nuts", "hmc")
+MODEL_ARGUMENTS = "(y, forward, generator, params, observed, perceptual, y_features)"
+
+
+def _quantile(sorted_samples: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile along dim 0 of sorted samples, interpolating linearly between order statistics
+    (numpy's default, as ``metrics.interval_coverage``)."""
+    position = q * (sorted_samples.shape[0] - 1)
+    below = math.floor(position)
+    above = min(below + 1, sorted_samples.shape[0] - 1)
+    return torch.lerp(sorted_samples[below], sorted_samples[above], position - below)
+
+
+@dataclass
+class Posterior:
+    """Posterior draws for a batch of B corrupted images.
+
+    Attributes:
+        samples: G(w) of each draw, (S, B, C, H, W) in [0, 1] (clamped). For MCMC the S draws are
+            ordered chain by chain, ``num_chains`` chains of S / num_chains draws.
+        latents: site -> draws of each latent of the model: "w" (S, B, num_ws, w_dim) and, for
+            the learned-noise model, "sigma_pixel" (S, B).
+        num_chains: chains (1 for SVI).
+        method: "svi", "nuts" or "hmc".
+        map: the MAP reconstruction the inference started from.
+        y, observed: the corrupted input and its observation mask (1 = observed).
+        w_avg, w_std: the generator's prior statistics, for the w summaries.
+        sample_stats: MCMC statistic -> (num_chains, draws): "diverging", "step_size", "n_steps",
+            "tree_depth" (NUTS); empty for SVI.
+        loss_trace: SVI's -ELBO per step (nats), None for MCMC.
+        diagnostics: a JSON-able dict: timings and, for MCMC, acceptance rates, divergences,
+            tree depths, R-hat and bulk ESS of the monitored scalars.
+        settings: a JSON-able dict of everything that defined the run.
+    """
+
+    samples: torch.Tensor
+    latents: dict[str, torch.Tensor]
+    num_chains: int
+    method: str
+    map: ReconstructionResult
+    y: torch.Tensor
+    observed: torch.Tensor
+    w_avg: torch.Tensor
+    w_std: torch.Tensor
+    sample_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    loss_trace: torch.Tensor | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def w_samples(self) -> torch.Tensor:
+        """Draws of w, (S, B, num_ws, w_dim)."""
+        return self.latents["w"]
+
+    @functools.cached_property
+    def mean(self) -> torch.Tensor:
+        """Per-pixel posterior mean, (B, C, H, W)."""
+        return self.samples.mean(0)
+
+    @functools.cached_property
+    def std(self) -> torch.Tensor:
+        """Per-pixel posterior standard deviation, (B, C, H, W) (zero for a single draw)."""
+        return self.samples.std(0, correction=1 if self.num_samples > 1 else 0)
+
+    @functools.cached_property
+    def _sorted(self) -> torch.Tensor:
+        return self.samples.sort(dim=0).values
+
+    def quantile(self, q: float) -> torch.Tensor:
+        """Per-pixel q-quantile of the draws, (B, C, H, W), q in [0, 1]."""
+        if not 0 <= q <= 1:
+            raise ValueError(f"The quantile q must lie in [0, 1], got {q!r}.")
+        return _quantile(self._sorted, q)
+
+    def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel central credible interval of probability ``level``: (lower, upper), each (B, C, H, W)."""
+        if not 0 < level < 1:
+            raise ValueError(f"The credible level must lie strictly between 0 and 1, got {level!r}.")
+        return self.quantile((1 - level) / 2), self.quantile((1 + level) / 2)
+
+    def monitored_w(self) -> tuple[list[str], torch.Tensor]:
+        """A few coordinates of w to monitor, as labels and draws (S, B, K): the first two coordinates
+        of the first and of the last w vector."""
+        num_ws, w_dim = self.w_samples.shape[-2:]
+        pairs = sorted({(layer, d) for layer in (0, num_ws - 1) for d in range(min(2, w_dim))})
+        draws = torch.stack([self.w_samples[..., layer, d] for layer, d in pairs], dim=-1)
+        return [f"w[{layer},{d}]" for layer, d in pairs], draws
+
+    def w_layer_rms_z(self) -> torch.Tensor:
+        """RMS over coordinates of (w_l - w_avg) / w_std for each w vector: (S, B, num_ws); about 1
+        for a draw of the prior."""
+        return ((self.w_samples - self.w_avg) / self.w_std).square().mean(-1).sqrt()
+
+    def to_arviz(self, images: bool = False) -> Any:
+        """An ``arviz.InferenceData``: posterior (monitored w coordinates "w_monitored", "w_rms_z" per
+        image and "w_layer_rms_z" per w vector, every other latent such as "sigma_pixel", and with
+        ``images=True`` the draws of G(w) as "image"), sample_stats for MCMC and observed_data y."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import arviz as az
+
+        chains = self.num_chains
+        draws = self.num_samples // chains
+
+        def by_chain(t: torch.Tensor) -> Any:
+            return t.reshape(chains, draws, *t.shape[1:]).double().numpy()
+
+        labels, monitored = self.monitored_w()
+        layer_rms = self.w_layer_rms_z()
+        posterior = {
+            "w_monitored": by_chain(monitored),
+            "w_rms_z": by_chain(layer_rms.square().mean(-1).sqrt()),
+            "w_layer_rms_z": by_chain(layer_rms),
+        }
+        dims = {
+            "w_monitored": ["image", "coordinate"],
+            "w_rms_z": ["image"],
+            "w_layer_rms_z": ["image", "layer"],
+            "y": ["image", "channel", "y_row", "y_column"],
+        }
+        for name, value in self.latents.items():
+            if name != "w":
+                posterior[name] = by_chain(value)
+                dims[name] = ["image"] + [f"{name}_dim_{i}" for i in range(value.dim() - 2)]
+        if images:
+            posterior["image"] = by_chain(self.samples)
+            dims["image"] = ["image", "channel", "row", "column"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return az.from_dict(
+                posterior=posterior,
+                sample_stats={name: value.numpy() for name, value in self.sample_stats.items()} or None,
+                observed_data={"y": self.y.double().numpy()},
+                coords={"coordinate": labels},
+                dims=dims,
+                attrs={
+                    "method": self.method,
+                    "model": str(self.settings.get("model", "")),
+                    "inference_library": "pyro",
+                    "inference_library_version": pyro.__version__,
+                },
+            )
+
+    @functools.cached_property
+    def inference_data(self) -> Any:
+        """``to_arviz()``, computed once."""
+        return self.to_arviz()
+
+    def save_netcdf(self, path: str | Path, images: bool = True) -> Path:
+        """Write ``to_arviz(images)`` as NetCDF (h5netcdf), atomically; returns the path."""
+        path = Path(path)
+        data = self.to_arviz(images=images)
+        with atomic_path(path) as tmp:
+            data.to_netcdf(str(tmp), engine="h5netcdf")
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able summary: settings, diagnostics and, per image, the spread of the draws."""
+        images = []
+        for i in range(self.samples.shape[1]):
+            entry: dict[str, Any] = {
+                "mean_std": float(self.std[i].mean()),
+                "max_std": float(self.std[i].max()),
+                "w_rms_z": float(self.w_layer_rms_z()[:, i].square().mean().sqrt()),
+            }
+            for name, value in self.latents.items():
+                if name != "w" and value[:, i].numel() == self.num_samples:
+                    entry[name] = {"mean": float(value[:, i].mean()), "std": float(value[:, i].std())}
+            images.append(entry)
+        return {
+            "method": self.method,
+            "num_samples": self.num_samples,
+            "num_chains": self.num_chains,
+            "settings": self.settings,
+            "diagnostics": self.diagnostics,
+            "images": images,
+        }
+
+
+def check_model(model: Callable, model_kwargs: dict[str, Any]) -> dict[str, torch.Size]:
+    """Check that ``model`` can stand in for ``brgm.model`` on this problem; return its latent sites' shapes.
+
+    It must take the arguments of ``brgm.model``, have a continuous latent site "w" of shape
+    (B, num_ws, w_dim) and record the clean images at a deterministic site "image" (B, C, H, W).
+    """
+    name = model_name(model)
+    try:
+        inspect.signature(model).bind(**model_kwargs)
+    except TypeError as err:
+        raise TypeError(
+            f"The model {name} must take the arguments of brgm.model {MODEL_ARGUMENTS}, but {err}; "
+            "give it that signature."
+        ) from None
+    try:
+        with torch.no_grad(), poutine.block():
+            trace = poutine.trace(model).get_trace(**model_kwargs)
+    except Exception as err:
+        raise ValueError(
+            f"The model {name} fails on this problem ({type(err).__name__}: {err}); check it against brgm.model."
+        ) from err
+    y, G = model_kwargs["y"], model_kwargs["generator"]
+    latents = {
+        site: node["value"].shape
+        for site, node in trace.nodes.items()
+        if node["type"] == "sample" and not node["is_observed"] and not site_is_subsample(node)
+    }
+    expected = torch.Size((y.shape[0], G.num_ws, G.w_dim))
+    if latents.get("w") != expected:
+        found = f"shape {tuple(latents['w'])}" if "w" in latents else "no such site"
+        raise ValueError(
+            f"The model {name} needs a latent site 'w' of shape {tuple(expected)} (images, num_ws, w_dim), "
+            f"found {found}; sample w as brgm.model does."
+        )
+    image = trace.nodes.get("image")
+    clean_shape = (y.shape[0], G.channels, G.resolution, G.resolution)
+    if image is None or tuple(image["value"].shape) != clean_shape:
+        raise ValueError(
+            f"The model {name} must record G(w) in [0, 1] as pyro.deterministic('image', ..., event_dim=3) "
+            f"of shape {clean_shape}; add that line as in brgm.model."
+        )
+    for site in latents:
+        if trace.nodes[site]["fn"].support.is_discrete:
+            raise ValueError(
+                f"The model {name} has a discrete latent site {site!r}; SVI and MCMC here need continuous latents."
+            )
+    return latents
+
+
+def _settings_for(method: str, num_samples: int, settings: Any, overrides: dict[str, Any]) -> Any:
+    kind = SVISettings if method == "svi" else MCMCSettings
+    if settings is None:
+        settings = kind() if method == "svi" else MCMCSettings(kernel=method)
+    elif not isinstance(settings, kind):
+        raise TypeError(f"method={method!r} takes settings of type {kind.__name__}, got {type(settings).__name__}.")
+    allowed = {f.name for f in fields(kind)} - {"kernel"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise TypeError(
+            f"Unknown option(s) {', '.join(unknown)} for method={method!r}; it takes: {', '.join(sorted(allowed))}."
+        )
+    if method != "svi":
+        overrides = {**overrides, "kernel": method, "num_samples": num_samples}
+    return replace(settings, **overrides)
+
+
+def _initial_values(latents: dict[str, torch.Size], rec: ReconstructionResult, device: torch.device) -> dict:
+    """Where the inference starts: the MAP w and, for a latent noise level, the MAP's residual RMSE."""
+    values = {"w": rec.w.to(device)}
+    if "sigma_pixel" in latents:
+        rmse = rec.data_consistency["rmse"].clamp_min(1e-3).to(device)
+        values["sigma_pixel"] = rmse.reshape(latents["sigma_pixel"])
+    return values
+
+
+@torch.no_grad()
+def predict_images(
+    model: Callable, model_kwargs: dict[str, Any], latents: dict[str, torch.Tensor], chunk_size: int
+) -> torch.Tensor:
+    """G(w) for each draw of the latents (site -> (S, ...)), through Predictive in chunks: (S, B, C, H, W) on the CPU."""
+    num = next(iter(latents.values())).shape[0]
+    chunks = []
+    for start in range(0, num, chunk_size):
+        chunk = {name: value[start : start + chunk_size] for name, value in latents.items()}
+        predictive = Predictive(model, posterior_samples=chunk, return_sites=["image"])
+        chunks.append(predictive(**model_kwargs)["image"].cpu())
+    return torch.cat(chunks).clamp(0.0, 1.0)
+
+
+def sample_posterior(
+    y: torch.Tensor,
+    f: nn.Module,
+    G: nn.Module,
+    method: str = "svi",
+    num_samples: int = 16,
+    *,
+    model: str | Callable | None = None,
+    params: BRGMParams | str | None = None,
+    perceptual: str | nn.Module | None = "auto",
+    map_result: ReconstructionResult | None = None,
+    map_schedule: MAPSchedule | None = None,
+    settings: SVISettings | MCMCSettings | None = None,
+    chunk_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    **options: Any,
+) -> Posterior:
+    """Posterior draws of the clean images behind the corrupted images y (B, C, h, w) in [0, 1].
+
+    Runs the MAP (``reconstruct``) unless ``map_result`` is given, then SVI or MCMC from it.
+
+    Args:
+        y, f, G, params, perceptual: as for :func:`brgm_pyro.reconstruct`.
+        method: "svi" (a Gaussian guide fitted by SVI, :mod:`brgm_pyro.inference.svi`), "nuts" or
+            "hmc" (:mod:`brgm_pyro.inference.mcmc`).
+        num_samples: draws from the fitted guide (SVI), or kept draws per chain (MCMC, which
+            returns ``num_chains * num_samples`` draws, as Pyro's MCMC does).
+        model: a registered model name ("brgm", "learned-noise", "heavy-tail", "no-colinear") or a
+            Pyro model with the signature of ``brgm.model``; default ``brgm.model``.
+        map_result: a MAP reconstruction of this y to start from (skips the MAP).
+        map_schedule: the MAP's Adam schedule (default ``MAPSchedule()``).
+        settings: :class:`~brgm_pyro.inference.svi.SVISettings` or
+            :class:`~brgm_pyro.inference.mcmc.MCMCSettings`; ``options`` override single fields,
+            e.g. ``guide="normal"``, ``rank=32``, ``steps=1000`` (SVI) or ``num_chains=4``,
+            ``warmup_steps=200``, ``max_tree_depth=8`` (MCMC).
+        chunk_size: draws per Predictive call when computing the images.
+        seed: seed of Pyro and torch for this run.
+        progress: show progress bars.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+    settings = _settings_for(method, num_samples, settings, options)
+    model = get_model(model)
+    problem = prepare_problem(y, f, G, params, perceptual)
+    kwargs = problem.model_kwargs()
+    device = G.w_avg.device
+    with frozen(G):
+        latents = check_model(model, kwargs)
+    batch = problem.y.shape[0]
+    timings: dict[str, float] = {}
+    if map_result is None:
+        began = time.perf_counter()
+        map_result = reconstruct(
+            y,
+            f,
+            G,
+            params=problem.params,
+            perceptual=problem.perceptual,
+            schedule=map_schedule,
+            model=model,
+            seed=seed,
+            progress=progress,
+        )
+        timings["map_s"] = time.perf_counter() - began
+    elif not isinstance(map_result, ReconstructionResult):
+        raise TypeError(f"map_result must be a ReconstructionResult, got {type(map_result).__name__}.")
+    elif tuple(map_result.w.shape) != (batch, G.num_ws, G.w_dim):
+        raise ValueError(
+            f"map_result holds w of shape {tuple(map_result.w.shape)}, but this problem needs "
+            f"{(batch, G.num_ws, G.w_dim)}; pass the MAP of these images with this generator."
+        )
+    init_values = _initial_values(latents, map_result, device)
+
+    pyro.set_rng_seed(seed)
+    loss_trace = None
+    sample_stats: dict[str, torch.Tensor] = {}
+    diagnostics: dict[str, Any] = {}
+    num_chains = 1
+    began = time.perf_counter()
+    with frozen(G):
+        if method == "svi":
+            guide, loss_trace = run_svi(model, kwargs, init_values, settings, progress=progress)
+            draws = draw_latents(guide, kwargs, num_samples)
+            diagnostics["final_loss"] = float(loss_trace[-10:].mean())
+        else:
+            run = run_mcmc(model, kwargs, init_values, settings, seed=seed, progress=progress)
+            draws, sample_stats, num_chains = run.samples, run.sample_stats, run.num_chains
+            diagnostics["chain_seconds"] = run.seconds
+            diagnostics["acceptance_rate"] = run.acceptance_rate
+        timings["inference_s"] = time.perf_counter() - began
+        began = time.perf_counter()
+        images = predict_images(model, kwargs, draws, chunk_size)
+        timings["images_s"] = time.perf_counter() - began
+    diagnostics.update(timings)
+    posterior = Posterior(
+        samples=images,
+        latents={name: value.detach().cpu() for name, value in draws.items()},
+        num_chains=num_chains,
+        method=method,
+        map=map_result,
+        y=problem.y.cpu(),
+        observed=problem.observed.cpu(),
+        w_avg=G.w_avg.detach().cpu(),
+        w_std=G.w_std.detach().cpu(),
+        sample_stats=sample_stats,
+        loss_trace=loss_trace,
+        diagnostics=diagnostics,
+        settings={
+            "method": method,
+            "model": model_name(model),
+            "params": asdict(problem.params),
+            "inference": asdict(settings),
+            "map_schedule": asdict(map_result.schedule),
+            "seed": seed,
+            "chunk_size": chunk_size,
+        },
+    )
+    if method != "svi":
+        diagnostics.update(mcmc_diagnostics(posterior, settings))
+    return posterior
+
+
+def mcmc_diagnostics(posterior: Posterior, settings: MCMCSettings) -> dict[str, Any]:
+    """Divergences, tree depths, and R-hat and bulk ESS (ArviZ) of the monitored scalars, with ESS per second."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+
+        table = az.summary(posterior.inference_data, kind="diagnostics")
+    stats = posterior.sample_stats
+    seconds = sum(posterior.diagnostics.get("chain_seconds", [])) or float("nan")
+    out: dict[str, Any] = {
+        "divergences": int(stats["diverging"].sum()),
+        "divergence_fraction": float(stats["diverging"].float().mean()),
+        "mean_step_size": float(stats["step_size"].mean()),
+        "mean_n_steps": float(stats["n_steps"].float().mean()),
+        "sampling_s": seconds,
+        "monitored": {
+            label: {
+                "r_hat": float(row["r_hat"]),
+                "ess_bulk": float(row["ess_bulk"]),
+                "ess_bulk_per_s": float(row["ess_bulk"]) / seconds,
+            }
+            for label, row in table.iterrows()
+        },
+    }
+    if "tree_depth" in stats:
+        out["mean_tree_depth"] = float(stats["tree_depth"].float().mean())
+        out["max_tree_depth_fraction"] = float((stats["tree_depth"] >= settings.max_tree_depth).float().mean())
+    r_hats = [v["r_hat"] for v in out["monitored"].values() if math.isfinite(v["r_hat"])]
+    out["max_r_hat"] = max(r_hats) if r_hats else float("nan")
+    out["min_ess_bulk"] = min(v["ess_bulk"] for v in out["monitored"].values())
+    return out
