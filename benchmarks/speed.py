@@ -60,7 +60,10 @@ def main() -> None:
     parser.add_argument("--perceptual", default="fmnist")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     G = bp.StyleGAN2Generator(**TrainConfig().generator_kwargs(), seed=0).to(args.device)
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, generator {G.resolution} px, "

@@ -205,13 +205,14 @@ def reconstruct(
         perceptual: feature network for the perceptual likelihood: "auto" (the prior card's
             choice, none for a bare generator), None, a registered name, or a ``FeatureNetwork``.
         steps, lr: shortcuts overriding the schedule's fields.
-        schedule: Adam schedule (:class:`~brgm_pyro.inference.map.MAPSchedule`).
+        schedule: Adam schedule (:class:`~brgm_pyro.inference.map.MAPSchedule`); default: a
+            registered prior's tuned steps and learning rate, else ``MAPSchedule()``.
         model: a Pyro model with the signature of ``brgm.model`` (default: ``brgm.model``).
         seed: seed of Pyro and torch for this run.
         progress: show a progress bar.
     """
     problem = prepare_problem(y, f, G, params, perceptual)
-    schedule = schedule or MAPSchedule()
+    schedule = schedule or MAPSchedule(**(getattr(G, "card", None) or {}).get("schedule", {}))
     overrides = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
     if overrides:
         schedule = MAPSchedule(**{**asdict(schedule), **overrides})

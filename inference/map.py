@@ -82,6 +82,13 @@ class _TermRecorder:
         self.last = terms
         return loss
 
+    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
+        # SVI's default for a callable loss keeps the graph (retain_graph=True); nothing here
+        # needs it after the backward pass, and freeing it keeps the allocator's memory warm.
+        loss = self(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.detach()
+
 
 def run_map(
     model: Callable,
@@ -107,11 +114,14 @@ def run_map(
         },
     )
     recorder = _TermRecorder()
-    svi = SVI(model, guide, optim, loss=recorder)
+    svi = SVI(model, guide, optim, loss=recorder, loss_and_grads=recorder.loss_and_grads)
     trace: dict[str, list[torch.Tensor]] = {}
     bar = tqdm(range(schedule.steps), disable=not progress, desc="MAP", leave=False)
-    for _ in bar:
-        loss = svi.step(*model_args, **model_kwargs)
+    for step in bar:
+        # The first step checks every distribution's arguments and values (Pyro's validation);
+        # later steps see the same shapes and supports, so they skip those checks.
+        with pyro.validation_enabled(step == 0 and pyro.distributions.is_validation_enabled()):
+            loss = svi.step(*model_args, **model_kwargs)
         optim.step()
         for name, value in recorder.last.items():
             trace.setdefault(name, []).append(value.reshape(value.shape[0], -1).sum(-1) if value.dim() else value)

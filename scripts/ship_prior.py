@@ -46,7 +46,7 @@ def main() -> None:
         "multiplier 0.01, style mixing 0.9)",
         "train_config": info.get("train_config"),
         "generator": bp.stylegan2.describe(G),
-        "perceptual": "fmnist",
+        "perceptual": previous.get("perceptual", "fmnist"),
         "params": previous.get("params"),
         "schedule": previous.get("schedule", {}),
         "quality": previous.get("quality"),
@@ -59,6 +59,7 @@ def main() -> None:
         tuning = json.loads(args.tuning.read_text())
         card["tuning"] = tuning
         card["params"] = tuning["best"]["params"]
+        card["perceptual"] = tuning["best"]["perceptual"]
         card["schedule"] = tuning["best"]["schedule"]
     card = {k: v for k, v in card.items() if v is not None}
     bp.save_generator(G, target, info=info)
