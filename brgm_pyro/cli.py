@@ -849,6 +849,65 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- brgm info / convert
+
+
+def add_info_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info",
+        help="describe a generator checkpoint",
+        description="Resolution, channels, num_ws, parameters and source format of a checkpoint or prior name.",
+    )
+    parser.add_argument("checkpoint", help="prior name or checkpoint path (.safetensors, .pkl, .pt)")
+    parser.set_defaults(run=cmd_info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from brgm_pyro.checkpoints import registered_priors
+    from brgm_pyro.importers import sniff_format
+
+    G = load_generator(args.checkpoint)
+    path = registered_priors().get(args.checkpoint, Path(args.checkpoint))
+    summary = describe(G)
+    summary["source_format"] = getattr(G, "source_format", None) or (
+        sniff_format(path) if Path(path).exists() else "download"
+    )
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a StyleGAN2 checkpoint (NVIDIA .pkl, TensorFlow .pkl, rosinality .pt) to .safetensors",
+        description="Reads the input with the restricted loader (no code in it runs) and writes the "
+        "project's safetensors format, which never needs unpickling.",
+    )
+    parser.add_argument("input", help="checkpoint path or public prior name")
+    parser.add_argument("output", type=Path, help="output .safetensors file")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
+    parser.set_defaults(run=cmd_convert)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from brgm_pyro.checkpoints import save_generator
+
+    if args.output.suffix != ".safetensors":
+        raise ValueError(f"The output must end in .safetensors, got {args.output.name!r}; rename it.")
+    check_output_dir(args.output.parent if str(args.output.parent) else Path("."))
+    io.check_not_input(args.output, [Path(args.input)])
+    if args.output.exists() and not args.force:
+        raise FileExistsError(f"{args.output} exists; pass --force to replace it.")
+    G = load_generator(args.input)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    info = {"converted_from": str(args.input), "source_format": getattr(G, "source_format", None)}
+    save_generator(G, args.output, info=info)
+    print(f"brgm convert: wrote {args.output} ({G.resolution} px, {G.channels} channel(s), {G.num_ws} ws)")
+    return 0
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="brgm", description="Bayesian image reconstruction with a StyleGAN2 prior (BRGM), in Pyro."
@@ -860,6 +919,8 @@ def build_parser() -> ArgumentParser:
     add_sample_parser(subparsers)
     add_demo_parser(subparsers)
     add_train_prior_parser(subparsers)
+    add_info_parser(subparsers)
+    add_convert_parser(subparsers)
     return parser
 
 

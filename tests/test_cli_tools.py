@@ -1,0 +1,44 @@
+"""brgm info and brgm convert."""
+
+import torch
+from test_importers import random_generator, write_nvidia_pickle
+
+from brgm_pyro.checkpoints import load_generator
+from brgm_pyro.cli import main
+
+
+def test_convert_nvidia_pickle_and_info(tmp_path, capsys):
+    G = random_generator(channels=3)
+    pkl = write_nvidia_pickle(G, tmp_path / "network.pkl", tmp_path / "sentinel")
+    out = tmp_path / "converted" / "prior.safetensors"
+    assert main(["convert", str(pkl), str(out)]) == 0
+    H = load_generator(out)
+    ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)))
+    assert torch.allclose(G.synthesis(ws), H.synthesis(ws), atol=1e-5)
+    assert H.info["source_format"] == "nvidia-pkl"
+    capsys.readouterr()
+    assert main(["info", str(pkl)]) == 0
+    text = capsys.readouterr().out
+    assert "nvidia-pkl" in text and f"num_ws  {G.num_ws}".replace("  ", " ") in " ".join(text.split())
+    assert main(["info", str(out)]) == 0
+    assert "brgm-safetensors" in capsys.readouterr().out
+
+
+def test_convert_refuses_bad_requests(tmp_path, capsys):
+    G = random_generator(channels=1)
+    pkl = write_nvidia_pickle(G, tmp_path / "network.pkl", tmp_path / "sentinel")
+    assert main(["convert", str(pkl), str(tmp_path / "out.pt")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
+    existing = tmp_path / "exists.safetensors"
+    existing.write_bytes(b"keep me")
+    assert main(["convert", str(pkl), str(existing)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert existing.read_bytes() == b"keep me"
+    assert main(["convert", str(tmp_path / "missing.pkl"), str(tmp_path / "o.safetensors")]) == 2
+    assert not (tmp_path / "o.safetensors").exists()
+    assert "No generator file" in capsys.readouterr().err
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 50)
+    assert main(["info", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("brgm: error:") and len(err.strip().splitlines()) == 1
