@@ -6,6 +6,11 @@ runs alternate (Pyro, plain, Pyro, plain, ...) so that the machine's background 
 alike, and the median time per step is reported. Figures are ratios measured in one run.
 
     python benchmarks/speed.py [--steps 20] [--repeats 5] [--perceptual fmnist|none] [--device cpu]
+    python benchmarks/speed.py --generator ffhq-1024 --perceptual lpips-random --batches 1 --steps 2 --repeats 1
+
+``--generator ffhq-1024`` builds the 1024 px config-f generator (channel_base 32768, channel_max 512,
+8 mapping layers, 18 ws) with random weights; ``lpips-random`` is LPIPS-VGG with a random backbone
+(the same computation as the ImageNet one, which cannot be downloaded here).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
 from brgm_pyro.models import brgm
+from brgm_pyro.perceptual import LPIPSVGG
 
 import brgm_pyro as bp
 from brgm_pyro.api import frozen, prepare_problem
@@ -61,11 +67,21 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--generator", choices=["fmnist-32", "ffhq-1024"], default="fmnist-32")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    G = bp.StyleGAN2Generator(**TrainConfig().generator_kwargs(), seed=0).to(args.device)
+    if args.generator == "ffhq-1024":
+        G = bp.StyleGAN2Generator(resolution=1024, channels=3, z_dim=512, w_dim=512, mapping_layers=8,
+                                  channel_base=32768, channel_max=512, seed=0, compute_stats=False)
+        G.compute_w_stats(num_samples=1000)
+        G = G.to(args.device)
+    else:
+        G = bp.StyleGAN2Generator(**TrainConfig().generator_kwargs(), seed=0).to(args.device)
+    perceptual = LPIPSVGG(pretrained_backbone=False) if args.perceptual == "lpips-random" else args.perceptual
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, generator {G.resolution} px, "
           f"{G.num_parameters() / 1e6:.2f} M parameters, perceptual {args.perceptual}")
     f = bp.forward.Downsample(4, "bicubic")
@@ -74,7 +90,7 @@ def main() -> None:
     with frozen(G):
         for batch in args.batches:
             x = G.sample(batch, seed=1).to(args.device)
-            problem = prepare_problem(f(x).clamp(0, 1), f, G, brgm.BRGMParams(), args.perceptual)
+            problem = prepare_problem(f(x).clamp(0, 1), f, G, brgm.BRGMParams(), perceptual)
             init = G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()
 
             def pyro_run(problem=problem, init=init):
@@ -99,6 +115,9 @@ def main() -> None:
             pyro_s, plain_s = per_step[batch]["pyro"], per_step[batch]["plain"]
             print(f"batch {batch}: Pyro {pyro_s * 1e3:.1f} ms/step, plain PyTorch {plain_s * 1e3:.1f} ms/step, "
                   f"ratio {pyro_s / plain_s:.3f} (target <= 1.05); max |w_pyro - w_plain| = {agree:.2e}")
+            if args.device.startswith("cuda"):
+                print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+                torch.cuda.reset_peak_memory_stats()
     if 1 in per_step and 8 in per_step:
         speedup = (8 / per_step[8]["pyro"]) / (1 / per_step[1]["pyro"])
         print(f"images per second, batch 8 over batch 1 (Pyro): {speedup:.2f} (target >= 3)")

@@ -20,6 +20,32 @@ from brgm_pyro import io
 from brgm_pyro.checkpoints import PRIORS_DIR
 
 
+def model_card_markdown(card: dict) -> str:
+    """The card as a short human-readable page."""
+    lines = [
+        f"# Model card: {card['name']}",
+        "",
+        f"- **Data**: {card['data']}.",
+        f"- **Validation**: {card['validation']}.",
+        f"- **Images seen**: {card.get('kimg')} thousand; **training time** "
+        f"{(card.get('train_seconds') or 0) / 3600:.2f} h on {card['hardware']}.",
+        f"- **Recipe**: {card['recipe']}.",
+        f"- **Generator**: {json.dumps(card['generator'])}.",
+        f"- **Default reconstruction settings**: params {json.dumps(card.get('params'))}, schedule "
+        f"{json.dumps(card.get('schedule'))}, perceptual {card.get('perceptual')!r}.",
+        "",
+        f"![64 uncurated samples]({card['samples_grid']})",
+        "",
+    ]
+    if card.get("quality"):
+        lines += ["## Quality", "", "```json", json.dumps(card["quality"], indent=2), "```", ""]
+    if card.get("tuning"):
+        best = card["tuning"]["best"]
+        lines += ["## Tuning on the validation split", "", f"Criterion: {card['tuning']['criterion']}.", "",
+                  "```json", json.dumps(best, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
@@ -66,6 +92,7 @@ def main() -> None:
     samples = G.sample(64, seed=0)
     io.save_grid(PRIORS_DIR / card["samples_grid"], [list(samples[r * 8 : (r + 1) * 8]) for r in range(8)], scale=2)
     io.write_json(card_path, card)
+    io.atomic_write_text(PRIORS_DIR / f"{args.name}.md", model_card_markdown(card))
     print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) and {card_path}")
 
 
