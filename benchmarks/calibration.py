@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first", type=int, default=0, help="index of the first validation image")
     parser.add_argument("--tasks", default="superres,inpaint")
     parser.add_argument("--factor", type=int, default=4, help="super-resolution factor (32 px -> 8 px for 4)")
+    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise added to y (pixels in [0, 1])")
     parser.add_argument("--box", type=int, default=12, help="side of the inpainting hole, centred, in pixels")
     parser.add_argument("--methods", default="svi-lowrank,svi-normal", help=f"comma-separated: {', '.join(METHODS)}")
     parser.add_argument("--model", default="brgm", choices=available_models())
@@ -149,7 +150,8 @@ def run(args: argparse.Namespace) -> dict:
             hole = f.observed(truth[:1].shape, device="cpu").expand_as(truth[:1]) == 0
         for i in range(truth.shape[0]):
             x = truth[i : i + 1]
-            y = f(x).clamp(0, 1)
+            gen = torch.Generator().manual_seed(args.seed * 100_003 + i)
+            y = (f(x) + args.noise * torch.randn(f(x).shape, generator=gen)).clamp(0, 1)
             began = time.perf_counter()
             common = dict(params=args.preset, perceptual=perceptual, seed=args.seed, progress=args.progress)
             rec = bp.reconstruct(y, f, G, schedule=schedule, model=get_model(args.model), **common)

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
 from brgm_pyro.models import brgm
-from brgm_pyro.perceptual import LPIPSVGG
 
 import brgm_pyro as bp
 from brgm_pyro.api import frozen, prepare_problem
+from brgm_pyro.perceptual import LPIPSVGG
 from brgm_pyro.stylegan2 import to_unit
 from brgm_pyro.train import TrainConfig
 

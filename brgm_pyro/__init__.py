@@ -14,16 +14,19 @@ from brgm_pyro.api import ReconstructionResult, reconstruct
 from brgm_pyro.checkpoints import load_generator, save_generator
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.posterior import Posterior, sample_posterior
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
 __all__ = [
     "BRGMParams",
     "MAPSchedule",
+    "Posterior",
     "ReconstructionResult",
     "StyleGAN2Generator",
     "forward",
     "load_generator",
     "reconstruct",
+    "sample_posterior",
     "save_generator",
 ]
 __version__ = "0.1.0"

@@ -171,6 +171,39 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="hide progress bars and notes")
 
 
+def _add_corruption_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    corruption = parser.add_argument_group("corruption")
+    corruption.add_argument("--factor", type=positive_int, help="superres factor (default: R / input size)")
+    corruption.add_argument("--kernel", choices=_KERNEL_NAMES, help="superres kernel (default: bicubic)")
+    corruption.add_argument(
+        "--sigma", type=positive_float, help="width of the gaussian kernel in pixels (default: factor / 2)"
+    )
+    corruption.add_argument("--mask", type=Path, metavar="MASK.png", help="inpaint mask: white = observed")
+    return corruption
+
+
+def _add_model_options(model: argparse._ArgumentGroup) -> None:
+    model.add_argument(
+        "--preset", choices=PRESETS, default="default", help="parameter preset (default: default)"
+    )
+    model.add_argument("--sigma-pixel", type=positive_float, help="override the preset's pixel noise sigma")
+    model.add_argument("--sigma-percept", type=positive_float, help="override the preset's perceptual sigma")
+    model.add_argument("--kappa", type=nonnegative_float, help="override the preset's colinearity kappa")
+    model.add_argument(
+        "--perceptual",
+        default="auto",
+        metavar="auto|none|NAME",
+        help="perceptual network (default auto: the prior's choice, none for a bare generator)",
+    )
+
+
+def _add_map_options(optimiser: argparse._ArgumentGroup) -> argparse._ArgumentGroup:
+    optimiser.add_argument("--steps", type=positive_int, help=f"Adam steps (default {MAPSchedule.steps})")
+    optimiser.add_argument("--lr", type=positive_float, help=f"Adam learning rate (default {MAPSchedule.lr})")
+    optimiser.add_argument("--seed", type=nonnegative_int, default=0)
+    return optimiser
+
+
 def _note(message: str, quiet: bool) -> None:
     if not quiet:
         print(f"brgm: note: {message}", file=sys.stderr)
@@ -196,30 +229,9 @@ def add_reconstruct_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="corrupted input images (PNG)")
     _add_generator_options(parser)
     parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
-    corruption = parser.add_argument_group("corruption")
-    corruption.add_argument("--factor", type=positive_int, help="superres factor (default: R / input size)")
-    corruption.add_argument("--kernel", choices=_KERNEL_NAMES, help="superres kernel (default: bicubic)")
-    corruption.add_argument(
-        "--sigma", type=positive_float, help="width of the gaussian kernel in pixels (default: factor / 2)"
-    )
-    corruption.add_argument("--mask", type=Path, metavar="MASK.png", help="inpaint mask: white = observed")
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--preset", choices=PRESETS, default="default", help="parameter preset (default: default)"
-    )
-    model.add_argument("--sigma-pixel", type=positive_float, help="override the preset's pixel noise sigma")
-    model.add_argument("--sigma-percept", type=positive_float, help="override the preset's perceptual sigma")
-    model.add_argument("--kappa", type=nonnegative_float, help="override the preset's colinearity kappa")
-    model.add_argument(
-        "--perceptual",
-        default="auto",
-        metavar="auto|none|NAME",
-        help="perceptual network (default auto: the prior's choice, none for a bare generator)",
-    )
-    optimiser = parser.add_argument_group("optimisation")
-    optimiser.add_argument("--steps", type=positive_int, help=f"Adam steps (default {MAPSchedule.steps})")
-    optimiser.add_argument("--lr", type=positive_float, help=f"Adam learning rate (default {MAPSchedule.lr})")
-    optimiser.add_argument("--seed", type=nonnegative_int, default=0)
+    _add_corruption_options(parser)
+    _add_model_options(parser.add_argument_group("model"))
+    optimiser = _add_map_options(parser.add_argument_group("optimisation"))
     optimiser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default 8)")
     _add_output_options(parser)
     parser.set_defaults(run=cmd_reconstruct)
@@ -534,13 +546,7 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="corrupted input images (PNG)")
     _add_generator_options(parser)
     parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
-    corruption = parser.add_argument_group("corruption")
-    corruption.add_argument("--factor", type=positive_int, help="superres factor (default: R / input size)")
-    corruption.add_argument("--kernel", choices=_KERNEL_NAMES, help="superres kernel (default: bicubic)")
-    corruption.add_argument(
-        "--sigma", type=positive_float, help="width of the gaussian kernel in pixels (default: factor / 2)"
-    )
-    corruption.add_argument("--mask", type=Path, metavar="MASK.png", help="inpaint mask: white = observed")
+    corruption = _add_corruption_options(parser)
     corruption.add_argument(
         "--truth",
         nargs="+",
@@ -552,22 +558,8 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument(
         "--model", choices=available_models(), default="brgm", help="model variant (default: brgm)"
     )
-    model.add_argument(
-        "--preset", choices=PRESETS, default="default", help="parameter preset (default: default)"
-    )
-    model.add_argument("--sigma-pixel", type=positive_float, help="override the preset's pixel noise sigma")
-    model.add_argument("--sigma-percept", type=positive_float, help="override the preset's perceptual sigma")
-    model.add_argument("--kappa", type=nonnegative_float, help="override the preset's colinearity kappa")
-    model.add_argument(
-        "--perceptual",
-        default="auto",
-        metavar="auto|none|NAME",
-        help="perceptual network (default auto: the prior's choice, none for a bare generator)",
-    )
-    optimiser = parser.add_argument_group("MAP (the starting point)")
-    optimiser.add_argument("--steps", type=positive_int, help=f"Adam steps (default {MAPSchedule.steps})")
-    optimiser.add_argument("--lr", type=positive_float, help=f"Adam learning rate (default {MAPSchedule.lr})")
-    optimiser.add_argument("--seed", type=nonnegative_int, default=0)
+    _add_model_options(model)
+    _add_map_options(parser.add_argument_group("MAP (the starting point)"))
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
     sampling.add_argument(

@@ -21,6 +21,7 @@ __all__ = ["colorize", "plot_posterior", "save_uncertainty_maps", "uncertainty_m
 
 STD_CMAP = "magma"
 ERROR_CMAP = "viridis"
+GRID_CELL_SIZE = 128
 
 
 def colorize(values: torch.Tensor, vmax: float, cmap: str = STD_CMAP) -> torch.Tensor:
@@ -80,11 +81,14 @@ def save_uncertainty_maps(
 ) -> list[dict[str, Path]]:
     """Write, per image NAME of the batch: NAME_mean.png, NAME_std.png, NAME_error.png (with a
     truth), NAME_samples.png (a grid of up to ``max_grid_samples`` draws, ``grid_columns`` per row)
-    and NAME_overview.png (input, MAP, mean, std, error side by side). Returns the paths per image."""
+    and NAME_overview.png (input, MAP, mean, std, error side by side). The grids are enlarged by nearest
+    neighbour to about GRID_CELL_SIZE pixels per image; the single maps keep the image's size.
+    Returns the paths per image."""
     out = Path(out)
     if len(names) != posterior.mean.shape[0]:
         raise ValueError(f"Got {len(names)} names for {posterior.mean.shape[0]} images; give one name per image.")
     maps = uncertainty_maps(posterior, truth)
+    scale = max(1, GRID_CELL_SIZE // max(posterior.mean.shape[-2:]))
     written = []
     shown = posterior.samples[:max_grid_samples]
     for i, name in enumerate(names):
@@ -98,8 +102,8 @@ def save_uncertainty_maps(
             overview.append(maps["error"][i])
         draws = list(shown[:, i])
         rows = [draws[start : start + grid_columns] for start in range(0, len(draws), grid_columns)]
-        io.save_grid(files["samples"], rows)
-        io.save_grid(files["overview"], [overview])
+        io.save_grid(files["samples"], rows, scale=scale)
+        io.save_grid(files["overview"], [overview], scale=scale)
         written.append(files)
     return written
 
@@ -130,13 +134,12 @@ def plot_posterior(
         ax.axis("off")
     for ax, (label, image) in zip(axes[0], panels):
         show(ax, image, label, cmap="gray", vmin=0, vmax=1)
-    std = posterior.std[index].mean(0, keepdim=True)
-    fig.colorbar(show(axes[0, len(panels)], std, "std", cmap=STD_CMAP, vmin=0), ax=axes[0, len(panels)], shrink=0.8)
+    maps = [("std", posterior.std[index], STD_CMAP)]
     if truth is not None:
-        error = (posterior.mean[index] - truth[index].cpu()).abs().mean(0, keepdim=True)
-        column = len(panels) + 1
-        fig.colorbar(show(axes[0, column], error, "|mean - truth|", cmap=ERROR_CMAP, vmin=0), ax=axes[0, column],
-                     shrink=0.8)
+        maps.append(("|mean - truth|", (posterior.mean[index] - truth[index].cpu()).abs(), ERROR_CMAP))
+    for column, (label, values, cmap) in enumerate(maps, start=len(panels)):
+        ax = axes[0, column]
+        fig.colorbar(show(ax, values.mean(0, keepdim=True), label, cmap=cmap, vmin=0), ax=ax, shrink=0.8)
     for j in range(min(columns, posterior.num_samples)):
         show(axes[1, j], posterior.samples[j, index], f"draw {j}", cmap="gray", vmin=0, vmax=1)
     if title:

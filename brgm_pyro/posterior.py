@@ -146,7 +146,8 @@ class Posterior:
     def to_arviz(self, images: bool = False) -> Any:
         """An ``arviz.InferenceData``: posterior (monitored w coordinates "w_monitored", "w_rms_z" per
         image and "w_layer_rms_z" per w vector, every other latent such as "sigma_pixel", and with
-        ``images=True`` the draws of G(w) as "image"), sample_stats for MCMC and observed_data y."""
+        ``images=True`` the draws of G(w) as "image"), sample_stats for MCMC and observed_data y.
+        Dimension "batch" indexes the images of the batch."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             import arviz as az
@@ -165,18 +166,18 @@ class Posterior:
             "w_layer_rms_z": by_chain(layer_rms),
         }
         dims = {
-            "w_monitored": ["image", "coordinate"],
-            "w_rms_z": ["image"],
-            "w_layer_rms_z": ["image", "layer"],
-            "y": ["image", "channel", "y_row", "y_column"],
+            "w_monitored": ["batch", "coordinate"],
+            "w_rms_z": ["batch"],
+            "w_layer_rms_z": ["batch", "layer"],
+            "y": ["batch", "channel", "y_row", "y_column"],
         }
         for name, value in self.latents.items():
             if name != "w":
                 posterior[name] = by_chain(value)
-                dims[name] = ["image"] + [f"{name}_dim_{i}" for i in range(value.dim() - 2)]
+                dims[name] = ["batch"] + [f"{name}_dim_{i}" for i in range(value.dim() - 2)]
         if images:
             posterior["image"] = by_chain(self.samples)
-            dims["image"] = ["image", "channel", "row", "column"]
+            dims["image"] = ["batch", "channel", "row", "column"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return az.from_dict(
@@ -209,11 +210,12 @@ class Posterior:
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary: settings, diagnostics and, per image, the spread of the draws."""
         images = []
+        rms_z = self.w_layer_rms_z().square().mean((0, 2)).sqrt()
         for i in range(self.samples.shape[1]):
             entry: dict[str, Any] = {
                 "mean_std": float(self.std[i].mean()),
                 "max_std": float(self.std[i].max()),
-                "w_rms_z": float(self.w_layer_rms_z()[:, i].square().mean().sqrt()),
+                "w_rms_z": float(rms_z[i]),
             }
             for name, value in self.latents.items():
                 if name != "w" and value[:, i].numel() == self.num_samples:
@@ -247,8 +249,10 @@ def check_model(model: Callable, model_kwargs: dict[str, Any]) -> dict[str, torc
         with torch.no_grad(), poutine.block():
             trace = poutine.trace(model).get_trace(**model_kwargs)
     except Exception as err:
+        first_line = (str(err).splitlines() or [""])[0]
         raise ValueError(
-            f"The model {name} fails on this problem ({type(err).__name__}: {err}); check it against brgm.model."
+            f"The model {name} fails on this problem ({type(err).__name__}: {first_line}); "
+            "check it against brgm.model."
         ) from err
     y, G = model_kwargs["y"], model_kwargs["generator"]
     latents = {
@@ -296,10 +300,11 @@ def _settings_for(method: str, num_samples: int, settings: Any, overrides: dict[
 
 
 def _initial_values(latents: dict[str, torch.Size], rec: ReconstructionResult, device: torch.device) -> dict:
-    """Where the inference starts: the MAP w and, for a latent noise level, the MAP's residual RMSE."""
-    values = {"w": rec.w.to(device)}
+    """Where the inference starts: the MAP w and, for a latent noise level, the MAP's residual RMSE.
+    Copies, as a guide may take them as its parameters and update them in place."""
+    values = {"w": rec.w.detach().to(device, copy=True)}
     if "sigma_pixel" in latents:
-        rmse = rec.data_consistency["rmse"].clamp_min(1e-3).to(device)
+        rmse = rec.data_consistency["rmse"].clamp_min(1e-3).to(device, copy=True)
         values["sigma_pixel"] = rmse.reshape(latents["sigma_pixel"])
     return values
 

@@ -50,13 +50,13 @@ class SVISettings:
         init_scale: initial standard deviation of q in the unconstrained space.
     """
 
-    guide: str = "lowrank"
+    guide: str = "normal"
     rank: int | None = 16
-    steps: int = 500
-    lr: float = 0.01
+    steps: int = 300
+    lr: float = 0.05
     final_lr_ratio: float = 0.1
     num_particles: int = 1
-    init_scale: float = 0.01
+    init_scale: float = 0.1
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:

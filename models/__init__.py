@@ -1,5 +1,9 @@
-"""Pyro models of BRGM (imported as ``brgm_pyro.models``); edit or copy them to swap a prior or a noise model."""
+"""Pyro models of BRGM (imported as ``brgm_pyro.models``); edit or copy them to swap a prior or a noise model.
 
-from brgm_pyro.models import brgm
+``brgm`` is the paper's model; ``learned_noise``, ``heavy_tail`` and ``no_colinear`` are variants with
+the same signature, selectable by name through ``variants.get_model``.
+"""
 
-__all__ = ["brgm"]
+from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, variants
+
+__all__ = ["brgm", "heavy_tail", "learned_noise", "no_colinear", "variants"]

@@ -1,0 +1,117 @@
+"""`brgm sample`: posterior maps, NetCDF and JSON on a tiny generator; one-line errors that write nothing."""
+
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from brgm_pyro import io
+from brgm_pyro.checkpoints import save_generator
+from brgm_pyro.cli import main
+from brgm_pyro.forward import Downsample, Mask
+from brgm_pyro.stylegan2 import StyleGAN2Generator
+
+TINY = dict(resolution=16, channels=1, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
+QUICK = ["--steps", "5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny generator file, two clean images, their inpainting inputs with a mask, one 4 px input."""
+    folder = tmp_path_factory.mktemp("inputs")
+    G = StyleGAN2Generator(**TINY, seed=0)
+    save_generator(G, folder / "tiny.safetensors")
+    clean = G.sample(2, seed=1)
+    mask = Mask.center_box(16, 6)
+    io.write_image(folder / "mask.png", mask.mask.reshape(16, 16).float())
+    for i, name in enumerate("ab"):
+        io.write_image(folder / f"{name}_clean.png", clean[i])
+        io.write_image(folder / f"{name}.png", mask(clean[i : i + 1])[0])
+    io.write_image(folder / "low.png", Downsample(4)(clean[:1])[0])
+    return folder
+
+
+def _sample(files, out, *options):
+    argv = ["sample", "--generator", str(files / "tiny.safetensors"), "--out", str(out), *map(str, options)]
+    return main(argv)
+
+
+def test_svi_inpainting_with_truth_writes_maps_netcdf_and_json(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    inputs = [files / "a.png", files / "b.png", "--task", "inpaint", "--mask", files / "mask.png"]
+    truth = ["--truth", files / "a_clean.png", files / "b_clean.png"]
+    code = _sample(files, out, *inputs, *truth, "--num-samples", 6, "--svi-steps", 10, *QUICK)
+    assert code == 0 and str(out) in capsys.readouterr().out
+    kinds = ("reconstruction", "input", "reconstruction_corrupted", "mean", "std", "samples", "overview", "error")
+    expected = {f"{n}_{k}.png" for n in "ab" for k in kinds} | {"a_posterior.nc", "b_posterior.nc", "brgm.json"}
+    assert {p.name for p in out.iterdir()} == expected
+    with Image.open(out / "a_std.png") as image:
+        assert (image.mode, image.size) == ("RGB", (16, 16))
+    summary = json.loads((out / "brgm.json").read_text())
+    assert summary["command"] == "sample" and summary["complete"] is True
+    assert summary["settings"]["sampling"] == {"method": "svi", "num_samples": 6, "options": {"steps": 10}}
+    assert summary["settings"]["model"] == "brgm"
+    image = summary["images"][1]
+    assert image["name"] == "b" and image["truth"].endswith("b_clean.png")
+    calibration = image["calibration"]
+    assert set(calibration["coverage"]) == {"0.5", "0.9", "0.95"}
+    assert calibration["std_ratio_hole_observed"] > 0 and "psnr_map" in calibration
+    assert image["posterior"]["mean_std"] > 0 and image["outputs"]["posterior"] == "b_posterior.nc"
+
+    import arviz as az
+
+    data = az.from_netcdf(out / "a_posterior.nc")
+    assert data.posterior["image"].shape == (1, 6, 1, 1, 16, 16)
+    assert data.attrs["method"] == "svi"
+
+
+def test_nuts_superres_with_learned_noise(files, tmp_path):
+    out = tmp_path / "out"
+    options = ["--method", "nuts", "--num-samples", 3, "--num-chains", 2, "--warmup", 3, "--max-tree-depth", 2]
+    code = _sample(files, out, files / "low.png", "--task", "superres", "--model", "learned-noise", *options, *QUICK)
+    assert code == 0
+    summary = json.loads((out / "brgm.json").read_text())
+    [image] = summary["images"]
+    assert "sigma_pixel" in image["posterior"] and "calibration" not in image
+    assert {"divergences", "max_r_hat", "mean_tree_depth", "monitored"} <= set(image["diagnostics"])
+    import arviz as az
+
+    data = az.from_netcdf(out / "low_posterior.nc")
+    assert data.sample_stats["tree_depth"].shape == (2, 3) and "sigma_pixel" in data.posterior
+    assert torch.tensor(data.sample_stats["tree_depth"].values).le(2).all()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--method", "nuts", "--guide", "normal"], "--guide does not apply to --method nuts"),
+        (["--svi-steps", "5", "--method", "hmc"], "--svi-steps does not apply to --method hmc"),
+        (["--max-tree-depth", "3"], "--max-tree-depth does not apply to --method svi"),
+        (["--method", "nuts", "--trajectory-length", "1"], "--trajectory-length only applies to --method hmc"),
+        (["--num-samples", "0"], "--num-samples: expected a positive integer"),
+        (["--method", "vi"], "invalid choice: 'vi'"),
+        (["--model", "mixture"], "invalid choice: 'mixture'"),
+        (["--truth", "{files}/a_clean.png", "{files}/b_clean.png"], "--truth names 2 image\\(s\\) for 1 input"),
+        (["--truth", "{files}/low.png"], "The --truth images are 4x4 pixels"),
+    ],
+)
+def test_bad_options_get_one_line_and_write_nothing(files, tmp_path, capsys, options, message):
+    out = tmp_path / "out"
+    options = [option.format(files=files) for option in options]
+    code = _sample(files, out, files / "a.png", "--task", "inpaint", "--mask", files / "mask.png", *options, *QUICK)
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("brgm: error: ") and error.count("\n") == 1
+    assert re.search(message, error), error
+    assert not out.exists()
+
+
+def test_earlier_outputs_are_kept_without_force(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_std.png").write_bytes(b"earlier")
+    code = _sample(files, out, files / "a.png", "--task", "inpaint", "--mask", files / "mask.png", *QUICK)
+    assert code == 2 and "a_std.png already exists" in capsys.readouterr().err
+    assert (out / "a_std.png").read_bytes() == b"earlier" and len(list(out.iterdir())) == 1

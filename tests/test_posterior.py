@@ -1,0 +1,368 @@
+"""Posterior sampling: exactness on a linear-Gaussian model, shapes and ranges, diagnostics, variants, errors."""
+
+import json
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from brgm_pyro.inference.mcmc import MCMCSettings
+from brgm_pyro.inference.svi import SVISettings
+from brgm_pyro.models import brgm, variants
+from conftest import sample_images, tiny_generator
+from torch import nn
+
+import brgm_pyro as bp
+from brgm_pyro import forward as fw
+from brgm_pyro.plotting import colorize, plot_posterior, save_uncertainty_maps, uncertainty_maps
+from brgm_pyro.posterior import Posterior, sample_posterior
+from brgm_pyro.stylegan2 import to_unit
+
+
+class LinearGenerator(nn.Module):
+    """A "generator" linear in w: synthesis(w) = A vec(w) + b, so that with kappa = 0 and a linear f
+    the posterior of w is Gaussian with a closed form."""
+
+    def __init__(self, resolution: int = 4, scale: float = 0.5, seed: int = 0, num_ws: int = 2, w_dim: int = 3):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.num_ws, self.w_dim, self.resolution, self.channels = num_ws, w_dim, resolution, 1
+        self.config = {"kind": "linear", "num_ws": num_ws, "w_dim": w_dim, "resolution": resolution}
+        self.register_buffer("A", scale * torch.randn(resolution**2, num_ws * w_dim, generator=gen))
+        self.register_buffer("b", 0.1 * torch.randn(resolution**2, generator=gen))
+        self.register_buffer("w_avg", 0.3 * torch.randn(w_dim, generator=gen))
+        self.register_buffer("w_std", torch.tensor(0.5))
+
+    def synthesis(self, w: torch.Tensor) -> torch.Tensor:
+        return (w.flatten(-2) @ self.A.T + self.b).reshape(-1, 1, self.resolution, self.resolution)
+
+
+def linear_problem(G: LinearGenerator, f: fw.Operator, sigma: float, seed: int = 1):
+    """y = f(G(w_true)) + N(0, sigma^2) on the observed pixels, w_true from the prior; returns y and the
+    exact posterior of vec w (mean, covariance, precision), with F the matrix of the linear f."""
+    gen = torch.Generator().manual_seed(seed)
+    w_true = G.w_avg + G.w_std * torch.randn(1, G.num_ws, G.w_dim, generator=gen)
+    y_clean = f(to_unit(G.synthesis(w_true)))
+    observed = f.observed((1, 1, G.resolution, G.resolution)).expand_as(y_clean)
+    y = ((y_clean + sigma * torch.randn(y_clean.shape, generator=gen)) * observed).clamp(0, 1)
+    n = G.resolution**2
+    F = f(torch.eye(n).reshape(n, 1, G.resolution, G.resolution)).reshape(n, -1).T[observed.flatten().bool()]
+    H, c = F @ G.A / 2, F @ (G.b + 1) / 2
+    precision = torch.eye(H.shape[1]) / G.w_std**2 + H.T @ H / sigma**2
+    cov = torch.linalg.inv(precision)
+    y_observed = y.flatten()[observed.flatten().bool()]
+    mean = cov @ (G.w_avg.repeat(G.num_ws) / G.w_std**2 + H.T @ (y_observed - c) / sigma**2)
+    correlation = cov / torch.outer(cov.diag().sqrt(), cov.diag().sqrt())
+    assert (correlation - torch.eye(H.shape[1])).abs().max() > 0.3, "the test needs a correlated posterior"
+    return y, mean, cov, precision
+
+
+@pytest.fixture(scope="module")
+def superres():
+    """4 noisy observations (2x2 box downsampling) of a 4x4 image linear in 6 latents: the data
+    constrain some directions of w, the prior the others, and the posterior is correlated."""
+    G, f, sigma = LinearGenerator(), fw.Downsample(2, "box"), 0.1
+    params = bp.BRGMParams(sigma_pixel=sigma, kappa=0.0)
+    y, mean, cov, precision = linear_problem(G, f, sigma)
+    rec = bp.reconstruct(y, f, G, params=params, perceptual=None, steps=100, lr=0.05, progress=False)
+    return dict(G=G, f=f, y=y, params=params, map_result=rec), mean, cov, precision
+
+
+def _moments(post: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
+    w = post.w_samples[:, 0].flatten(1)
+    return w.mean(0), w.std(0)
+
+
+def test_svi_normal_finds_the_mean_field_optimum(superres):
+    """For a Gaussian posterior N(m, P^-1) the best diagonal Gaussian has mean m and std 1 / sqrt(P_ii)."""
+    problem, mean, cov, precision = superres
+    post = sample_posterior(**problem, method="svi", num_samples=200, perceptual=None, guide="normal",
+                            steps=300, final_lr_ratio=0.01, progress=False)
+    w_mean, w_std = _moments(post)
+    assert ((w_mean - mean) / cov.diag().sqrt()).abs().max() < 0.25
+    assert torch.allclose(w_std, precision.diag().rsqrt(), rtol=0.15)
+    assert (w_std < 0.95 * cov.diag().sqrt()).any(), "mean field understates the correlated marginals"
+
+
+def test_nuts_matches_the_exact_posterior(superres):
+    problem, mean, cov, _ = superres
+    post = sample_posterior(**problem, method="nuts", num_samples=80, perceptual=None, num_chains=2,
+                            warmup_steps=40, progress=False)
+    assert post.num_samples == 160 and post.num_chains == 2
+    w_mean, w_std = _moments(post)
+    exact_std = cov.diag().sqrt()
+    assert ((w_mean - mean) / exact_std).abs().max() < 0.3
+    assert torch.allclose(w_std, exact_std, rtol=0.2)
+    diagnostics = post.diagnostics
+    assert diagnostics["max_r_hat"] < 1.1 and diagnostics["divergence_fraction"] <= 0.01
+    assert set(post.sample_stats) == {"diverging", "step_size", "n_steps", "tree_depth"}
+    for value in post.sample_stats.values():
+        assert value.shape == (2, 80)
+    assert (post.sample_stats["tree_depth"] <= 6).all() and (post.sample_stats["n_steps"] >= 1).all()
+
+
+def test_svi_full_rank_guide_finds_the_exact_marginals_of_an_inpainting():
+    """A 2x2 hole in a 4x4 image: the low-rank guide of full rank recovers the exact marginal std of
+    each w coordinate and, through the images of its draws, of each pixel, hole and observed."""
+    G, f, sigma = LinearGenerator(scale=0.15), fw.Mask.center_box(4, 2), 0.02
+    params = bp.BRGMParams(sigma_pixel=sigma, kappa=0.0)
+    y, mean, cov, _ = linear_problem(G, f, sigma)
+    post = sample_posterior(y, f, G, "svi", 200, params=params, perceptual=None,
+                            map_schedule=bp.MAPSchedule(steps=100), guide="lowrank", rank=6, steps=300, lr=0.1,
+                            final_lr_ratio=0.01, progress=False)
+    w_mean, w_std = _moments(post)
+    exact_std = cov.diag().sqrt()
+    assert ((w_mean - mean) / exact_std).abs().max() < 0.3
+    assert torch.allclose(w_std, exact_std, rtol=0.2)
+    assert 0 < post.samples.min() and post.samples.max() < 1  # no clamping: the pixels are linear in w
+    pixel_std = (G.A @ cov @ G.A.T / 4).diag().sqrt().reshape(1, 1, 4, 4)
+    assert torch.allclose(post.std, pixel_std, rtol=0.2)
+
+
+def test_learned_noise_recovers_the_noise_level():
+    """y = f(G(w)) + noise of a known sigma; the prior's median is 2x off, the posterior finds sigma."""
+    G = LinearGenerator(resolution=12, seed=2)
+    f = fw.Identity()
+    true_sigma = 0.05
+    gen = torch.Generator().manual_seed(3)
+    w_true = G.w_avg + G.w_std * torch.randn(1, G.num_ws, G.w_dim, generator=gen)
+    x = to_unit(G.synthesis(w_true))
+    y = (x + true_sigma * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    params = bp.BRGMParams(sigma_pixel=2 * true_sigma, kappa=0.0)
+    post = sample_posterior(y, f, G, "svi", 50, model="learned-noise", params=params, perceptual=None,
+                            map_schedule=bp.MAPSchedule(steps=50), steps=150, progress=False)
+    sigma = post.latents["sigma_pixel"]
+    assert sigma.shape == (50, 1)
+    assert abs(float(sigma.mean()) / true_sigma - 1) < 0.25
+    assert "sigma_pixel" in post.inference_data.posterior
+    assert post.summary()["images"][0]["sigma_pixel"]["mean"] == pytest.approx(float(sigma.mean()))
+
+
+@pytest.fixture(scope="module")
+def G16():
+    return tiny_generator(16).requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def inpainting(G16):
+    f = fw.Mask.center_box(16, 8)
+    x = sample_images(G16, 2, seed=4)
+    return f, x, f(x)
+
+
+QUICK = {
+    "svi": {"steps": 20},
+    "nuts": {"warmup_steps": 4, "max_tree_depth": 3},
+    "hmc": {"warmup_steps": 4, "trajectory_length": 0.02},
+}
+
+
+@pytest.mark.parametrize("method", ["svi", "nuts", "hmc"])
+def test_shapes_ranges_and_files(G16, inpainting, method, tmp_path):
+    f, x, y = inpainting
+    post = sample_posterior(y, f, G16, method, 5, perceptual=None, map_schedule=bp.MAPSchedule(steps=3),
+                            progress=False, **QUICK[method])
+    draws = 5 if method == "svi" else 10
+    assert post.samples.shape == (draws, 2, 1, 16, 16) and post.samples.dtype == torch.float32
+    assert post.samples.min() >= 0 and post.samples.max() <= 1
+    assert post.w_samples.shape == (draws, 2, G16.num_ws, G16.w_dim)
+    assert post.mean.shape == post.std.shape == (2, 1, 16, 16) and (post.std >= 0).all()
+    lower, upper = post.interval(0.9)
+    assert (lower <= post.quantile(0.5)).all() and (post.quantile(0.5) <= upper).all()
+    assert torch.equal(post.quantile(0.0), post.samples.min(0).values)
+    # The images are G(w) of the draws of w.
+    assert torch.allclose(post.samples[1], to_unit(G16.synthesis(post.w_samples[1]), clamp=True), atol=1e-5)
+    data = post.inference_data
+    assert data.posterior.sizes["chain"] == post.num_chains and data.posterior.sizes["draw"] == draws // post.num_chains
+    assert {"w_monitored", "w_rms_z", "w_layer_rms_z"} <= set(data.posterior.data_vars)
+    if method == "svi":
+        assert "sample_stats" not in data.groups() and post.loss_trace.shape == (20,)
+    else:
+        assert {"diverging", "step_size", "n_steps"} <= set(data.sample_stats.data_vars)
+        assert {"max_r_hat", "min_ess_bulk", "divergences", "monitored"} <= set(post.diagnostics)
+    path = post.save_netcdf(tmp_path / "posterior.nc")
+    import arviz as az
+
+    loaded = az.from_netcdf(path)
+    assert loaded.posterior["image"].shape == (post.num_chains, draws // post.num_chains, 2, 1, 16, 16)
+    json.dumps(post.summary())
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_inpainting_honours_the_hole(G16, inpainting):
+    """The zeros of y in the hole are not data: the posterior there is wider and not pulled to 0."""
+    f, x, y = inpainting
+    post = sample_posterior(y, f, G16, "svi", 8, perceptual=None, map_schedule=bp.MAPSchedule(steps=20),
+                            steps=30, progress=False)
+    hole = f.observed(x.shape).expand_as(x) == 0
+    assert post.std[hole].mean() > post.std[~hole].mean()
+    assert (post.mean - x)[hole].abs().mean() < 0.5 * x[hole].mean()
+
+
+def test_single_draw_and_batch_of_one(G16, inpainting):
+    f, x, y = inpainting
+    post = sample_posterior(y[:1], fw.Mask.center_box(16, 8), G16, "svi", 1, perceptual=None,
+                            map_schedule=bp.MAPSchedule(steps=2), steps=2, progress=False)
+    assert post.samples.shape == (1, 1, 1, 16, 16) and (post.std == 0).all()
+
+
+@pytest.mark.parametrize("name", variants.available_models())
+def test_every_registered_variant_samples(G16, inpainting, name):
+    f, x, y = inpainting
+    post = sample_posterior(y, f, G16, "svi", 3, model=name, perceptual=None,
+                            map_schedule=bp.MAPSchedule(steps=3), steps=3, progress=False)
+    assert post.settings["model"] == name
+    assert torch.isfinite(post.samples).all()
+    assert ("sigma_pixel" in post.latents) == (name == "learned-noise")
+
+
+def laplace_model(y, forward, generator, params, observed=None, perceptual=None, y_features=None):
+    """A user's edit of brgm.model: a Laplace prior on w, nothing else."""
+    prior_loc = generator.w_avg.expand(generator.num_ws, generator.w_dim)
+    with pyro.plate("images", y.shape[0]):
+        w = pyro.sample("w", dist.Laplace(prior_loc, generator.w_std / math.sqrt(2)).to_event(2))
+        x = pyro.deterministic("image", to_unit(generator.synthesis(w)), event_dim=3)
+        noise = dist.Normal(forward(x), params.sigma_pixel).mask(observed.bool())
+        pyro.sample("y", noise.to_event(3), obs=y)
+    return x
+
+
+def test_any_model_with_the_signature_can_be_passed(G16, inpainting):
+    f, x, y = inpainting
+    post = sample_posterior(y, f, G16, "svi", 3, model=laplace_model, perceptual=None,
+                            map_schedule=bp.MAPSchedule(steps=3), steps=3, progress=False)
+    assert post.settings["model"].endswith("laplace_model")
+    variants.register_model("laplace-test", laplace_model)
+    try:
+        assert variants.get_model("laplace-test") is laplace_model
+        with pytest.raises(ValueError, match="already registered"):
+            variants.register_model("laplace-test", laplace_model)
+    finally:
+        del variants.MODELS["laplace-test"]
+
+
+def wrong_signature(y, f, G):
+    return None
+
+
+def no_latent_w(y, forward, generator, params, observed=None, perceptual=None, y_features=None):
+    with pyro.plate("images", y.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(generator.num_ws, generator.w_dim), 1.0).to_event(2))
+        pyro.deterministic("image", to_unit(generator.synthesis(z)), event_dim=3)
+
+
+def no_image_site(y, forward, generator, params, observed=None, perceptual=None, y_features=None):
+    with pyro.plate("images", y.shape[0]):
+        pyro.sample("w", dist.Normal(generator.w_avg.expand(generator.num_ws, -1), 1.0).to_event(2))
+
+
+def crashing(y, forward, generator, params, observed=None, perceptual=None, y_features=None):
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"num_samples": 0}, ValueError, "num_samples must be a positive integer"),
+        ({"num_samples": -3}, ValueError, "num_samples"),
+        ({"num_samples": 2.5}, ValueError, "num_samples"),
+        ({"num_samples": True}, ValueError, "num_samples"),
+        ({"method": "vi"}, ValueError, "Unknown method 'vi'; choose one of: svi, nuts, hmc"),
+        ({"model": "gaussian-mixture"}, ValueError, "Unknown model 'gaussian-mixture'"),
+        ({"model": 3}, TypeError, "registered name or a Pyro model"),
+        ({"model": wrong_signature}, TypeError, "must take the arguments of brgm.model"),
+        ({"model": no_latent_w}, ValueError, "latent site 'w'"),
+        ({"model": no_image_site}, ValueError, "pyro.deterministic\\('image'"),
+        ({"model": crashing}, ValueError, "fails on this problem \\(RuntimeError: boom\\)"),
+        ({"guide": "flow"}, ValueError, "Unknown SVI guide 'flow'"),
+        ({"num_chains": 2}, TypeError, "Unknown option\\(s\\) num_chains for method='svi'"),
+        ({"method": "nuts", "guide": "normal"}, TypeError, "Unknown option\\(s\\) guide for method='nuts'"),
+        ({"method": "nuts", "settings": SVISettings()}, TypeError, "takes settings of type MCMCSettings"),
+        ({"settings": MCMCSettings()}, TypeError, "takes settings of type SVISettings"),
+        ({"method": "hmc", "warmup_steps": -1}, ValueError, "warmup_steps must be a non-negative integer"),
+        ({"chunk_size": 0}, ValueError, "chunk_size"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(G16, inpainting, kwargs, error, message):
+    f, x, y = inpainting
+    kwargs = {"method": "svi", "num_samples": 2, **kwargs}
+    with pytest.raises(error, match=message):
+        sample_posterior(y, f, G16, perceptual=None, map_schedule=bp.MAPSchedule(steps=1), progress=False, **kwargs)
+
+
+def test_map_result_of_another_problem_is_refused(G16, inpainting):
+    f, x, y = inpainting
+    rec = bp.reconstruct(y[:1], f, G16, perceptual=None, steps=1, progress=False)
+    with pytest.raises(ValueError, match="map_result holds w of shape"):
+        sample_posterior(y, f, G16, "svi", 2, perceptual=None, map_result=rec, progress=False)
+    with pytest.raises(TypeError, match="ReconstructionResult"):
+        sample_posterior(y, f, G16, "svi", 2, perceptual=None, map_result=rec.w, progress=False)
+
+
+def test_default_model_is_brgm():
+    assert variants.get_model(None) is brgm.model
+    assert variants.model_name(brgm.model) == "brgm"
+
+
+def test_uncertainty_maps_and_plots(G16, inpainting, tmp_path):
+    f, x, y = inpainting
+    post = sample_posterior(y, f, G16, "svi", 4, perceptual=None, map_schedule=bp.MAPSchedule(steps=5),
+                            steps=5, progress=False)
+    maps = uncertainty_maps(post, truth=x)
+    assert maps["std"].shape == maps["error"].shape == (2, 3, 16, 16)
+    assert maps["std_vmax"] == pytest.approx(float(post.std.max()))
+    assert 0 <= maps["error"].min() and maps["error"].max() <= 1
+    files = save_uncertainty_maps(post, tmp_path, ["a", "b"], truth=x)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{n}_{k}.png" for n in "ab" for k in ("mean", "std", "error", "samples", "overview")
+    )
+    assert set(files[0]) == {"mean", "std", "error", "samples", "overview"}
+    ramp = colorize(torch.linspace(0, 2, 16).reshape(4, 4), vmax=1.0)
+    assert ramp.shape == (3, 4, 4) and torch.equal(ramp[:, 3, 3], ramp[:, 3, 2])  # clipped at vmax
+    with pytest.raises(ValueError, match="one clean image per input"):
+        uncertainty_maps(post, truth=x[:1])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    figure = plot_posterior(post, index=1, truth=x)
+    assert len(figure.axes) >= 6
+
+
+def test_the_map_result_is_left_as_it_was(G16, inpainting):
+    f, x, y = inpainting
+    rec = bp.reconstruct(y, f, G16, perceptual=None, steps=3, progress=False)
+    w = rec.w.clone()
+    sample_posterior(y, f, G16, "svi", 2, perceptual=None, map_result=rec, steps=5, progress=False)
+    assert torch.equal(rec.w, w)
+
+
+def test_calibration_benchmark_runs(G16, tmp_path, capsys, monkeypatch):
+    """benchmarks/calibration.py with tiny settings, on prior draws of a tiny generator."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from brgm_pyro.checkpoints import save_generator
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "calibration.py"
+    spec = importlib.util.spec_from_file_location("calibration", path)
+    calibration = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "calibration", calibration)
+    spec.loader.exec_module(calibration)
+    save_generator(G16, tmp_path / "tiny.safetensors")
+    results = calibration.main([
+        "--generator", str(tmp_path / "tiny.safetensors"), "--data", "prior", "--num-images", "1", "--box", "6",
+        "--methods", "svi-normal,nuts", "--num-samples", "4", "--map-steps", "2", "--svi-steps", "2",
+        "--warmup", "2", "--num-chains", "2", "--max-tree-depth", "2", "--perceptual", "none",
+        "--json", str(tmp_path / "calibration.json"),
+    ])
+    printed = capsys.readouterr().out
+    assert "| superres | svi-normal |" in printed and "| inpaint (hole) | nuts |" in printed
+    for task in ("superres", "inpaint"):
+        for method in ("svi-normal", "nuts"):
+            assert set(results[task][method]["coverage"]) == {"0.5", "0.9", "0.95"}
+            assert results[task][method]["images"] == 1
+    assert results["inpaint"]["nuts"]["std_ratio_hole_observed"] > 0
+    saved = json.loads((tmp_path / "calibration.json").read_text())
+    assert saved["superres"]["nuts"]["mcmc"]["min_ess_bulk"] > 0
