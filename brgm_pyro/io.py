@@ -68,6 +68,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         # Flush the data to disk before the rename, so a crash cannot leave an empty file behind.
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        # Some writers (safetensors) create private files; give the result the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
