@@ -100,8 +100,9 @@ def prior_card(name: str) -> dict[str, Any]:
 def load_generator(name_or_path: str | Path, device: str | torch.device | None = None) -> StyleGAN2Generator:
     """Load a generator by registered name (e.g. ``"fashion-mnist-32"``) or by path.
 
-    Paths: the project's ``.safetensors``; NVIDIA ``.pkl`` and rosinality ``.pt`` files are read
-    through :mod:`brgm_pyro.importers` (restricted unpickling, nothing is executed).
+    Paths: the project's ``.safetensors``; NVIDIA ``.pkl`` (PyTorch or the original TensorFlow) and
+    rosinality ``.pt`` files are read through :mod:`brgm_pyro.importers` (restricted unpickling,
+    nothing in them is executed). Public priors (``importers.PUBLIC_PRIORS``) download on first use.
     The generator is returned frozen (``eval()``, ``requires_grad_(False)``).
     """
     shipped = registered_priors()

@@ -754,9 +754,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- entry point
-
-
 # ----------------------------------------------------------------------------- brgm demo
 
 
@@ -900,6 +897,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     save_generator(G, args.output, info=info)
     print(f"brgm convert: wrote {args.output} ({G.resolution} px, {G.channels} channel(s), {G.num_ws} ws)")
     return 0
+
+
+# ----------------------------------------------------------------------------- entry point
 
 
 def build_parser() -> ArgumentParser:

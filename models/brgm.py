@@ -29,8 +29,8 @@ Presets (:data:`PRESETS`, built by :func:`preset`):
   ``sigma_pixel^2 = lambda_w n_y / (L D^2 lambda_pix 255^2)``,
   ``sigma_percept^2 = lambda_w N_phi / (L D^2 lambda_perc)`` and ``kappa = lambda_c L D^2 / lambda_w``
   (each ordered pair counted twice in their sum over i, j gives the factor 2 that cancels).
-* ``"default"``: the settings that measured best on the embedded prior's validation images
-  (see the README).
+* ``"default"``: a registered prior's settings that measured best on its validation images (its
+  model card; ``bp.reconstruct`` reads them), else :class:`BRGMParams` ``()``.
 """
 
 from __future__ import annotations
