@@ -84,7 +84,7 @@ def _default_perceptual(generator: nn.Module) -> str | None:
 
 
 def _resolve_params(
-    params: brgm.BRGMParams | str | None, generator: nn.Module, y: torch.Tensor, perceptual: nn.Module | None
+    params: brgm.BRGMParams | str | None, generator: nn.Module, y: torch.Tensor, y_features: torch.Tensor | None
 ) -> brgm.BRGMParams:
     if isinstance(params, brgm.BRGMParams):
         return params
@@ -93,10 +93,7 @@ def _resolve_params(
         card_params = (getattr(generator, "card", None) or {}).get("params")
         if card_params:
             return brgm.BRGMParams(**card_params)
-    num_features = None
-    if perceptual is not None and name == "brgm-reference":
-        with torch.no_grad():
-            num_features = perceptual(y[:1]).shape[-1]
+    num_features = y_features.shape[-1] if y_features is not None else None
     return brgm.preset(name, generator.num_ws, generator.w_dim, y[0].numel(), num_features)
 
 
@@ -131,7 +128,7 @@ def prepare_problem(
     observed = forward.observed(clean_shape, device=device, dtype=y.dtype)
     with torch.no_grad():
         y_features = phi(y) if phi is not None else None
-    resolved = _resolve_params(params, generator, y, phi)
+    resolved = _resolve_params(params, generator, y, y_features)
     return Problem(y, forward, generator, resolved, observed, phi, y_features)
 
 
