@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="brgm", choices=available_models())
     parser.add_argument("--preset", default="default")
     parser.add_argument("--perceptual", default="auto", help="auto, none or a registered name")
+    parser.add_argument("--sigma-reach", default="auto",
+                        help="prior reach residual (brgm_pyro.discrepancy): auto (the card's), none, or a number")
     parser.add_argument("--num-samples", type=int, default=32, help="SVI draws, or kept draws per MCMC chain")
     parser.add_argument("--map-steps", type=int, default=None, help=f"default {MAPSchedule.steps}")
     parser.add_argument("--svi-steps", type=int, default=None)
@@ -91,6 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     args = parser.parse_args(argv)
+    if args.sigma_reach not in ("auto", "none"):
+        args.sigma_reach = float(args.sigma_reach)
+    elif args.sigma_reach == "none":
+        args.sigma_reach = None
     args.methods = args.methods.split(",")
     args.tasks = args.tasks.split(",")
     unknown = [m for m in args.methods if m not in METHODS] + [t for t in args.tasks if t not in ("superres", "inpaint")]
@@ -160,7 +166,8 @@ def run(args: argparse.Namespace) -> dict:
                 method, options = method_options(args, name)
                 began = time.perf_counter()
                 post = sample_posterior(
-                    y, f, G, method, args.num_samples, model=args.model, map_result=rec, **common, **options
+                    y, f, G, method, args.num_samples, model=args.model, map_result=rec, sigma_reach=args.sigma_reach,
+                    **common, **options
                 )
                 tally = tallies[name]
                 tally.seconds.append(time.perf_counter() - began)

@@ -3,7 +3,9 @@
 Both optimise -log p(w, y) of the BRGM model (prior, colinearity, pixel and perceptual terms) with
 the same generator G, corruption f, feature network phi, Adam and learning-rate schedule. The
 runs alternate (Pyro, plain, Pyro, plain, ...) so that the machine's background load hits both
-alike, and the median time per step is reported. Figures are ratios measured in one run.
+alike. Each engine runs 1 step and --steps steps; the difference of the medians gives the time per
+step, and the rest is the one-off setup of a run (for Pyro: the guide traces the model once to learn
+its latent sites: one forward pass of G and phi without gradients). Figures are ratios measured in one run.
 
     python benchmarks/speed.py [--steps 20] [--repeats 5] [--perceptual fmnist|none] [--device cpu]
     python benchmarks/speed.py --generator ffhq-1024 --perceptual lpips-random --batches 1 --steps 2 --repeats 1
@@ -85,7 +87,8 @@ def main() -> None:
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, generator {G.resolution} px, "
           f"{G.num_parameters() / 1e6:.2f} M parameters, perceptual {args.perceptual}")
     f = bp.forward.Downsample(4, "bicubic")
-    schedule = MAPSchedule(steps=args.steps, lr=0.05)
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (the step time is the difference of runs of 1 and --steps steps)")
     per_step: dict[int, dict[str, float]] = {}
     with frozen(G):
         for batch in args.batches:
@@ -93,28 +96,38 @@ def main() -> None:
             problem = prepare_problem(f(x).clamp(0, 1), f, G, brgm.BRGMParams(), perceptual)
             init = G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()
 
-            def pyro_run(problem=problem, init=init):
+            def pyro_run(steps, problem=problem, init=init):
+                schedule = MAPSchedule(steps=steps, lr=0.05)
                 return run_map(brgm.model, (), problem.model_kwargs(), init, schedule, progress=False)[0]
 
-            def plain_run(problem=problem, init=init):
-                return plain_map(problem, init, schedule)
+            def plain_run(steps, problem=problem, init=init):
+                return plain_map(problem, init, MAPSchedule(steps=steps, lr=0.05))
 
-            w_pyro, w_plain = pyro_run(), plain_run()  # warm-up, and the two agree
+            w_pyro, w_plain = pyro_run(args.steps), plain_run(args.steps)  # warm-up, and the two agree
             agree = (w_pyro - w_plain).abs().max().item()
-            times: dict[str, list[float]] = {"pyro": [], "plain": []}
+            # A run of n steps costs setup + n * step; runs of 1 and of --steps steps give both.
+            times: dict[tuple[str, int], list[float]] = {}
             for _ in range(args.repeats):
                 for name, run in (("pyro", pyro_run), ("plain", plain_run)):
-                    if args.device.startswith("cuda"):
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    run()
-                    if args.device.startswith("cuda"):
-                        torch.cuda.synchronize()
-                    times[name].append((time.perf_counter() - start) / args.steps)
-            per_step[batch] = {k: statistics.median(v) for k, v in times.items()}
+                    for steps in (1, args.steps):
+                        if args.device.startswith("cuda"):
+                            torch.cuda.synchronize()
+                        start = time.perf_counter()
+                        run(steps)
+                        if args.device.startswith("cuda"):
+                            torch.cuda.synchronize()
+                        times.setdefault((name, steps), []).append(time.perf_counter() - start)
+            median = {key: statistics.median(v) for key, v in times.items()}
+            per_step[batch] = {}
+            for name in ("pyro", "plain"):
+                step = (median[(name, args.steps)] - median[(name, 1)]) / (args.steps - 1)
+                per_step[batch][name] = step
+                per_step[batch][name + " setup"] = median[(name, 1)] - step
             pyro_s, plain_s = per_step[batch]["pyro"], per_step[batch]["plain"]
             print(f"batch {batch}: Pyro {pyro_s * 1e3:.1f} ms/step, plain PyTorch {plain_s * 1e3:.1f} ms/step, "
                   f"ratio {pyro_s / plain_s:.3f} (target <= 1.05); max |w_pyro - w_plain| = {agree:.2e}")
+            print(f"  one-off setup per run: Pyro {per_step[batch]['pyro setup'] * 1e3:.1f} ms, "
+                  f"plain {per_step[batch]['plain setup'] * 1e3:.1f} ms")
             if args.device.startswith("cuda"):
                 print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
                 torch.cuda.reset_peak_memory_stats()

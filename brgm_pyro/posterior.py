@@ -1,15 +1,19 @@
 """Posterior sampling: ``sample_posterior`` (SVI, NUTS or HMC from the MAP) and its result, ``Posterior``.
 
     post = sample_posterior(y, f, G, method="svi", num_samples=16)
-    post.samples          (S, B, C, H, W) images G(w) of posterior draws of w, in [0, 1]
+    post.samples          (S, B, C, H, W) posterior predictive draws of the clean images, in [0, 1]
+    post.generator_samples  the images G(w) of the same draws of w (the plausible reconstructions)
     post.mean, post.std   (B, C, H, W) per-pixel posterior mean and standard deviation
     post.interval(0.9)    per-pixel central 90% credible interval (lower, upper)
     post.inference_data   ArviZ InferenceData: w summaries, a latent sigma_pixel, MCMC sample stats
 
 The posterior is the one of the model (``brgm.model`` or a variant, see
 ``brgm_pyro.models.variants``): p(w | y) and, for the learned-noise variant, sigma_pixel. The
-images are deterministic functions of the draws of w, computed through ``pyro.infer.Predictive``
-in chunks so that memory stays bounded.
+images G(w) are deterministic functions of the draws of w, computed through ``pyro.infer.Predictive``
+in chunks so that memory stays bounded. When the prior's card gives ``sigma_reach`` (or the caller
+does), each draw's predictive image is G(w) plus the prior's reach residual conditioned on y
+(``brgm_pyro.discrepancy``): the posterior then also says where the prior itself cannot be
+trusted, and its credible intervals are about clean images rather than about G(w) alone.
 
 All images of one call share one posterior: with ``method="svi"`` and the "normal" guide that
 changes nothing (the guide factorises over images), but a low-rank guide and the MCMC step size
@@ -37,6 +41,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from brgm_pyro.api import ReconstructionResult, frozen, prepare_problem, reconstruct
+from brgm_pyro.discrepancy import check_linear, sample_reach_residual
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, draw_latents, run_svi
@@ -64,8 +69,10 @@ class Posterior:
     """Posterior draws for a batch of B corrupted images.
 
     Attributes:
-        samples: G(w) of each draw, (S, B, C, H, W) in [0, 1] (clamped). For MCMC the S draws are
-            ordered chain by chain, ``num_chains`` chains of S / num_chains draws.
+        samples: posterior predictive draws of the clean images, (S, B, C, H, W) in [0, 1]
+            (clamped): G(w) + r with the reach residual r when ``sigma_reach`` is set, else G(w).
+            For MCMC the S draws are ordered chain by chain, ``num_chains`` chains of S / num_chains
+            draws. ``mean``, ``std``, ``quantile`` and ``interval`` are of these.
         latents: site -> draws of each latent of the model: "w" (S, B, num_ws, w_dim) and, for
             the learned-noise model, "sigma_pixel" (S, B).
         num_chains: chains (1 for SVI).
@@ -79,6 +86,9 @@ class Posterior:
         diagnostics: a JSON-able dict: timings and, for MCMC, acceptance rates, divergences,
             tree depths, R-hat and bulk ESS of the monitored scalars.
         settings: a JSON-able dict of everything that defined the run.
+        generator_samples: G(w) of each draw, (S, B, C, H, W) in [0, 1]; the same tensor as
+            ``samples`` when the reach term is off.
+        sigma_reach: std of the reach residual per clean pixel, None when off.
     """
 
     samples: torch.Tensor
@@ -94,6 +104,12 @@ class Posterior:
     loss_trace: torch.Tensor | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    generator_samples: torch.Tensor | None = None
+    sigma_reach: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.generator_samples is None:
+            self.generator_samples = self.samples
 
     @property
     def num_samples(self) -> int:
@@ -323,6 +339,48 @@ def predict_images(
     return torch.cat(chunks).clamp(0.0, 1.0)
 
 
+def _resolve_sigma_reach(sigma_reach: float | str | None, G: nn.Module) -> float | None:
+    if sigma_reach == "auto":
+        value = (getattr(G, "card", None) or {}).get("sigma_reach")
+        return float(value) if value else None
+    if sigma_reach is None or (not isinstance(sigma_reach, (bool, str)) and sigma_reach == 0):
+        return None
+    if isinstance(sigma_reach, (bool, str)) or not (0 < sigma_reach < float("inf")):
+        raise ValueError(
+            f"sigma_reach must be 'auto', None, 0 or a positive number (std per clean pixel), got {sigma_reach!r}."
+        )
+    return float(sigma_reach)
+
+
+def add_reach(
+    images: torch.Tensor,
+    draws: dict[str, torch.Tensor],
+    problem: Any,
+    sigma_reach: float,
+    chunk_size: int,
+    seed: int,
+) -> torch.Tensor:
+    """G(w) + r for each draw, r ~ p(r | y, w) (``brgm_pyro.discrepancy``), clamped to [0, 1]: (S, B, C, H, W) on the CPU."""
+    num, batch = images.shape[:2]
+    device = problem.y.device
+    f = problem.forward
+    noise = draws.get("sigma_pixel")
+    gen = torch.Generator().manual_seed(10_007 + seed)
+    out = []
+    for start in range(0, num, chunk_size):
+        chunk = images[start : start + chunk_size].to(device)
+        flat = chunk.reshape(-1, *chunk.shape[2:])
+        with torch.no_grad():
+            residual = problem.y.repeat(chunk.shape[0], 1, 1, 1) - f(flat)
+        sigma_pixel: float | torch.Tensor = problem.params.sigma_pixel
+        if noise is not None:
+            sigma_pixel = noise[start : start + chunk_size].reshape(-1, 1, 1, 1).to(device=device, dtype=residual.dtype)
+        observed = problem.observed.expand_as(problem.y).repeat(chunk.shape[0], 1, 1, 1)
+        r = sample_reach_residual(residual, f, observed, tuple(flat.shape), sigma_reach, sigma_pixel, generator=gen)
+        out.append((flat + r).clamp(0.0, 1.0).reshape(chunk.shape).cpu())
+    return torch.cat(out)
+
+
 def sample_posterior(
     y: torch.Tensor,
     f: nn.Module,
@@ -336,6 +394,7 @@ def sample_posterior(
     map_result: ReconstructionResult | None = None,
     map_schedule: MAPSchedule | None = None,
     settings: SVISettings | MCMCSettings | None = None,
+    sigma_reach: float | str | None = "auto",
     chunk_size: int = 64,
     seed: int = 0,
     progress: bool = True,
@@ -359,6 +418,9 @@ def sample_posterior(
             :class:`~brgm_pyro.inference.mcmc.MCMCSettings`; ``options`` override single fields,
             e.g. ``guide="normal"``, ``rank=32``, ``steps=1000`` (SVI) or ``num_chains=4``,
             ``warmup_steps=200``, ``max_tree_depth=8`` (MCMC).
+        sigma_reach: std of the prior's reach residual per clean pixel (``brgm_pyro.discrepancy``):
+            "auto" takes the prior card's ``sigma_reach`` (off for priors without one), None or 0
+            turns the term off, a positive number sets it. Needs a linear f.
         chunk_size: draws per Predictive call when computing the images.
         seed: seed of Pyro and torch for this run.
         progress: show progress bars.
@@ -370,10 +432,13 @@ def sample_posterior(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
     settings = _settings_for(method, num_samples, settings, options)
+    sigma_reach = _resolve_sigma_reach(sigma_reach, G)
     model = get_model(model)
     problem = prepare_problem(y, f, G, params, perceptual)
     kwargs = problem.model_kwargs()
     device = G.w_avg.device
+    if sigma_reach is not None:
+        check_linear(f, (1, G.channels, G.resolution, G.resolution), device=device)
     with frozen(G):
         latents = check_model(model, kwargs)
     batch = problem.y.shape[0]
@@ -421,9 +486,16 @@ def sample_posterior(
         began = time.perf_counter()
         images = predict_images(model, kwargs, draws, chunk_size)
         timings["images_s"] = time.perf_counter() - began
+        predictive = images
+        if sigma_reach is not None:
+            began = time.perf_counter()
+            predictive = add_reach(images, draws, problem, sigma_reach, chunk_size, seed)
+            timings["reach_s"] = time.perf_counter() - began
     diagnostics.update(timings)
     posterior = Posterior(
-        samples=images,
+        samples=predictive,
+        generator_samples=images,
+        sigma_reach=sigma_reach,
         latents={name: value.detach().cpu() for name, value in draws.items()},
         num_chains=num_chains,
         method=method,
@@ -443,6 +515,7 @@ def sample_posterior(
             "map_schedule": asdict(map_result.schedule),
             "seed": seed,
             "chunk_size": chunk_size,
+            "sigma_reach": sigma_reach,
         },
     )
     if method != "svi":

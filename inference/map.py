@@ -1,9 +1,14 @@
-"""MAP inference for BRGM: an ``AutoDelta`` guide on w, optimised with Adam through ``pyro.infer.SVI``.
+"""MAP inference for BRGM: an ``AutoDelta`` guide on w, optimised with Adam.
 
-With a point-mass guide the ELBO is the log joint, so each SVI step is one Adam step on
+With a point-mass guide the ELBO is the log joint, so each step is one Adam step on
 ``-log p(w, y)``, the paper's Eq. 8 halved. The loss function below is that negative log joint,
-computed from one trace of the model, which also yields each term (prior, colinear, pixel,
-perceptual) per image for the loss trace at no extra cost.
+computed from one trace of the model replayed against the guide, which also yields each term
+(prior, colinear, pixel, perceptual) per image for the loss trace at no extra cost.
+
+The loop is Pyro's "native PyTorch optimizer" pattern: the guide's parameters go to
+``torch.optim.Adam`` and the loss is differentiated directly. It is the same optimisation as
+``pyro.infer.SVI`` with ``pyro.optim.Adam``, without SVI's per-step parameter-capture trace and
+per-parameter optimizer bookkeeping, which cost about a tenth of a step for a 32 px generator.
 """
 
 from __future__ import annotations
@@ -15,10 +20,8 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI
 from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
-from pyro.optim import PyroLRScheduler
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
@@ -82,14 +85,6 @@ class _TermRecorder:
         self.last = terms
         return loss
 
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        # SVI's default for a callable loss keeps the graph (retain_graph=True); nothing here
-        # needs it after the backward pass, and freeing it keeps the allocator's memory warm.
-        loss = self(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.detach()
-
-
 def run_map(
     model: Callable,
     model_args: tuple,
@@ -105,28 +100,26 @@ def run_map(
     """
     pyro.clear_param_store()
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"w": init_w.detach().clone()}))
-    optim = PyroLRScheduler(
-        torch.optim.lr_scheduler.LambdaLR,
-        {
-            "optimizer": torch.optim.Adam,
-            "optim_args": {"lr": schedule.lr, "betas": schedule.betas},
-            "lr_lambda": lambda step: lr_factor(step, schedule),
-        },
-    )
+    with torch.no_grad():
+        guide(*model_args, **model_kwargs)  # creates the guide's parameters at the initial values
+    optimizer = torch.optim.Adam(guide.parameters(), lr=schedule.lr, betas=schedule.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, schedule))
     recorder = _TermRecorder()
-    svi = SVI(model, guide, optim, loss=recorder, loss_and_grads=recorder.loss_and_grads)
     trace: dict[str, list[torch.Tensor]] = {}
     bar = tqdm(range(schedule.steps), disable=not progress, desc="MAP", leave=False)
     for step in bar:
         # The first step checks every distribution's arguments and values (Pyro's validation);
         # later steps see the same shapes and supports, so they skip those checks.
         with pyro.validation_enabled(step == 0 and pyro.distributions.is_validation_enabled()):
-            loss = svi.step(*model_args, **model_kwargs)
-        optim.step()
+            loss = recorder(model, guide, *model_args, **model_kwargs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
         for name, value in recorder.last.items():
             trace.setdefault(name, []).append(value.reshape(value.shape[0], -1).sum(-1) if value.dim() else value)
         if progress:
-            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
     losses = {name: torch.stack(values).cpu() for name, values in trace.items()}
     losses["total"] = sum(losses.values())
     with torch.no_grad():

@@ -75,12 +75,17 @@ def main() -> None:
         "perceptual": previous.get("perceptual", "fmnist"),
         "params": previous.get("params"),
         "schedule": previous.get("schedule", {}),
+        "sigma_reach": previous.get("sigma_reach"),
         "quality": previous.get("quality"),
         "tuning": previous.get("tuning"),
         "samples_grid": f"{args.name}-samples.png",
     }
     if args.quality:
         card["quality"] = json.loads(args.quality.read_text())
+        # The prior's reach residual (brgm_pyro.discrepancy): RMS of identity inversion on held-out images.
+        residual = card["quality"].get("inversion", {}).get("residual_rms")
+        if residual:
+            card["sigma_reach"] = residual
     if args.tuning:
         tuning = json.loads(args.tuning.read_text())
         card["tuning"] = tuning

@@ -1,0 +1,115 @@
+"""The prior-reach term: Matheron draws of r | y, w against the exact Gaussian conditional, and its
+use in ``sample_posterior``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import sample_images, tiny_generator
+from torch import nn
+
+import brgm_pyro as bp
+from brgm_pyro import forward as fw
+from brgm_pyro.discrepancy import check_linear, sample_reach_residual
+from brgm_pyro.posterior import sample_posterior
+
+
+def _dense(f: fw.Operator, shape: tuple[int, ...]) -> torch.Tensor:
+    """The matrix of x -> f(x) * observed, (m, n), column by column."""
+    n = torch.Size(shape).numel()
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *shape[1:])
+    observed = f.observed(shape, dtype=torch.float64)
+    return (f(basis) * observed).reshape(n, -1).T
+
+
+@pytest.mark.parametrize(
+    "f",
+    [fw.Downsample(2, "bicubic"), fw.Mask.center_box(6, 2), fw.Compose(fw.Blur.gaussian(1.0), fw.Mask.half(6, "left"))],
+    ids=["downsample", "mask", "blur-then-mask"],
+)
+def test_draws_follow_the_exact_gaussian_conditional(f):
+    shape = (1, 1, 6, 6)
+    sigma_reach, sigma_pixel = 0.1, 0.02
+    F = _dense(f, shape)
+    out_shape = f.output_shape(shape)
+    observed = f.observed(shape, dtype=torch.float64).expand(out_shape)
+    residual = 0.1 * torch.randn(out_shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * observed
+    A = sigma_reach**2 * F @ F.T + sigma_pixel**2 * torch.eye(F.shape[0], dtype=torch.float64)
+    mean = sigma_reach**2 * F.T @ torch.linalg.solve(A, residual.flatten())
+    cov = sigma_reach**2 * torch.eye(F.shape[1], dtype=torch.float64) - sigma_reach**4 * F.T @ torch.linalg.solve(A, F)
+
+    draws = 20_000
+    r = sample_reach_residual(
+        residual.expand(draws, *out_shape[1:]).contiguous(), f, observed, (draws, *shape[1:]), sigma_reach,
+        sigma_pixel, generator=torch.Generator().manual_seed(1), tolerance=1e-10,
+    ).reshape(draws, -1)
+    # Monte Carlo error of a mean is sd / sqrt(draws) <= 0.1 / 141; of a covariance about var * sqrt(2 / draws).
+    assert (r.mean(0) - mean).abs().max() < 5 * sigma_reach / draws**0.5
+    assert (torch.cov(r.T) - cov).abs().max() < 5 * sigma_reach**2 * (2 / draws) ** 0.5
+    # What f observes is pinned: each observed value F r varies by less than the noise sigma_pixel.
+    seen = F.abs().sum(1) > 0
+    assert ((F @ cov @ F.T).diagonal()[seen] < sigma_pixel**2).all()
+
+
+def test_a_noiseless_observation_is_reproduced():
+    """With sigma_pixel -> 0 and f = identity, r = y - G(w) exactly."""
+    f = fw.Identity()
+    residual = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    r = sample_reach_residual(residual, f, torch.ones(1), (3, 1, 4, 4), 0.5, 1e-6)
+    assert torch.allclose(r, residual, atol=1e-4)
+
+
+class Square(nn.Module):
+    def forward(self, x):
+        return x.square()
+
+
+def test_nonlinear_operators_are_refused():
+    check_linear(fw.Downsample(2), (1, 1, 8, 8))
+    with pytest.raises(ValueError, match="needs a linear corruption f, and Square is not linear"):
+        check_linear(Square(), (1, 1, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def G16():
+    return tiny_generator(16).requires_grad_(False)
+
+
+def test_sample_posterior_adds_the_reach_residual(G16):
+    f = fw.Mask.center_box(16, 8)
+    x = sample_images(G16, 1, seed=4)
+    y = f(x)
+    common = dict(perceptual=None, map_schedule=bp.MAPSchedule(steps=10), steps=10, progress=False, seed=0)
+    off = sample_posterior(y, f, G16, "svi", 16, sigma_reach=None, **common)
+    on = sample_posterior(y, f, G16, "svi", 16, sigma_reach=0.2, **common)
+    assert off.sigma_reach is None and off.generator_samples is off.samples
+    assert on.sigma_reach == 0.2 and on.settings["sigma_reach"] == 0.2
+    # Same draws of w, so the same G(w); the predictive adds r on top.
+    assert torch.allclose(on.generator_samples, off.generator_samples, atol=1e-5)
+    hole = (f.observed(x.shape).expand_as(x) == 0)[0]
+    std = on.std[0]
+    # In the hole r is nearly its prior, std about sigma_reach (less where clamping to [0, 1] bites);
+    # on observed pixels the draws stay within a few sigma_pixel of y.
+    assert std[hole].mean() > 0.1 > std[~hole].mean()
+    assert (on.samples[:, 0][:, ~hole] - y[0][~hole]).abs().max() < 6 * bp.BRGMParams().sigma_pixel
+    assert on.samples.min() >= 0 and on.samples.max() <= 1
+
+
+@pytest.mark.parametrize("value", [-0.1, "big", float("inf"), True])
+def test_bad_sigma_reach_gets_a_clear_error(G16, value):
+    f = fw.Mask.center_box(16, 8)
+    y = f(sample_images(G16, 1, seed=4))
+    with pytest.raises(ValueError, match="sigma_reach must be 'auto', None, 0 or a positive number"):
+        sample_posterior(y, f, G16, "svi", 2, sigma_reach=value, perceptual=None,
+                         map_schedule=bp.MAPSchedule(steps=1), steps=1, progress=False)
+
+
+def test_nonlinear_f_with_the_reach_term_is_refused(G16):
+    class Clip(fw.Identity):
+        def forward(self, x):
+            return x.clamp(0.2, 0.8)
+
+    y = sample_images(G16, 1, seed=4)
+    with pytest.raises(ValueError, match="not linear"):
+        sample_posterior(y, Clip(), G16, "svi", 2, sigma_reach=0.1, perceptual=None,
+                         map_schedule=bp.MAPSchedule(steps=1), steps=1, progress=False)
