@@ -23,7 +23,6 @@ from brgm_pyro.data import CLASS_NAMES, load_fashion_mnist
 from brgm_pyro.fmnist import FMNISTEval, class_histogram, fid
 from brgm_pyro.metrics import psnr
 
-
 INVERT_FIRST = 1000
 
 
