@@ -559,6 +559,14 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
         "--model", choices=available_models(), default="brgm", help="model variant (default: brgm)"
     )
     _add_model_options(model)
+    model.add_argument(
+        "--sigma-reach",
+        type=_sigma_reach,
+        default="auto",
+        help="std of the prior's reach residual per clean pixel, added to the posterior predictive "
+        "(brgm_pyro.discrepancy): auto (the prior card's value; off if it has none), 0 to turn it off, "
+        "or a positive number (default: auto)",
+    )
     _add_map_options(parser.add_argument_group("MAP (the starting point)"))
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
@@ -589,6 +597,18 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_output_options(parser)
     parser.set_defaults(run=cmd_sample, batch_size=1)
+
+
+def _sigma_reach(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        return nonnegative_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a non-negative finite number, got {text!r}") from None
+
+
+_sigma_reach.__name__ = "'auto' or a non-negative finite number"
 
 
 def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -648,6 +668,7 @@ def plan_sample(args: argparse.Namespace) -> SampleJob:
     every_output = [p for files in outputs + base.outputs for p in files.values()] + [base.out / SUMMARY_NAME]
     check_outputs(every_output, protected, args.force)
     base.settings["model"] = args.model
+    base.settings["sigma_reach"] = args.sigma_reach
     base.settings["sampling"] = {"method": args.method, "num_samples": args.num_samples, "options": options}
     base.settings["truth"] = [str(p) for p in args.truth] if args.truth is not None else None
     return SampleJob(base=base, truth=truth, options=options, outputs=outputs)
@@ -705,6 +726,7 @@ def run_sample(job: SampleJob, quiet: bool) -> dict[str, Any]:
             num_samples=base.settings["sampling"]["num_samples"],
             model=base.settings["model"],
             map_result=rec,
+            sigma_reach=base.settings["sigma_reach"],
             **common,
             **job.options,
         )

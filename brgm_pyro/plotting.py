@@ -80,7 +80,8 @@ def save_uncertainty_maps(
     max_grid_samples: int = 32,
 ) -> list[dict[str, Path]]:
     """Write, per image NAME of the batch: NAME_mean.png, NAME_std.png, NAME_error.png (with a
-    truth), NAME_samples.png (a grid of up to ``max_grid_samples`` draws, ``grid_columns`` per row)
+    truth), NAME_samples.png (a grid of up to ``max_grid_samples`` draws of G(w), the plausible
+    reconstructions, ``grid_columns`` per row; mean and std include the reach residual when it is on)
     and NAME_overview.png (input, MAP, mean, std, error side by side). The grids are enlarged by nearest
     neighbour to about GRID_CELL_SIZE pixels per image; the single maps keep the image's size.
     Returns the paths per image."""
@@ -90,7 +91,7 @@ def save_uncertainty_maps(
     maps = uncertainty_maps(posterior, truth)
     scale = max(1, GRID_CELL_SIZE // max(posterior.mean.shape[-2:]))
     written = []
-    shown = posterior.samples[:max_grid_samples]
+    shown = posterior.generator_samples[:max_grid_samples]
     for i, name in enumerate(names):
         files = {kind: out / f"{name}_{kind}.png" for kind in ("mean", "std", "samples", "overview")}
         io.write_image(files["mean"], maps["mean"][i])
@@ -116,7 +117,7 @@ def plot_posterior(
     title: str | None = None,
 ) -> Any:
     """A matplotlib figure of image ``index``: input, MAP, posterior mean, std, |error| (with a truth,
-    (B, C, H, W)), and ``num_samples`` draws below. Returns the figure."""
+    (B, C, H, W)), and ``num_samples`` draws of G(w) below. Returns the figure."""
     import matplotlib.pyplot as plt
 
     def show(ax: Any, image: torch.Tensor, label: str, **kwargs: Any) -> Any:
@@ -141,7 +142,7 @@ def plot_posterior(
         ax = axes[0, column]
         fig.colorbar(show(ax, values.mean(0, keepdim=True), label, cmap=cmap, vmin=0), ax=ax, shrink=0.8)
     for j in range(min(columns, posterior.num_samples)):
-        show(axes[1, j], posterior.samples[j, index], f"draw {j}", cmap="gray", vmin=0, vmax=1)
+        show(axes[1, j], posterior.generator_samples[j, index], f"G(w) draw {j}", cmap="gray", vmin=0, vmax=1)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

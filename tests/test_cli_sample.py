@@ -52,7 +52,7 @@ def test_svi_inpainting_with_truth_writes_maps_netcdf_and_json(files, tmp_path, 
     summary = json.loads((out / "brgm.json").read_text())
     assert summary["command"] == "sample" and summary["complete"] is True
     assert summary["settings"]["sampling"] == {"method": "svi", "num_samples": 6, "options": {"steps": 10}}
-    assert summary["settings"]["model"] == "brgm"
+    assert summary["settings"]["model"] == "brgm" and summary["settings"]["sigma_reach"] == "auto"
     image = summary["images"][1]
     assert image["name"] == "b" and image["truth"].endswith("b_clean.png")
     calibration = image["calibration"]
@@ -65,6 +65,18 @@ def test_svi_inpainting_with_truth_writes_maps_netcdf_and_json(files, tmp_path, 
     data = az.from_netcdf(out / "a_posterior.nc")
     assert data.posterior["image"].shape == (1, 6, 1, 1, 16, 16)
     assert data.attrs["method"] == "svi"
+
+
+def test_sigma_reach_widens_the_maps_of_the_hole(files, tmp_path):
+    inputs = [files / "a.png", "--task", "inpaint", "--mask", files / "mask.png", "--num-samples", 8, "--svi-steps", 5]
+    std = {}
+    for value in ("0", "0.2"):
+        out = tmp_path / value
+        assert _sample(files, out, *inputs, "--sigma-reach", value, *QUICK) == 0
+        summary = json.loads((out / "brgm.json").read_text())
+        assert ("reach_s" in summary["images"][0]["diagnostics"]) == (value != "0")
+        std[value] = summary["images"][0]["posterior"]["mean_std"]
+    assert std["0.2"] > std["0"] + 0.02
 
 
 def test_nuts_superres_with_learned_noise(files, tmp_path):
@@ -93,6 +105,8 @@ def test_nuts_superres_with_learned_noise(files, tmp_path):
         (["--num-samples", "0"], "--num-samples: expected a positive integer"),
         (["--method", "vi"], "invalid choice: 'vi'"),
         (["--model", "mixture"], "invalid choice: 'mixture'"),
+        (["--sigma-reach", "-1"], "--sigma-reach: expected 'auto' or a non-negative finite number, got '-1'"),
+        (["--sigma-reach", "big"], "--sigma-reach: expected 'auto' or a non-negative finite number"),
         (["--truth", "{files}/a_clean.png", "{files}/b_clean.png"], "--truth names 2 image\\(s\\) for 1 input"),
         (["--truth", "{files}/low.png"], "The --truth images are 4x4 pixels"),
     ],
