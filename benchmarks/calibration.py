@@ -34,7 +34,7 @@ from brgm_pyro.models.variants import available_models, get_model
 
 import brgm_pyro as bp
 from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
-from brgm_pyro.posterior import sample_posterior
+from brgm_pyro.posterior import DEFAULT_MODEL, sample_posterior
 from brgm_pyro.stylegan2 import to_unit
 
 LEVELS = (0.5, 0.9, 0.95)
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise added to y (pixels in [0, 1])")
     parser.add_argument("--box", type=int, default=12, help="side of the inpainting hole, centred, in pixels")
     parser.add_argument("--methods", default="svi-lowrank,svi-normal", help=f"comma-separated: {', '.join(METHODS)}")
-    parser.add_argument("--model", default="brgm", choices=available_models())
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=available_models())
     parser.add_argument("--preset", default="default")
     parser.add_argument("--perceptual", default="auto", help="auto, none or a registered name")
     parser.add_argument("--sigma-reach", default="auto",
@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> dict:
     perceptual = None if args.perceptual == "none" else args.perceptual
     schedule = MAPSchedule(**({"steps": args.map_steps} if args.map_steps else {}))
     results: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    card = getattr(G, "card", None) or {}
+    results["sigma_reach"] = card.get("sigma_reach") if args.sigma_reach == "auto" else args.sigma_reach
     map_seconds = []
     for task in args.tasks:
         f = corruption(task, args, G.resolution)

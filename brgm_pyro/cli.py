@@ -41,7 +41,7 @@ from brgm_pyro.models.brgm import PRESETS, BRGMParams, colinearity
 from brgm_pyro.models.variants import available_models, get_model
 from brgm_pyro.perceptual import MissingWeightsError
 from brgm_pyro.plotting import save_uncertainty_maps
-from brgm_pyro.posterior import METHODS, Posterior, sample_posterior
+from brgm_pyro.posterior import DEFAULT_MODEL, METHODS, Posterior, sample_posterior
 from brgm_pyro.stylegan2 import StyleGAN2Generator, describe
 
 __all__ = ["build_parser", "cmd_reconstruct", "cmd_sample", "main"]
@@ -556,7 +556,11 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--model", choices=available_models(), default="brgm", help="model variant (default: brgm)"
+        "--model",
+        choices=available_models(),
+        default=DEFAULT_MODEL,
+        help=f"model variant (default: {DEFAULT_MODEL}, the noise level inferred per image; brgm: the paper's "
+        "fixed sigma_pixel)",
     )
     _add_model_options(model)
     model.add_argument(

@@ -49,9 +49,11 @@ from brgm_pyro.io import atomic_path
 from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.models.variants import get_model, model_name
 
-__all__ = ["METHODS", "Posterior", "check_model", "sample_posterior"]
+__all__ = ["DEFAULT_MODEL", "METHODS", "Posterior", "check_model", "sample_posterior"]
 
 METHODS = ("svi", "nuts", "hmc")
+DEFAULT_MODEL = "learned-noise"
+"""The model ``sample_posterior`` and ``brgm sample`` use unless told otherwise (see ``sample_posterior``)."""
 MODEL_ARGUMENTS = "(y, forward, generator, params, observed, perceptual, y_features)"
 
 
@@ -388,7 +390,7 @@ def sample_posterior(
     method: str = "svi",
     num_samples: int = 16,
     *,
-    model: str | Callable | None = None,
+    model: str | Callable | None = DEFAULT_MODEL,
     params: BRGMParams | str | None = None,
     perceptual: str | nn.Module | None = "auto",
     map_result: ReconstructionResult | None = None,
@@ -411,7 +413,11 @@ def sample_posterior(
         num_samples: draws from the fitted guide (SVI), or kept draws per chain (MCMC, which
             returns ``num_chains * num_samples`` draws, as Pyro's MCMC does).
         model: a registered model name ("brgm", "learned-noise", "heavy-tail", "no-colinear") or a
-            Pyro model with the signature of ``brgm.model``; default ``brgm.model``.
+            Pyro model with the signature of ``brgm.model`` (None: ``brgm.model``). The default,
+            "learned-noise", infers sigma_pixel per image, so the noise level also takes up the
+            prior's misfit to y; with the reach term this is what makes the credible intervals
+            calibrated on real images (README, *Calibration*). "brgm" is the paper's model with the
+            fixed sigma_pixel, which gives intervals that are too narrow on real images.
         map_result: a MAP reconstruction of this y to start from (skips the MAP).
         map_schedule: the MAP's Adam schedule (default ``MAPSchedule()``).
         settings: :class:`~brgm_pyro.inference.svi.SVISettings` or

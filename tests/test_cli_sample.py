@@ -52,7 +52,7 @@ def test_svi_inpainting_with_truth_writes_maps_netcdf_and_json(files, tmp_path, 
     summary = json.loads((out / "brgm.json").read_text())
     assert summary["command"] == "sample" and summary["complete"] is True
     assert summary["settings"]["sampling"] == {"method": "svi", "num_samples": 6, "options": {"steps": 10}}
-    assert summary["settings"]["model"] == "brgm" and summary["settings"]["sigma_reach"] == "auto"
+    assert summary["settings"]["model"] == "learned-noise" and summary["settings"]["sigma_reach"] == "auto"
     image = summary["images"][1]
     assert image["name"] == "b" and image["truth"].endswith("b_clean.png")
     calibration = image["calibration"]

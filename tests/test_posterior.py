@@ -1,5 +1,6 @@
 """Posterior sampling: exactness on a linear-Gaussian model, shapes and ranges, diagnostics, variants, errors."""
 
+import inspect
 import json
 import math
 
@@ -66,7 +67,7 @@ def superres():
     params = bp.BRGMParams(sigma_pixel=sigma, kappa=0.0)
     y, mean, cov, precision = linear_problem(G, f, sigma)
     rec = bp.reconstruct(y, f, G, params=params, perceptual=None, steps=100, lr=0.05, progress=False)
-    return dict(G=G, f=f, y=y, params=params, map_result=rec), mean, cov, precision
+    return dict(G=G, f=f, y=y, params=params, map_result=rec, model="brgm"), mean, cov, precision
 
 
 def _moments(post: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +109,7 @@ def test_svi_full_rank_guide_finds_the_exact_marginals_of_an_inpainting():
     G, f, sigma = LinearGenerator(scale=0.15), fw.Mask.center_box(4, 2), 0.02
     params = bp.BRGMParams(sigma_pixel=sigma, kappa=0.0)
     y, mean, cov, _ = linear_problem(G, f, sigma)
-    post = sample_posterior(y, f, G, "svi", 200, params=params, perceptual=None,
+    post = sample_posterior(y, f, G, "svi", 200, model="brgm", params=params, perceptual=None,
                             map_schedule=bp.MAPSchedule(steps=100), guide="lowrank", rank=6, steps=300, lr=0.1,
                             final_lr_ratio=0.01, progress=False)
     w_mean, w_std = _moments(post)
@@ -193,8 +194,8 @@ def test_shapes_ranges_and_files(G16, inpainting, method, tmp_path):
 def test_inpainting_honours_the_hole(G16, inpainting):
     """The zeros of y in the hole are not data: the posterior there is wider and not pulled to 0."""
     f, x, y = inpainting
-    post = sample_posterior(y, f, G16, "svi", 8, perceptual=None, map_schedule=bp.MAPSchedule(steps=20),
-                            steps=30, progress=False)
+    post = sample_posterior(y, f, G16, "svi", 8, model="brgm", perceptual=None,
+                            map_schedule=bp.MAPSchedule(steps=20), steps=30, progress=False)
     hole = f.observed(x.shape).expand_as(x) == 0
     assert post.std[hole].mean() > post.std[~hole].mean()
     assert (post.mean - x)[hole].abs().mean() < 0.5 * x[hole].mean()
@@ -300,8 +301,10 @@ def test_map_result_of_another_problem_is_refused(G16, inpainting):
         sample_posterior(y, f, G16, "svi", 2, perceptual=None, map_result=rec.w, progress=False)
 
 
-def test_default_model_is_brgm():
+def test_default_models():
+    """reconstruct (MAP) uses the paper's model; sample_posterior the learned-noise variant."""
     assert variants.get_model(None) is brgm.model
+    assert inspect.signature(sample_posterior).parameters["model"].default == "learned-noise"
     assert variants.model_name(brgm.model) == "brgm"
 
 
