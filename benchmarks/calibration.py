@@ -60,6 +60,7 @@ class Tally:
     psnr_map: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     extra: list[dict] = field(default_factory=list)
+    sigma_pixel: list[float] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -150,6 +151,7 @@ def run(args: argparse.Namespace) -> dict:
     card = getattr(G, "card", None) or {}
     results["sigma_reach"] = card.get("sigma_reach") if args.sigma_reach == "auto" else args.sigma_reach
     map_seconds = []
+    realised_noise: dict[str, list[float]] = {}
     for task in args.tasks:
         f = corruption(task, args, G.resolution)
         tallies = {name: Tally() for name in args.methods}
@@ -160,6 +162,9 @@ def run(args: argparse.Namespace) -> dict:
             x = truth[i : i + 1]
             gen = torch.Generator().manual_seed(args.seed * 100_003 + i)
             y = (f(x) + args.noise * torch.randn(f(x).shape, generator=gen)).clamp(0, 1)
+            # The noise left after clamping y to [0, 1] (less than --noise on black or white pixels).
+            seen = f.observed(x.shape).expand_as(y).bool()
+            realised_noise.setdefault(task, []).append(float((y - f(x))[seen].square().mean().sqrt()))
             began = time.perf_counter()
             common = dict(params=args.preset, perceptual=perceptual, seed=args.seed, progress=args.progress)
             rec = bp.reconstruct(y, f, G, schedule=schedule, model=get_model(args.model), **common)
@@ -179,6 +184,8 @@ def run(args: argparse.Namespace) -> dict:
                     for level, value in interval_coverage(post.samples, x, LEVELS, mask=hole).items():
                         tally.covered_hole[level].append(value)
                     tally.hole.append(hole)
+                if "sigma_pixel" in post.latents:
+                    tally.sigma_pixel.append(float(post.latents["sigma_pixel"].mean()))
                 tally.std.append(post.std)
                 tally.error.append((post.mean - x).abs())
                 tally.psnr_mean.append(float(psnr(post.mean, x)[0]))
@@ -188,6 +195,7 @@ def run(args: argparse.Namespace) -> dict:
                     tally.extra.append({k: d[k] for k in ("max_r_hat", "min_ess_bulk", "divergence_fraction")})
         results[task] = {name: summarise(tally) for name, tally in tallies.items()}
     results["map_seconds_per_image"] = sum(map_seconds) / len(map_seconds)
+    results["realised_noise_rms"] = {task: sum(v) / len(v) for task, v in realised_noise.items()}
     return results
 
 
@@ -201,6 +209,9 @@ def summarise(tally: Tally) -> dict:
         "seconds_per_image": sum(tally.seconds) / len(tally.seconds),
         "images": len(tally.seconds),
     }
+    if tally.sigma_pixel:
+        out["sigma_pixel_mean"] = sum(tally.sigma_pixel) / len(tally.sigma_pixel)
+        out["sigma_pixel_per_image"] = tally.sigma_pixel
     if tally.hole:
         hole = torch.cat(tally.hole)
         out["coverage_hole"] = {str(level): sum(v) / len(v) for level, v in tally.covered_hole.items()}
@@ -249,6 +260,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     for task in args.tasks:
         for name, r in results[task].items():
+            if "sigma_pixel_mean" in r:
+                values = r["sigma_pixel_per_image"]
+                print(
+                    f"{task} {name}: posterior mean of sigma_pixel {r['sigma_pixel_mean']:.4f} "
+                    f"(per image {min(values):.4f}-{max(values):.4f}; noise added to y: {args.noise}, "
+                    f"RMS after clamping to [0, 1]: {results['realised_noise_rms'][task]:.4f})"
+                )
             if "mcmc" in r:
                 m = r["mcmc"]
                 print(
