@@ -33,6 +33,8 @@ def model_card_markdown(card: dict) -> str:
         f"- **Generator**: {json.dumps(card['generator'])}.",
         f"- **Default reconstruction settings**: params {json.dumps(card.get('params'))}, schedule "
         f"{json.dumps(card.get('schedule'))}, perceptual {card.get('perceptual')!r}.",
+        f"- **sigma_reach** (RMS residual of identity inversion on held-out validation images; the prior's "
+        f"reach term in the posterior predictive, brgm_pyro.discrepancy): {card.get('sigma_reach')}.",
         "",
         f"![64 uncurated samples]({card['samples_grid']})",
         "",
