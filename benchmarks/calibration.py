@@ -148,8 +148,6 @@ def run(args: argparse.Namespace) -> dict:
     perceptual = None if args.perceptual == "none" else args.perceptual
     schedule = MAPSchedule(**({"steps": args.map_steps} if args.map_steps else {}))
     results: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
-    card = getattr(G, "card", None) or {}
-    results["sigma_reach"] = card.get("sigma_reach") if args.sigma_reach == "auto" else args.sigma_reach
     map_seconds = []
     realised_noise: dict[str, list[float]] = {}
     for task in args.tasks:
@@ -158,13 +156,14 @@ def run(args: argparse.Namespace) -> dict:
         hole = None
         if task == "inpaint":
             hole = f.observed(truth[:1].shape, device="cpu").expand_as(truth[:1]) == 0
+        seen = f.observed(truth[:1].shape, device="cpu").expand(f.output_shape(truth[:1].shape)).bool()
         for i in range(truth.shape[0]):
             x = truth[i : i + 1]
+            clean = f(x)
             gen = torch.Generator().manual_seed(args.seed * 100_003 + i)
-            y = (f(x) + args.noise * torch.randn(f(x).shape, generator=gen)).clamp(0, 1)
+            y = (clean + args.noise * torch.randn(clean.shape, generator=gen)).clamp(0, 1)
             # The noise left after clamping y to [0, 1] (less than --noise on black or white pixels).
-            seen = f.observed(x.shape).expand_as(y).bool()
-            realised_noise.setdefault(task, []).append(float((y - f(x))[seen].square().mean().sqrt()))
+            realised_noise.setdefault(task, []).append(float((y - clean)[seen].square().mean().sqrt()))
             began = time.perf_counter()
             common = dict(params=args.preset, perceptual=perceptual, seed=args.seed, progress=args.progress)
             rec = bp.reconstruct(y, f, G, schedule=schedule, model=get_model(args.model), **common)
@@ -178,6 +177,7 @@ def run(args: argparse.Namespace) -> dict:
                 )
                 tally = tallies[name]
                 tally.seconds.append(time.perf_counter() - began)
+                results["sigma_reach"] = post.sigma_reach  # as sample_posterior resolved it
                 for level, value in interval_coverage(post.samples, x, LEVELS).items():
                     tally.covered[level].append(value)
                 if hole is not None:

@@ -345,13 +345,13 @@ def _resolve_sigma_reach(sigma_reach: float | str | None, G: nn.Module) -> float
     if sigma_reach == "auto":
         value = (getattr(G, "card", None) or {}).get("sigma_reach")
         return float(value) if value else None
-    if sigma_reach is None or (not isinstance(sigma_reach, (bool, str)) and sigma_reach == 0):
+    if sigma_reach is None:
         return None
-    if isinstance(sigma_reach, (bool, str)) or not (0 < sigma_reach < float("inf")):
+    if isinstance(sigma_reach, (bool, str)) or not (0 <= sigma_reach < float("inf")):
         raise ValueError(
             f"sigma_reach must be 'auto', None, 0 or a positive number (std per clean pixel), got {sigma_reach!r}."
         )
-    return float(sigma_reach)
+    return float(sigma_reach) or None
 
 
 def add_reach(
