@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["seconds"] = time.perf_counter() - started
     print(table(results))
     print(
-        f"\n{args.num_images} {args.data} images, generator {args.generator}, model {args.model}, "
+        f"\n{args.num_images} {args.data} images, generator {args.generator}, model {args.model}, sigma_reach {results['sigma_reach']}, "
         f"{args.num_samples} draws; MAP {results['map_seconds_per_image']:.1f} s/image; "
         f"total {results['seconds']:.0f} s"
     )
