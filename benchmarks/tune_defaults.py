@@ -25,8 +25,8 @@ from brgm_pyro.demo import evaluate_outputs
 from brgm_pyro.fmnist import FMNISTEval
 
 GRID = {
-    "sigma_pixel": [0.01, 0.02, 0.05],
-    "sigma_percept": [None, 0.02, 0.05, 0.2],
+    "sigma_pixel": [0.005, 0.01, 0.02, 0.05],
+    "sigma_percept": [None, 0.02, 0.05, 0.2, 1.0],
     "kappa": [0.0, 0.5, 2.0],
     "lr": [0.03, 0.1],
 }

@@ -34,7 +34,7 @@ from brgm_pyro.checkpoints import CheckpointError, load_generator
 from brgm_pyro.data import DatasetError
 from brgm_pyro.forward import _KERNEL_NAMES, Downsample, Mask, Operator
 from brgm_pyro.inference.map import MAPSchedule
-from brgm_pyro.inference.mcmc import MCMCSettings
+from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, MCMCSettings
 from brgm_pyro.inference.svi import GUIDES, SVISettings
 from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
 from brgm_pyro.models.brgm import PRESETS, BRGMParams, colinearity
@@ -527,6 +527,7 @@ MCMC_OPTIONS = {
     "warmup_steps": "warmup",
     "max_tree_depth": "max_tree_depth",
     "trajectory_length": "trajectory_length",
+    "precondition": "precondition",
 }
 
 
@@ -599,6 +600,12 @@ def add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
         type=positive_float,
         help=f"HMC trajectory length (default {MCMCSettings.trajectory_length})",
     )
+    sampling.add_argument(
+        "--precondition",
+        choices=("auto", "laplace", "none"),
+        help="MCMC in the whitened coordinates of the Hessian at the MAP (laplace), on the raw latents (none), "
+        f"or laplace up to {MAX_LAPLACE_DIM} latent coordinates (auto, the default)",
+    )
     _add_output_options(parser)
     parser.set_defaults(run=cmd_sample, batch_size=1)
 
@@ -629,7 +636,10 @@ def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(
                 f"--{dest.replace('_', '-')} only applies to --method {method}; drop it or change --method."
             )
-    return {field: getattr(args, dest) for field, dest in mine.items() if getattr(args, dest) is not None}
+    options = {field: getattr(args, dest) for field, dest in mine.items() if getattr(args, dest) is not None}
+    if options.get("precondition") == "none":
+        options["precondition"] = None
+    return options
 
 
 @dataclass

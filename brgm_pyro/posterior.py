@@ -487,6 +487,8 @@ def sample_posterior(
             run = run_mcmc(model, kwargs, init_values, settings, seed=seed, progress=progress)
             draws, sample_stats, num_chains = run.samples, run.sample_stats, run.num_chains
             diagnostics["chain_seconds"] = run.seconds
+            if run.setup_seconds:
+                diagnostics["precondition_s"] = run.setup_seconds
             diagnostics["acceptance_rate"] = run.acceptance_rate
         timings["inference_s"] = time.perf_counter() - began
         began = time.perf_counter()

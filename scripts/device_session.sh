@@ -13,7 +13,11 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { echo "wheel install failed"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD BRGM_DATA_DIR=$PWD/.data PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
+# The package as pyproject maps it (models/ and inference/ are brgm_pyro.models and .inference).
+REPO=$PWD
+mkdir -p /tmp/pkg && cp -r brgm_pyro /tmp/pkg/ && cp -r models /tmp/pkg/brgm_pyro/models \
+  && cp -r inference /tmp/pkg/brgm_pyro/inference || exit 1
+export PYTHONPATH=/tmp/site:/tmp/pkg BRGM_DATA_DIR=$PWD/.data PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, pyro, lpips; print('torch', torch.__version__, 'pyro', pyro.__version__, torch.cuda.get_device_name())" \
   || exit 1
@@ -26,12 +30,12 @@ left=$((BUDGET - ($(date +%s) - T0) - 45))
 minutes=$(python3 -c "print(max($left, 30) / 60)")
 echo "== training for $minutes minutes"
 for run in A B; do
-  mkdir -p /tmp/run$run && cp training/fashion-mnist-32/* /tmp/run$run/
+  mkdir -p /tmp/run$run && cp $REPO/training/fashion-mnist-32/* /tmp/run$run/
 done
-python3 -m brgm_pyro.cli train-prior --out /tmp/runA --kimg 20000 --batch-size 32 --max-minutes "$minutes" \
-  --checkpoint-kimg 50 --snapshot-kimg 100 --device cuda --quiet > "$OUT/trainA.txt" 2>&1 &
-python3 -m brgm_pyro.cli train-prior --out /tmp/runB --kimg 20000 --batch-size 64 --max-minutes "$minutes" \
-  --checkpoint-kimg 50 --snapshot-kimg 100 --device cuda --quiet > "$OUT/trainB.txt" 2>&1 &
+(cd /tmp && python3 -m brgm_pyro.cli train-prior --out /tmp/runA --kimg 20000 --batch-size 32 --max-minutes "$minutes" \
+  --checkpoint-kimg 50 --snapshot-kimg 100 --device cuda --quiet) > "$OUT/trainA.txt" 2>&1 &
+(cd /tmp && python3 -m brgm_pyro.cli train-prior --out /tmp/runB --kimg 20000 --batch-size 64 --max-minutes "$minutes" \
+  --checkpoint-kimg 50 --snapshot-kimg 100 --device cuda --quiet) > "$OUT/trainB.txt" 2>&1 &
 sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 wait
 tail -n 3 "$OUT/trainA.txt" "$OUT/trainB.txt"

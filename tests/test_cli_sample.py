@@ -88,6 +88,7 @@ def test_nuts_superres_with_learned_noise(files, tmp_path):
     [image] = summary["images"]
     assert "sigma_pixel" in image["posterior"] and "calibration" not in image
     assert {"divergences", "max_r_hat", "mean_tree_depth", "monitored"} <= set(image["diagnostics"])
+    assert image["diagnostics"]["precondition_s"] > 0  # "auto": the Laplace preconditioner for this small w
     import arviz as az
 
     data = az.from_netcdf(out / "low_posterior.nc")
@@ -104,6 +105,8 @@ def test_nuts_superres_with_learned_noise(files, tmp_path):
         (["--method", "nuts", "--trajectory-length", "1"], "--trajectory-length only applies to --method hmc"),
         (["--num-samples", "0"], "--num-samples: expected a positive integer"),
         (["--method", "vi"], "invalid choice: 'vi'"),
+        (["--method", "nuts", "--precondition", "lowrank"], "invalid choice: 'lowrank'"),
+        (["--precondition", "none"], "--precondition does not apply to --method svi"),
         (["--model", "mixture"], "invalid choice: 'mixture'"),
         (["--sigma-reach", "-1"], "--sigma-reach: expected 'auto' or a non-negative finite number, got '-1'"),
         (["--sigma-reach", "big"], "--sigma-reach: expected 'auto' or a non-negative finite number"),
