@@ -32,7 +32,8 @@ def model_card_markdown(card: dict) -> str:
         f"- **Recipe**: {card['recipe']}.",
         f"- **Generator**: {json.dumps(card['generator'])}.",
         f"- **Default reconstruction settings**: params {json.dumps(card.get('params'))}, schedule "
-        f"{json.dumps(card.get('schedule'))}, perceptual {card.get('perceptual')!r}.",
+        f"{json.dumps(card.get('schedule'))}, perceptual {card.get('perceptual')!r}."
+        + (f" {card['schedule_note']}" if card.get("schedule_note") else ""),
         f"- **sigma_reach** (RMS residual of identity inversion on held-out validation images; the prior's "
         f"reach term in the posterior predictive, brgm_pyro.discrepancy): {card.get('sigma_reach')}.",
         "",
@@ -55,7 +56,11 @@ def main() -> None:
     parser.add_argument("--quality", type=Path, default=None, help="JSON from benchmarks/prior_quality.py")
     parser.add_argument("--tuning", type=Path, default=None, help="JSON from benchmarks/tune_defaults.py")
     parser.add_argument("--hardware", default="2-core CPU (no GPU)")
+    parser.add_argument("--steps", type=int, default=None, help="override the default MAP steps of the card")
+    parser.add_argument("--steps-note", default=None, help="why --steps differs from the tuning (required with it)")
     args = parser.parse_args()
+    if (args.steps is None) != (args.steps_note is None):
+        parser.error("--steps and --steps-note go together: say on which images and by how much the steps were chosen")
 
     G = bp.load_generator(args.checkpoint)
     target = PRIORS_DIR / f"{args.name}.safetensors"
@@ -77,6 +82,7 @@ def main() -> None:
         "perceptual": previous.get("perceptual", "fmnist"),
         "params": previous.get("params"),
         "schedule": previous.get("schedule", {}),
+        "schedule_note": previous.get("schedule_note"),
         "sigma_reach": previous.get("sigma_reach"),
         "quality": previous.get("quality"),
         "tuning": previous.get("tuning"),
@@ -94,6 +100,9 @@ def main() -> None:
         card["params"] = tuning["best"]["params"]
         card["perceptual"] = tuning["best"]["perceptual"]
         card["schedule"] = tuning["best"]["schedule"]
+    if args.steps is not None:
+        card["schedule"] = {**card["schedule"], "steps": args.steps}
+        card["schedule_note"] = args.steps_note
     card = {k: v for k, v in card.items() if v is not None}
     bp.save_generator(G, target, info=info)
     samples = G.sample(64, seed=0)

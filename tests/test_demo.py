@@ -11,14 +11,23 @@ from brgm_pyro.cli import main
 from brgm_pyro.demo import TASKS, bicubic_upsample
 
 
-def test_shipped_prior_loads_and_generates():
-    assert "fashion-mnist-32" in registered_priors()
-    G = bp.load_generator("fashion-mnist-32")
+@pytest.mark.parametrize("name", ["fashion-mnist-32", "fashion-mnist-32-794kimg"])
+def test_shipped_prior_loads_and_generates(name):
+    assert name in registered_priors()
+    G = bp.load_generator(name)
     assert (G.resolution, G.channels) == (32, 1)
-    assert G.card["name"] == "fashion-mnist-32" and G.card["kimg"] > 0
+    assert G.card["name"] == name and G.card["kimg"] > 0 and G.card["sigma_reach"] > 0
+    assert {"sigma_pixel", "sigma_percept", "kappa"} == set(G.card["params"]) and G.card["schedule"]["steps"] > 0
     x = G.sample(4, seed=0)
     assert x.shape == (4, 1, 32, 32) and x.min() >= 0 and x.max() <= 1 and x.std() > 0.05
-    assert registered_priors()["fashion-mnist-32"].stat().st_size < 25e6
+    assert registered_priors()[name].stat().st_size < 25e6
+
+
+def test_the_default_prior_is_the_earlier_snapshot_of_the_same_run():
+    default, longer = bp.load_generator("fashion-mnist-32"), bp.load_generator("fashion-mnist-32-794kimg")
+    assert default.config == longer.config
+    assert default.card["kimg"] == 200 and longer.card["kimg"] > 790
+    assert longer.card["quality"]["fid_samples_vs_test"] < default.card["quality"]["fid_samples_vs_test"]
 
 
 def test_bicubic_baseline_matches_pil():
