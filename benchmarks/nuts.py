@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--image", type=int, default=0, help="index into the validation split")
     parser.add_argument("--task", choices=["superres", "inpaint"], default="superres")
     parser.add_argument("--model", default="learned-noise")
+    parser.add_argument("--sigma-pixel", type=float, default=None,
+                        help="sigma_pixel of the model (default: the card's; the prior of learned-noise is centred there)")
+    parser.add_argument("--perceptual", default="auto", help="auto (the card's), none, or a registered name")
     parser.add_argument("--precondition", choices=["auto", "laplace", "none"], default="auto")
     parser.add_argument("--num-samples", type=int, default=300, help="kept draws per chain")
     parser.add_argument("--warmup", type=int, default=300)
@@ -48,16 +51,19 @@ def main() -> None:
     else:
         f = bp.forward.Mask.center_box(G.resolution, G.resolution // 2)
     y = f(x).clamp(0, 1)
+    params = G.card["params"] if getattr(G, "card", None) else {}
+    params = bp.BRGMParams(**{**params, **({"sigma_pixel": args.sigma_pixel} if args.sigma_pixel else {})})
     began = time.perf_counter()
     post = bp.sample_posterior(
-        y, f, G, "nuts", args.num_samples, model=args.model, num_chains=args.num_chains,
+        y, f, G, "nuts", args.num_samples, model=args.model, params=params,
+        perceptual=None if args.perceptual == "none" else args.perceptual, num_chains=args.num_chains,
         warmup_steps=args.warmup, max_tree_depth=args.max_tree_depth, seed=args.seed, progress=args.progress,
         precondition=None if args.precondition == "none" else args.precondition,
     )
     wall = time.perf_counter() - began
     d = post.diagnostics
     print(f"generator {args.generator}, validation image {args.image}, {args.task}, model {args.model}, "
-          f"precondition {args.precondition}, {args.num_chains} chains x ({args.warmup} warm-up + "
+          f"sigma_pixel {params.sigma_pixel}, perceptual {args.perceptual}, precondition {args.precondition}, {args.num_chains} chains x ({args.warmup} warm-up + "
           f"{args.num_samples}) draws, tree depth cap {args.max_tree_depth}, torch threads {torch.get_num_threads()}")
     print(f"divergences {d['divergences']} ({d['divergence_fraction']:.2%}), mean step size {d['mean_step_size']:.4f}, "
           f"mean gradients per draw {d['mean_n_steps']:.1f}, mean tree depth {d['mean_tree_depth']:.2f}, "
