@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import torch
 
 import brgm_pyro as bp
+from brgm_pyro.api import prepare_problem
 from brgm_pyro.data import load_fashion_mnist
 
 
@@ -51,12 +53,15 @@ def main() -> None:
     else:
         f = bp.forward.Mask.center_box(G.resolution, G.resolution // 2)
     y = f(x).clamp(0, 1)
-    params = G.card["params"] if getattr(G, "card", None) else {}
-    params = bp.BRGMParams(**{**params, **({"sigma_pixel": args.sigma_pixel} if args.sigma_pixel else {})})
+    perceptual = None if args.perceptual == "none" else args.perceptual
+    # The parameters sample_posterior would use (the card's, or the default preset), with --sigma-pixel.
+    params = prepare_problem(y, f, G, None, perceptual).params
+    if args.sigma_pixel:
+        params = replace(params, sigma_pixel=args.sigma_pixel)
     began = time.perf_counter()
     post = bp.sample_posterior(
         y, f, G, "nuts", args.num_samples, model=args.model, params=params,
-        perceptual=None if args.perceptual == "none" else args.perceptual, num_chains=args.num_chains,
+        perceptual=perceptual, num_chains=args.num_chains,
         warmup_steps=args.warmup, max_tree_depth=args.max_tree_depth, seed=args.seed, progress=args.progress,
         precondition=None if args.precondition == "none" else args.precondition,
     )
