@@ -29,13 +29,12 @@ timeout 110 python3 benchmarks/speed.py --generator ffhq-1024 --perceptual lpips
 left=$((BUDGET - ($(date +%s) - T0) - 45))
 minutes=$(python3 -c "print(max($left, 30) / 60)")
 echo "== training for $minutes minutes"
-for run in A B; do
+for spec in "A 32" "B 64"; do
+  read -r run batch <<<"$spec"
   mkdir -p /tmp/run$run && cp $REPO/training/fashion-mnist-32/* /tmp/run$run/
+  (cd /tmp && python3 -m brgm_pyro.cli train-prior --out /tmp/run$run --kimg 20000 --batch-size "$batch" \
+    --max-minutes "$minutes" --checkpoint-kimg 50 --snapshot-kimg 100 --device cuda --quiet) > "$OUT/train$run.txt" 2>&1 &
 done
-(cd /tmp && python3 -m brgm_pyro.cli train-prior --out /tmp/runA --kimg 20000 --batch-size 32 --max-minutes "$minutes" \
-  --checkpoint-kimg 50 --snapshot-kimg 100 --device cuda --quiet) > "$OUT/trainA.txt" 2>&1 &
-(cd /tmp && python3 -m brgm_pyro.cli train-prior --out /tmp/runB --kimg 20000 --batch-size 64 --max-minutes "$minutes" \
-  --checkpoint-kimg 50 --snapshot-kimg 100 --device cuda --quiet) > "$OUT/trainB.txt" 2>&1 &
 sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 wait
 tail -n 3 "$OUT/trainA.txt" "$OUT/trainB.txt"
