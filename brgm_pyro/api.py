@@ -204,7 +204,9 @@ def reconstruct(
         steps, lr: shortcuts overriding the schedule's fields.
         schedule: Adam schedule (:class:`~brgm_pyro.inference.map.MAPSchedule`); default: a
             registered prior's tuned steps and learning rate, else ``MAPSchedule()``.
-        model: a Pyro model with the signature of ``brgm.model`` (default: ``brgm.model``).
+        model: a Pyro model with the signature of ``brgm.model`` (default: ``brgm.model``); for a
+            model that integrates latents out (``model.collapsed``, as learned-noise does with
+            sigma_pixel) the MAP is the mode of p(w | y) with them integrated out.
         seed: seed of Pyro and torch for this run.
         progress: show a progress bar.
     """
@@ -214,6 +216,12 @@ def reconstruct(
     if overrides:
         schedule = MAPSchedule(**{**asdict(schedule), **overrides})
     model = model or brgm.model
+    # A model that integrates latents out (``model.collapsed``; learned-noise: sigma_pixel) is
+    # maximised over w alone: the mode of p(w | y). The joint mode with a latent noise level is
+    # degenerate: sigma_pixel shrinks onto the fit's own residual, which pulls w into fitting noise.
+    collapsed = getattr(model, "collapsed", None)
+    if collapsed is not None:
+        model = collapsed.model
     pyro.set_rng_seed(seed)
     batch = problem.y.shape[0]
     init_w = G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()

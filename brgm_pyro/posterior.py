@@ -46,7 +46,7 @@ from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, draw_latents, run_svi
 from brgm_pyro.io import atomic_path
-from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.models.brgm import BRGMParams, Collapsed
 from brgm_pyro.models.variants import get_model, model_name
 
 __all__ = ["DEFAULT_MODEL", "METHODS", "Posterior", "check_model", "sample_posterior"]
@@ -329,16 +329,32 @@ def _initial_values(latents: dict[str, torch.Size], rec: ReconstructionResult, d
 
 @torch.no_grad()
 def predict_images(
-    model: Callable, model_kwargs: dict[str, Any], latents: dict[str, torch.Tensor], chunk_size: int
+    model: Callable, model_kwargs: dict[str, Any], latents: dict[str, torch.Tensor], chunk_size: int,
+    clamp: bool = True,
 ) -> torch.Tensor:
-    """G(w) for each draw of the latents (site -> (S, ...)), through Predictive in chunks: (S, B, C, H, W) on the CPU."""
+    """G(w) for each draw of the latents (site -> (S, ...)), through Predictive in chunks: (S, B, C, H, W) on the
+    CPU, clamped to [0, 1] unless ``clamp=False``."""
     num = next(iter(latents.values())).shape[0]
     chunks = []
     for start in range(0, num, chunk_size):
         chunk = {name: value[start : start + chunk_size] for name, value in latents.items()}
         predictive = Predictive(model, posterior_samples=chunk, return_sites=["image"])
         chunks.append(predictive(**model_kwargs)["image"].cpu())
-    return torch.cat(chunks).clamp(0.0, 1.0)
+    images = torch.cat(chunks)
+    return images.clamp(0.0, 1.0) if clamp else images
+
+
+def _complete(
+    collapsed: Collapsed, images: torch.Tensor, model_kwargs: dict, num_chains: int, seed: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The integrated-out latents of each draw from their conditional, chain by chain, each chain's
+    draws seeded by its own seed (seed + k, as its sampler), so a chain run alone gets the same draws."""
+    parts = []
+    for chain, chunk in enumerate(images.chunk(num_chains)):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + chain)
+            parts.append(collapsed.conditional(chunk, model_kwargs))
+    return {name: torch.cat([part[name].cpu() for part in parts]) for name in parts[0]}
 
 
 def _resolve_sigma_reach(sigma_reach: float | str | None, G: nn.Module) -> float | None:
@@ -447,6 +463,14 @@ def sample_posterior(
         check_linear(f, (1, G.channels, G.resolution, G.resolution), device=device)
     with frozen(G):
         latents = check_model(model, kwargs)
+    # A model may say how to integrate latents out (learned-noise: sigma_pixel, by conjugacy); the
+    # inference then runs on w alone and each draw gets those latents from their exact conditional.
+    collapsed = getattr(model, "collapsed", None)
+    inferred = model
+    if collapsed is not None:
+        inferred = collapsed.model
+        with frozen(G):
+            latents = check_model(inferred, kwargs)
     batch = problem.y.shape[0]
     timings: dict[str, float] = {}
     if map_result is None:
@@ -480,11 +504,11 @@ def sample_posterior(
     began = time.perf_counter()
     with frozen(G):
         if method == "svi":
-            guide, loss_trace = run_svi(model, kwargs, init_values, settings, progress=progress)
+            guide, loss_trace = run_svi(inferred, kwargs, init_values, settings, progress=progress)
             draws = draw_latents(guide, kwargs, num_samples)
             diagnostics["final_loss"] = float(loss_trace[-10:].mean())
         else:
-            run = run_mcmc(model, kwargs, init_values, settings, seed=seed, progress=progress)
+            run = run_mcmc(inferred, kwargs, init_values, settings, seed=seed, progress=progress)
             draws, sample_stats, num_chains = run.samples, run.sample_stats, run.num_chains
             diagnostics["chain_seconds"] = run.seconds
             if run.setup_seconds:
@@ -492,7 +516,10 @@ def sample_posterior(
             diagnostics["acceptance_rate"] = run.acceptance_rate
         timings["inference_s"] = time.perf_counter() - began
         began = time.perf_counter()
-        images = predict_images(model, kwargs, draws, chunk_size)
+        images = predict_images(inferred, kwargs, draws, chunk_size, clamp=False)
+        if collapsed is not None:
+            draws.update(_complete(collapsed, images, kwargs, num_chains, seed, device))
+        images = images.clamp(0.0, 1.0)
         timings["images_s"] = time.perf_counter() - began
         predictive = images
         if sigma_reach is not None:

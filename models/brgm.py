@@ -35,6 +35,7 @@ Presets (:data:`PRESETS`, built by :func:`preset`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyro
@@ -44,7 +45,7 @@ from torch import nn
 
 from brgm_pyro.stylegan2 import to_unit
 
-__all__ = ["BRGMParams", "PRESETS", "preset", "model", "colinearity"]
+__all__ = ["BRGMParams", "Collapsed", "PRESETS", "preset", "model", "colinearity"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,26 @@ class BRGMParams:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
         if not (self.kappa >= 0 and self.kappa < float("inf")):
             raise ValueError(f"kappa must be a non-negative finite number, got {self.kappa!r}.")
+
+
+@dataclass(frozen=True)
+class Collapsed:
+    """How inference may integrate latents other than w out of a model (``model.collapsed = Collapsed(...)``).
+
+    Attributes:
+        model: the model with those latents integrated out (same signature, latent "w" only).
+        conditional: ``conditional(images, model_kwargs)`` draws the integrated latents from their
+            exact conditional given each draw of w: ``images`` are the draws' G(w), (S, B, C, H, W)
+            in [0, 1] unclamped; returns site -> (S, B, ...).
+        sites: the names of the latents it integrates out.
+
+    ``sample_posterior`` runs SVI, NUTS and HMC on ``model`` and completes every draw with
+    ``conditional``, which gives draws of the full model's joint posterior.
+    """
+
+    model: Callable
+    conditional: Callable
+    sites: tuple[str, ...]
 
 
 def colinearity(w: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The registry of BRGM models by name, for the API (``model="learned-noise"``) and the CLI (``--model``).
 
     brgm           the paper's model (``brgm.model``)
-    learned-noise  sigma_pixel is a per-image latent with a log-normal prior (``learned_noise.model``)
+    learned-noise  sigma_pixel is a per-image latent with a conjugate prior (``learned_noise.model``)
     heavy-tail     Student-t prior on w (``heavy_tail.model``)
     no-colinear    no colinearity factor between the w_l (``no_colinear.model``)
 

@@ -189,6 +189,64 @@ def test_learned_noise_recovers_the_noise_level():
     assert post.summary()["images"][0]["sigma_pixel"]["mean"] == pytest.approx(float(sigma.mean()))
 
 
+def test_collapsed_learned_noise_integrates_sigma_out():
+    """The collapsed model's log density at w equals log of the joint's integral over sigma_pixel
+    (quadrature in log sigma), and its conditional draws of sigma_pixel follow p(sigma | w, y)."""
+    from brgm_pyro.models import learned_noise
+
+    G = LinearGenerator(resolution=8, seed=4)
+    f = fw.Mask.center_box(8, 4)
+    params = bp.BRGMParams(sigma_pixel=0.05, kappa=0.3)
+    gen = torch.Generator().manual_seed(5)
+    w = (G.w_avg + G.w_std * torch.randn(1, G.num_ws, G.w_dim, generator=gen)).double()
+    G = G.double()
+    x = to_unit(G.synthesis(w))
+    y = (f(x) + 0.08 * torch.randn(f(x).shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    kwargs = prepare_problem(y, f, G, params, None).model_kwargs()
+    w_other = w + 0.1 * torch.randn(w.shape, generator=gen, dtype=torch.float64)
+
+    def log_density(model, values):
+        trace = pyro.poutine.trace(pyro.poutine.condition(model, data=values)).get_trace(**kwargs)
+        return trace.log_prob_sum()
+
+    for w_at in (w, w_other):
+        log_sigma = torch.linspace(math.log(1e-3), math.log(10.0), 20001, dtype=torch.float64)
+        joint = torch.stack([log_density(learned_noise.model, {"w": w_at, "sigma_pixel": s.exp()[None]})
+                             for s in log_sigma[::20]])
+        # integrand in log sigma: p(y, w, sigma) sigma; trapezoid on the coarse grid is enough at 1e-3
+        step = float(log_sigma[20] - log_sigma[0])
+        integral = torch.logsumexp(joint + log_sigma[::20], 0) + math.log(step)
+        collapsed = log_density(learned_noise.collapsed_model, {"w": w_at})
+        assert float(collapsed) == pytest.approx(float(integral), abs=1e-3)
+
+    # the conditional: sigma^2 | w, y ~ InverseGamma(a + n/2, b + RSS/2); mean of sigma^2 = (b + RSS/2) / (a + n/2 - 1)
+    images = to_unit(G.synthesis(w)).expand(4000, -1, -1, -1)[:, None]
+    draws = learned_noise.collapsed.conditional(images, kwargs)["sigma_pixel"]
+    assert draws.shape == (4000, 1)
+    observed = f.observed(y.shape).expand_as(y).bool()
+    rss, n = float((y - f(x))[observed].square().sum()), int(observed.sum())
+    a, b = learned_noise.NOISE_PRIOR_DOF / 2, learned_noise.NOISE_PRIOR_DOF * 0.05**2 / 2
+    assert float(draws.square().mean()) == pytest.approx((b + rss / 2) / (a + n / 2 - 1), rel=0.03)
+
+
+def test_learned_noise_samplers_run_on_the_collapsed_model():
+    """SVI and NUTS infer w only (the guide has no sigma_pixel) and still return sigma_pixel draws."""
+    G = LinearGenerator(resolution=8, seed=6)
+    f = fw.Downsample(2, "box")
+    gen = torch.Generator().manual_seed(7)
+    x = to_unit(G.synthesis(G.w_avg + G.w_std * torch.randn(1, G.num_ws, G.w_dim, generator=gen)))
+    y = (f(x) + 0.05 * torch.randn(f(x).shape, generator=gen)).clamp(0, 1)
+    params = bp.BRGMParams(sigma_pixel=0.05, kappa=0.0)
+    common = dict(model="learned-noise", params=params, perceptual=None, map_schedule=bp.MAPSchedule(steps=30),
+                  progress=False, sigma_reach=None)
+    svi = sample_posterior(y, f, G, "svi", 8, steps=20, **common)
+    nuts = sample_posterior(y, f, G, "nuts", 5, warmup_steps=5, num_chains=2, **common)
+    for post in (svi, nuts):
+        assert set(post.latents) == {"w", "sigma_pixel"}
+        assert post.latents["sigma_pixel"].shape == (post.num_samples, 1) and (post.latents["sigma_pixel"] > 0).all()
+    assert "sigma_pixel" in nuts.diagnostics["monitored"] or any("sigma_pixel" in k for k in nuts.diagnostics["monitored"])
+
+
 @pytest.fixture(scope="module")
 def G16():
     return tiny_generator(16).requires_grad_(False)
