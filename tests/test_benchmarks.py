@@ -5,6 +5,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_speed_benchmark_runs_and_both_engines_agree(monkeypatch, capsys):
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "speed.py"
@@ -49,3 +51,51 @@ def test_nuts_benchmark_reports_the_diagnostics(monkeypatch, capsys, tmp_path):
     saved = json.loads(out.read_text())["diagnostics"]
     assert saved["precondition_s"] > 0 and saved["mean_tree_depth"] <= 2
     assert {"r_hat", "ess_bulk", "ess_bulk_per_s"} <= set(saved["monitored"]["sigma_pixel[0]"])
+
+
+def test_nuts_benchmark_pools_chains_run_apart(monkeypatch, capsys, tmp_path):
+    """Chains run as separate single-chain processes (--netcdf) and pooled with --merge give the
+    diagnostics of the same chains run together: chain k of a run is seeded seed + k."""
+    import json
+
+    import torch
+    from conftest import tiny_generator
+
+    import brgm_pyro as bp
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "nuts.py"
+    spec = importlib.util.spec_from_file_location("nuts_benchmark", path)
+    nuts = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "nuts_benchmark", nuts)
+    spec.loader.exec_module(nuts)
+    G = tiny_generator(16).requires_grad_(False)
+    G.compute_w_stats(num_samples=256)
+    bp.save_generator(G, tmp_path / "g.safetensors")
+    images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(nuts, "load_fashion_mnist", lambda split: (images, torch.zeros(3)))
+    common = ["nuts.py", "--generator", str(tmp_path / "g.safetensors"), "--num-samples", "5", "--warmup", "5",
+              "--max-tree-depth", "3", "--perceptual", "none", "--task", "inpaint"]
+    monkeypatch.setattr(sys, "argv", common + ["--num-chains", "2", "--json", str(tmp_path / "together.json")])
+    nuts.main()
+    for k in (0, 1):
+        argv = common + ["--chain", str(k), "--netcdf", str(tmp_path / f"c{k}.nc"),
+                         "--json", str(tmp_path / f"c{k}.json")]
+        monkeypatch.setattr(sys, "argv", argv)
+        nuts.main()
+    capsys.readouterr()
+    merged_path = tmp_path / "merged.json"
+    argv = ["nuts.py", "--merge", str(tmp_path / "c0.nc"), str(tmp_path / "c1.nc"), "--json", str(merged_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    nuts.main()
+    printed = capsys.readouterr().out
+    assert "2 chains x 5 kept draws" in printed and "max R-hat" in printed
+    together = json.loads((tmp_path / "together.json").read_text())["diagnostics"]["monitored"]
+    merged = json.loads(merged_path.read_text())["monitored"]
+    assert set(merged) == set(together)
+    for label in together:
+        assert merged[label]["r_hat"] == pytest.approx(together[label]["r_hat"], rel=1e-6, nan_ok=True)
+        assert merged[label]["ess_bulk"] == pytest.approx(together[label]["ess_bulk"], rel=1e-6)
+    # one file is not a pool
+    monkeypatch.setattr(sys, "argv", ["nuts.py", "--merge", str(tmp_path / "c0.nc")])
+    with pytest.raises(SystemExit, match="at least two chains"):
+        nuts.main()
