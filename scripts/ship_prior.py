@@ -103,6 +103,8 @@ def main() -> None:
     if args.steps is not None:
         card["schedule"] = {**card["schedule"], "steps": args.steps}
         card["schedule_note"] = args.steps_note
+    elif args.tuning:
+        card.pop("schedule_note", None)  # a note on the previous tuning's steps says nothing of this one
     card = {k: v for k, v in card.items() if v is not None}
     bp.save_generator(G, target, info=info)
     samples = G.sample(64, seed=0)
