@@ -65,7 +65,7 @@ def merge(paths: list[Path], json_path: str | None) -> dict:
                 parts.append(ds.assign_coords(chain=[i]))
             groups[group] = xr.concat(parts, dim="chain")
         pooled = az.InferenceData(**groups)
-        table = az.summary(pooled, kind="diagnostics")
+        table = az.summary(pooled, kind="diagnostics", round_to="none")
     seconds = 0.0
     for path in paths:
         sidecar = path.with_suffix(".json")

@@ -564,7 +564,7 @@ def mcmc_diagnostics(posterior: Posterior, settings: MCMCSettings) -> dict[str, 
         warnings.simplefilter("ignore")
         import arviz as az
 
-        table = az.summary(posterior.inference_data, kind="diagnostics")
+        table = az.summary(posterior.inference_data, kind="diagnostics", round_to="none")
     stats = posterior.sample_stats
     seconds = sum(posterior.diagnostics.get("chain_seconds", [])) or float("nan")
     out: dict[str, Any] = {
