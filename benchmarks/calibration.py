@@ -42,6 +42,7 @@ LEVELS = (0.5, 0.9, 0.95)
 METHODS = {
     "svi-lowrank": ("svi", {"guide": "lowrank"}),
     "svi-normal": ("svi", {"guide": "normal"}),
+    "svi-laplace": ("svi", {"guide": "laplace"}),
     "nuts": ("nuts", {}),
     "hmc": ("hmc", {}),
 }
@@ -116,7 +117,7 @@ def method_options(args: argparse.Namespace, name: str) -> tuple[str, dict]:
     )
     if method == "nuts":
         given["max_tree_depth"] = args.max_tree_depth
-    if method == "svi" and options.get("guide") == "normal":
+    if method == "svi" and options.get("guide") != "lowrank":
         given.pop("rank")
     options.update({k: v for k, v in given.items() if v is not None})
     return method, options

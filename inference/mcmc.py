@@ -48,7 +48,7 @@ from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 
-__all__ = ["KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "MCMCRun", "MCMCSettings", "run_mcmc"]
+__all__ = ["KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "LaplaceWhitening", "MCMCRun", "MCMCSettings", "run_mcmc"]
 
 KERNELS = ("nuts", "hmc")
 PRECONDITIONERS = ("auto", "laplace", None)
@@ -179,7 +179,7 @@ def _hessian(fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, chunk
     return (hessian + hessian.T) / 2
 
 
-class _Whitening:
+class LaplaceWhitening:
     """The affine change of variables z = z0 + A u of the Laplace preconditioner.
 
     z is the vector of all unconstrained latents (sites in the order of ``params``); A = V |Lambda|^(-1/2)
@@ -253,7 +253,7 @@ def run_mcmc(
                 f"{MAX_LAPLACE_DIM}); pass precondition=None for this generator."
             )
         began = time.perf_counter()
-        whitening = _Whitening(potential_fn, init_params, settings.eigen_floor)
+        whitening = LaplaceWhitening(potential_fn, init_params, settings.eigen_floor)
         setup_seconds = time.perf_counter() - began
         init_params, potential_fn, transforms = {"u": torch.zeros_like(whitening.z0)}, whitening.potential, {}
     chains: list[dict[str, torch.Tensor]] = []
