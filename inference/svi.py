@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
+from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, LaplaceWhitening
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoNormal
@@ -39,8 +40,6 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
-
-from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, LaplaceWhitening
 
 __all__ = ["GUIDES", "SVISettings", "WhitenedGuide", "draw_latents", "make_guide", "run_svi"]
 
