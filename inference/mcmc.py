@@ -48,7 +48,10 @@ from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 
-__all__ = ["KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "LaplaceWhitening", "MCMCRun", "MCMCSettings", "run_mcmc"]
+__all__ = [
+    "KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "LaplaceWhitening", "MCMCRun", "MCMCSettings", "initialize_at",
+    "run_mcmc",
+]
 
 KERNELS = ("nuts", "hmc")
 PRECONDITIONERS = ("auto", "laplace", None)
@@ -179,14 +182,41 @@ def _hessian(fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, chunk
     return (hessian + hessian.T) / 2
 
 
+def initialize_at(model: Callable, model_kwargs: dict, init_values: dict[str, torch.Tensor]) -> tuple:
+    """Pyro's ``initialize_model`` at ``init_values`` (constrained; other sites at their prior median):
+    (unconstrained initial params, potential U, site transforms)."""
+    init_params, potential_fn, transforms, _ = initialize_model(
+        model,
+        model_kwargs=model_kwargs,
+        init_strategy=init_to_value(values=init_values, fallback=init_to_median),
+        max_plate_nesting=1,
+    )
+    return init_params, potential_fn, transforms
+
+
 class LaplaceWhitening:
     """The affine change of variables z = z0 + A u of the Laplace preconditioner.
 
     z is the vector of all unconstrained latents (sites in the order of ``params``); A = V |Lambda|^(-1/2)
-    from the eigendecomposition of the Hessian of U at z0, with the eigenvalues floored.
+    from the eigendecomposition of the Hessian of U at z0, with the eigenvalues floored. Up to
+    ``MAX_LAPLACE_DIM`` latents; above, a ValueError names ``option`` (the setting that asked for it)
+    and ``fallback`` (what to pass instead).
     """
 
-    def __init__(self, potential_fn: Callable, params: dict[str, torch.Tensor], eigen_floor: float) -> None:
+    def __init__(
+        self,
+        potential_fn: Callable,
+        params: dict[str, torch.Tensor],
+        eigen_floor: float,
+        option: str = "precondition='laplace'",
+        fallback: str = "pass precondition=None",
+    ) -> None:
+        latent_dim = sum(value.numel() for value in params.values())
+        if latent_dim > MAX_LAPLACE_DIM:
+            raise ValueError(
+                f"{option} needs the dense Hessian of {latent_dim} latent coordinates (at most "
+                f"{MAX_LAPLACE_DIM}); {fallback} for this generator."
+            )
         self.potential_fn = potential_fn
         self.names = list(params)
         self.shapes = [params[name].shape for name in self.names]
@@ -235,23 +265,13 @@ def run_mcmc(
 ) -> MCMCRun:
     """Sample ``model(**model_kwargs)`` with the kernel of ``settings``, chains starting near ``init_values``
     (constrained values of latent sites, e.g. the MAP w; other sites start at their prior median)."""
-    init_params, potential_fn, site_transforms, _ = initialize_model(
-        model,
-        model_kwargs=model_kwargs,
-        init_strategy=init_to_value(values=init_values, fallback=init_to_median),
-        max_plate_nesting=1,
-    )
+    init_params, potential_fn, site_transforms = initialize_at(model, model_kwargs, init_values)
     latent_dim = sum(value.numel() for value in init_params.values())
     precondition = settings.precondition
     if precondition == "auto":
         precondition = "laplace" if latent_dim <= MAX_LAPLACE_DIM else None
     whitening, setup_seconds, transforms = None, 0.0, site_transforms
     if precondition == "laplace":
-        if latent_dim > MAX_LAPLACE_DIM:
-            raise ValueError(
-                f"precondition='laplace' needs the dense Hessian of {latent_dim} latent coordinates (at most "
-                f"{MAX_LAPLACE_DIM}); pass precondition=None for this generator."
-            )
         began = time.perf_counter()
         whitening = LaplaceWhitening(potential_fn, init_params, settings.eigen_floor)
         setup_seconds = time.perf_counter() - began

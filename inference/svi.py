@@ -32,12 +32,11 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, LaplaceWhitening
+from brgm_pyro.inference.mcmc import LaplaceWhitening, MCMCSettings, initialize_at
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
-from pyro.infer.mcmc.util import initialize_model
 from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
@@ -101,23 +100,13 @@ class WhitenedGuide:
     model's potential at the MAP. ``model`` and ``guide`` are what SVI fits; calling the object
     draws the original model's latents (constrained, site -> value)."""
 
-    EIGEN_FLOOR = 0.1
-
     def __init__(self, model: Callable, model_kwargs: dict, init_values: dict[str, torch.Tensor]) -> None:
-        init_params, potential_fn, self.transforms, _ = initialize_model(
-            model,
-            model_kwargs=model_kwargs,
-            init_strategy=init_to_value(values=init_values, fallback=init_to_median),
-            max_plate_nesting=1,
+        init_params, potential_fn, self.transforms = initialize_at(model, model_kwargs, init_values)
+        self.whitening = LaplaceWhitening(
+            potential_fn, init_params, MCMCSettings.eigen_floor,  # the samplers' floor (a dataclass default)
+            option="guide='laplace'", fallback="use guide='normal' or 'lowrank'",
         )
-        dim = sum(value.numel() for value in init_params.values())
-        if dim > MAX_LAPLACE_DIM:
-            raise ValueError(
-                f"guide='laplace' needs the dense Hessian of {dim} latent coordinates (at most {MAX_LAPLACE_DIM}); "
-                "use guide='normal' or 'lowrank' for this generator."
-            )
-        self.whitening = LaplaceWhitening(potential_fn, init_params, self.EIGEN_FLOOR)
-        zeros = self.whitening.z0.new_zeros(dim)
+        zeros = torch.zeros_like(self.whitening.z0)
         whitening = self.whitening
 
         def whitened_model(**_: object) -> None:
