@@ -22,11 +22,10 @@ def test_speed_benchmark_runs_and_both_engines_agree(monkeypatch, capsys):
     assert printed.count("one-off setup per run") == 2
 
 
-def test_nuts_benchmark_reports_the_diagnostics(monkeypatch, capsys, tmp_path):
-    """benchmarks/nuts.py on a tiny generator (random images standing in for the validation split):
-    it runs the Laplace-preconditioned NUTS and prints and saves R-hat and ESS per monitored scalar."""
-    import json
-
+@pytest.fixture
+def nuts_benchmark(monkeypatch, tmp_path):
+    """benchmarks/nuts.py as a module, with a tiny saved generator (its path is ``nuts.generator_path``)
+    and seeded random images standing in for the validation split."""
     import torch
     from conftest import tiny_generator
 
@@ -39,10 +38,20 @@ def test_nuts_benchmark_reports_the_diagnostics(monkeypatch, capsys, tmp_path):
     spec.loader.exec_module(nuts)
     G = tiny_generator(16).requires_grad_(False)
     G.compute_w_stats(num_samples=256)
-    bp.save_generator(G, tmp_path / "g.safetensors")
-    monkeypatch.setattr(nuts, "load_fashion_mnist", lambda split: (torch.rand(3, 1, 16, 16), torch.zeros(3)))
+    nuts.generator_path = str(bp.save_generator(G, tmp_path / "g.safetensors"))
+    images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(nuts, "load_fashion_mnist", lambda split: (images, torch.zeros(3)))
+    return nuts
+
+
+def test_nuts_benchmark_reports_the_diagnostics(nuts_benchmark, monkeypatch, capsys, tmp_path):
+    """benchmarks/nuts.py on a tiny generator (random images standing in for the validation split):
+    it runs the Laplace-preconditioned NUTS and prints and saves R-hat and ESS per monitored scalar."""
+    import json
+
+    nuts = nuts_benchmark
     out = tmp_path / "nuts.json"
-    argv = ["nuts.py", "--generator", str(tmp_path / "g.safetensors"), "--num-samples", "4", "--warmup", "4",
+    argv = ["nuts.py", "--generator", nuts.generator_path, "--num-samples", "4", "--warmup", "4",
             "--max-tree-depth", "2", "--perceptual", "none", "--image", "1", "--json", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     nuts.main()
@@ -53,27 +62,13 @@ def test_nuts_benchmark_reports_the_diagnostics(monkeypatch, capsys, tmp_path):
     assert {"r_hat", "ess_bulk", "ess_bulk_per_s"} <= set(saved["monitored"]["sigma_pixel[0]"])
 
 
-def test_nuts_benchmark_pools_chains_run_apart(monkeypatch, capsys, tmp_path):
+def test_nuts_benchmark_pools_chains_run_apart(nuts_benchmark, monkeypatch, capsys, tmp_path):
     """Chains run as separate single-chain processes (--netcdf) and pooled with --merge give the
     diagnostics of the same chains run together: chain k of a run is seeded seed + k."""
     import json
 
-    import torch
-    from conftest import tiny_generator
-
-    import brgm_pyro as bp
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "nuts.py"
-    spec = importlib.util.spec_from_file_location("nuts_benchmark", path)
-    nuts = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "nuts_benchmark", nuts)
-    spec.loader.exec_module(nuts)
-    G = tiny_generator(16).requires_grad_(False)
-    G.compute_w_stats(num_samples=256)
-    bp.save_generator(G, tmp_path / "g.safetensors")
-    images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(nuts, "load_fashion_mnist", lambda split: (images, torch.zeros(3)))
-    common = ["nuts.py", "--generator", str(tmp_path / "g.safetensors"), "--num-samples", "5", "--warmup", "5",
+    nuts = nuts_benchmark
+    common = ["nuts.py", "--generator", nuts.generator_path, "--num-samples", "5", "--warmup", "5",
               "--max-tree-depth", "3", "--perceptual", "none", "--task", "inpaint"]
     monkeypatch.setattr(sys, "argv", common + ["--num-chains", "2", "--json", str(tmp_path / "together.json")])
     nuts.main()
