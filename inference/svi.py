@@ -13,13 +13,18 @@ Guides (``SVISettings.guide``):
   ``rank`` columns, which can carry the correlations that the data induce between coordinates.
 * ``"laplace"``: ``AutoNormal`` in the whitened coordinates u of the Laplace approximation at the
   MAP, z = z_MAP + V |Lambda|^(-1/2) u (the change of variables of ``mcmc``'s ``precondition``,
-  with the same dense Hessian: about a minute for a 32 px prior, up to ``mcmc.MAX_LAPLACE_DIM``
+  with the same dense Hessian: 12-20 s for a 32 px prior on a laptop CPU, up to ``mcmc.MAX_LAPLACE_DIM``
   latent coordinates). It starts at the Laplace approximation itself (scale 1 in u, so
   ``init_scale`` is not used) and the ELBO then fits a mean and a scale per eigen-direction: a
   Gaussian with a full covariance whose axes are the Hessian's, which the other two guides cannot
   represent when the data pin directions that are not coordinate axes.
 
-Both start at the MAP (the ``init_values``, in the model's constrained space) with a small
+``"auto"`` (the default) takes ``"laplace"`` for one image with up to ``mcmc.MAX_LAPLACE_DIM``
+latent coordinates (the 32 px prior: 1,024), and ``"normal"`` otherwise: a 1024 px prior has 9,216
+latents, whose dense Hessian is too big, and the Hessian of a batch of B images costs B^2 times
+that of one (the mean-field guide factorises over the images of a batch at no extra cost).
+
+The normal and low-rank guides start at the MAP (the ``init_values``, in the model's constrained space) with a small
 scale ``init_scale`` in the unconstrained space. Latents with a constrained support (a latent
 ``sigma_pixel``) are handled by the guides' transforms.
 """
@@ -27,12 +32,12 @@ scale ``init_scale`` in the unconstrained space. Latents with a constrained supp
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyro
 import pyro.distributions as dist
 import torch
-from brgm_pyro.inference.mcmc import LaplaceWhitening, MCMCSettings, initialize_at
+from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, LaplaceWhitening, MCMCSettings, initialize_at
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoNormal
@@ -40,9 +45,9 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
-__all__ = ["GUIDES", "SVISettings", "WhitenedGuide", "draw_latents", "make_guide", "run_svi"]
+__all__ = ["GUIDES", "SVISettings", "WhitenedGuide", "choose_guide", "draw_latents", "make_guide", "run_svi"]
 
-GUIDES = ("normal", "lowrank", "laplace")
+GUIDES = ("auto", "normal", "lowrank", "laplace")
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,9 @@ class SVISettings:
     """Settings of the variational fit.
 
     Attributes:
-        guide: "normal" (AutoNormal), "lowrank" (AutoLowRankMultivariateNormal) or "laplace"
-            (AutoNormal in the Laplace-whitened coordinates; see the module notes).
+        guide: "normal" (AutoNormal), "lowrank" (AutoLowRankMultivariateNormal), "laplace"
+            (AutoNormal in the Laplace-whitened coordinates) or "auto": "laplace" for one image
+            with up to ``MAX_LAPLACE_DIM`` latent coordinates, "normal" otherwise (module notes).
         rank: rank of the low-rank covariance (None: Pyro's default, the square root of the
             number of latent coordinates).
         steps: SVI steps.
@@ -61,7 +67,7 @@ class SVISettings:
         init_scale: initial standard deviation of q in the unconstrained space.
     """
 
-    guide: str = "normal"
+    guide: str = "auto"
     rank: int | None = 16
     steps: int = 300
     lr: float = 0.05
@@ -85,8 +91,23 @@ class SVISettings:
             raise ValueError(f"final_lr_ratio must lie in (0, 1], got {self.final_lr_ratio!r}.")
 
 
+def choose_guide(
+    model: Callable, model_kwargs: dict, init_values: dict[str, torch.Tensor], settings: SVISettings
+) -> SVISettings:
+    """``settings`` with ``guide="auto"`` resolved for this problem (other guides unchanged)."""
+    if settings.guide != "auto":
+        return settings
+    init_params, _, _ = initialize_at(model, model_kwargs, init_values)
+    latent_dim = sum(value.numel() for value in init_params.values())
+    single = model_kwargs["y"].shape[0] == 1
+    return replace(settings, guide="laplace" if single and latent_dim <= MAX_LAPLACE_DIM else "normal")
+
+
 def make_guide(model: Callable, settings: SVISettings, init_values: dict[str, torch.Tensor]) -> AutoGuide:
-    """The guide of ``settings.guide`` for ``model``, centred at ``init_values`` (other sites: prior median)."""
+    """The normal or low-rank guide of ``settings.guide`` for ``model``, centred at ``init_values``
+    (other sites: prior median)."""
+    if settings.guide not in ("normal", "lowrank"):
+        raise ValueError(f"make_guide builds the 'normal' and 'lowrank' guides, not {settings.guide!r}.")
     init_loc_fn = init_to_value(values=init_values, fallback=init_to_median)
     if settings.guide == "normal":
         return AutoNormal(model, init_loc_fn=init_loc_fn, init_scale=float(settings.init_scale))
@@ -135,6 +156,7 @@ def run_svi(
 ) -> tuple[AutoGuide | WhitenedGuide, torch.Tensor]:
     """Fit the guide of ``settings`` to ``model(**model_kwargs)``; returns the guide and the loss
     trace, -ELBO (nats, summed over the images of the batch) per step, shape (steps,)."""
+    settings = choose_guide(model, model_kwargs, init_values, settings)
     pyro.clear_param_store()
     decay = settings.final_lr_ratio ** (1.0 / settings.steps)
     optim = ClippedAdam({"lr": settings.lr, "lrd": decay})

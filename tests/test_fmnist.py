@@ -78,6 +78,13 @@ def test_low_resolution_images_are_seen_as_their_pixel_replication(phi):
     torch.testing.assert_close(phi(small), phi(replicated))
 
 
+@pytest.mark.parametrize("size", [(8, 8), (16, 4), (7, 9), (1, 2), (32, 32)])
+def test_resizing_replicates_pixels_as_nearest_exact_interpolation(size):
+    small = torch.rand(2, 1, *size)
+    expected = torch.nn.functional.interpolate(small, size=(32, 32), mode="nearest-exact")
+    torch.testing.assert_close(fmnist.resize_to_input(small), expected, rtol=0, atol=0)
+
+
 def test_evaluator_stays_frozen_inside_a_training_module(evaluator, test_images):
     images = test_images[0][:8]
     before = evaluator.logits(images)

@@ -112,6 +112,47 @@ def test_svi_laplace_guide_refuses_a_latent_space_too_big_for_a_dense_hessian():
                          map_schedule=bp.MAPSchedule(steps=1), progress=False, sigma_reach=None)
 
 
+def test_svi_auto_guide_is_laplace_for_one_image_and_mean_field_otherwise():
+    G, f = LinearGenerator(), fw.Downsample(2, "box")
+    common = dict(model="brgm", perceptual=None, map_schedule=bp.MAPSchedule(steps=1), steps=2, sigma_reach=None,
+                  progress=False)
+    y = torch.rand(2, 1, 2, 2)
+    one = sample_posterior(y[:1], f, G, "svi", 2, **common)
+    assert one.settings["inference"]["guide"] == "laplace"
+    assert sample_posterior(y, f, G, "svi", 2, **common).settings["inference"]["guide"] == "normal"
+    wide = LinearGenerator(num_ws=2, w_dim=2100)
+    assert sample_posterior(y[:1], f, wide, "svi", 2, **common).settings["inference"]["guide"] == "normal"
+    chosen = sample_posterior(y[:1], f, G, "svi", 2, guide="lowrank", **common).settings["inference"]["guide"]
+    assert chosen == "lowrank"
+
+
+class _Square(torch.autograd.Function):
+    """x^2 with a backward but no forward-mode derivative (no ``jvp``), like a custom op of a user's generator."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+@pytest.mark.parametrize("custom_op", [False, True], ids=["forward-over-reverse", "fallback"])
+def test_dense_hessian_matches_autograd_on_a_non_quadratic_function(custom_op):
+    gen = torch.Generator().manual_seed(0)
+    A, z0 = torch.randn(7, 10, generator=gen, dtype=torch.float64), torch.randn(10, generator=gen, dtype=torch.float64)
+
+    def fn(z):
+        square = _Square.apply(z) if custom_op else z * z
+        return torch.log1p((A @ z).square()).sum() + (z.sin() * square).sum()
+
+    expected = torch.autograd.functional.hessian(fn, z0)
+    assert torch.allclose(mcmc._hessian(fn, z0, chunk=3), expected, atol=1e-10)
+
+
 def test_nuts_matches_the_exact_posterior(superres):
     problem, mean, cov, _ = superres
     post = sample_posterior(**problem, method="nuts", num_samples=80, perceptual=None, num_chains=2,
