@@ -49,8 +49,8 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 
 __all__ = [
-    "KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "LaplaceWhitening", "MCMCRun", "MCMCSettings", "initialize_at",
-    "run_mcmc",
+    "KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "LaplaceWhitening", "MCMCRun", "MCMCSettings", "dense_hessian",
+    "initialize_at", "run_mcmc",
 ]
 
 KERNELS = ("nuts", "hmc")
@@ -169,24 +169,34 @@ class _DrawRecorder:
         self.acceptance_rate = float(diagnostics["acceptance rate"])
 
 
-def _hessian(fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def dense_hessian(
+    fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, chunk: int = 64, mode: str = "auto"
+) -> torch.Tensor:
     """The dense Hessian of the scalar fn at the vector z0, ``chunk`` rows at a time.
 
-    Forward-over-reverse: each row is the Hessian-vector product ``jvp(grad fn)`` with a unit vector,
-    ``chunk`` of them vectorised by ``torch.func.vmap``; 2-3x faster on the CPU than differentiating
-    the gradient backwards again (1,024 latents of the 32 px prior: about 12 s against 40 s on two
-    cores). A potential with an operation that has no forward-mode derivative falls back to the
-    backward-over-backward products (``is_grads_batched``)."""
+    ``mode="forward"``: forward-over-reverse, each row the Hessian-vector product ``jvp(grad fn)``
+    with a unit vector, ``chunk`` of them vectorised by ``torch.func.vmap``; 2-3x faster on the CPU
+    than ``"reverse"``, which differentiates the gradient backwards again (``is_grads_batched``;
+    ``benchmarks/posterior_speed.py``). ``"auto"`` takes ``"forward"`` and falls back to
+    ``"reverse"`` for a potential with an operation that has no forward-mode derivative or no
+    batching rule."""
     z0 = z0.detach()
     eye = torch.eye(z0.numel(), dtype=z0.dtype, device=z0.device)
-    gradient = torch.func.grad(fn)
+    if mode not in ("auto", "forward", "reverse"):
+        raise ValueError(f"Unknown Hessian mode {mode!r}; choose 'auto', 'forward' or 'reverse'.")
+    hessian = None
+    if mode != "reverse":
+        gradient = torch.func.grad(fn)
 
-    def hvp(v: torch.Tensor) -> torch.Tensor:
-        return torch.func.jvp(gradient, (z0,), (v,))[1]
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            return torch.func.jvp(gradient, (z0,), (v,))[1]
 
-    try:
-        hessian = torch.cat([torch.func.vmap(hvp)(eye[i : i + chunk]) for i in range(0, z0.numel(), chunk)])
-    except (NotImplementedError, RuntimeError):  # no forward-mode AD or no batching rule for some op
+        try:
+            hessian = torch.cat([torch.func.vmap(hvp)(eye[i : i + chunk]) for i in range(0, z0.numel(), chunk)])
+        except (NotImplementedError, RuntimeError):  # no forward-mode AD or no batching rule for some op
+            if mode == "forward":
+                raise
+    if hessian is None:
         z = z0.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(fn(z), z, create_graph=True)
         rows = [
@@ -237,7 +247,7 @@ class LaplaceWhitening:
         self.shapes = [params[name].shape for name in self.names]
         self.sizes = [params[name].numel() for name in self.names]
         self.z0 = torch.cat([params[name].detach().reshape(-1) for name in self.names])
-        hessian = _hessian(lambda z: potential_fn(self.unpack(z)), self.z0)
+        hessian = dense_hessian(lambda z: potential_fn(self.unpack(z)), self.z0)
         eigenvalues, vectors = torch.linalg.eigh(hessian.double())
         scale = eigenvalues.abs().clamp_min(eigen_floor * eigenvalues.abs().median())
         self.A = (vectors * scale.rsqrt()).to(self.z0.dtype)

@@ -1,4 +1,5 @@
-"""The speed benchmark with tiny settings: it runs, and the Pyro MAP and the plain PyTorch loop agree."""
+"""The benchmarks with tiny settings: they run, and what they compare agrees (the Pyro MAP and the plain
+PyTorch loop; the two ways to the dense Hessian)."""
 
 import importlib.util
 import re
@@ -22,6 +23,38 @@ def test_speed_benchmark_runs_and_both_engines_agree(monkeypatch, capsys):
     assert printed.count("one-off setup per run") == 2
 
 
+def _load(name: str, monkeypatch):
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, f"{name}_benchmark", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_posterior_speed_benchmark_times_both_hessians_and_the_svi_posterior(monkeypatch, capsys, tmp_path):
+    import torch
+    from conftest import tiny_generator
+
+    import brgm_pyro as bp
+
+    bench = _load("posterior_speed", monkeypatch)
+    G = tiny_generator(16).requires_grad_(False)
+    G.compute_w_stats(num_samples=256)
+    path = str(bp.save_generator(G, tmp_path / "g.safetensors"))
+    images = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(bench, "load_fashion_mnist", lambda split, pad_to: (images, torch.zeros(2)))
+    argv = ["posterior_speed.py", "--generator", path, "--repeats", "1", "--map-steps", "3", "--svi-steps", "3"]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| super", "| inpaint"))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert float(cells[4]) < 1e-4, row  # both modes give the same Hessian
+        assert cells[5].endswith("(laplace)"), row
+
+
 @pytest.fixture
 def nuts_benchmark(monkeypatch, tmp_path):
     """benchmarks/nuts.py as a module, with a tiny saved generator (its path is ``nuts.generator_path``)
@@ -31,11 +64,7 @@ def nuts_benchmark(monkeypatch, tmp_path):
 
     import brgm_pyro as bp
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "nuts.py"
-    spec = importlib.util.spec_from_file_location("nuts_benchmark", path)
-    nuts = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "nuts_benchmark", nuts)
-    spec.loader.exec_module(nuts)
+    nuts = _load("nuts", monkeypatch)
     G = tiny_generator(16).requires_grad_(False)
     G.compute_w_stats(num_samples=256)
     nuts.generator_path = str(bp.save_generator(G, tmp_path / "g.safetensors"))

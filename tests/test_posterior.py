@@ -150,7 +150,13 @@ def test_dense_hessian_matches_autograd_on_a_non_quadratic_function(custom_op):
         return torch.log1p((A @ z).square()).sum() + (z.sin() * square).sum()
 
     expected = torch.autograd.functional.hessian(fn, z0)
-    assert torch.allclose(mcmc._hessian(fn, z0, chunk=3), expected, atol=1e-10)
+    assert torch.allclose(mcmc.dense_hessian(fn, z0, chunk=3), expected, atol=1e-10)
+    assert torch.allclose(mcmc.dense_hessian(fn, z0, chunk=4, mode="reverse"), expected, atol=1e-10)
+    if custom_op:
+        with pytest.raises(RuntimeError, match="setup_context"):
+            mcmc.dense_hessian(fn, z0, mode="forward")
+    else:
+        assert torch.allclose(mcmc.dense_hessian(fn, z0, chunk=10, mode="forward"), expected, atol=1e-10)
 
 
 def test_nuts_matches_the_exact_posterior(superres):
