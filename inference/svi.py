@@ -13,20 +13,20 @@ Guides (``SVISettings.guide``):
   ``rank`` columns, which can carry the correlations that the data induce between coordinates.
 * ``"laplace"``: ``AutoNormal`` in the whitened coordinates u of the Laplace approximation at the
   MAP, z = z_MAP + V |Lambda|^(-1/2) u (the change of variables of ``mcmc``'s ``precondition``,
-  with the same dense Hessian: 12-20 s for a 32 px prior on a laptop CPU, up to ``mcmc.MAX_LAPLACE_DIM``
-  latent coordinates). It starts at the Laplace approximation itself (scale 1 in u, so
-  ``init_scale`` is not used) and the ELBO then fits a mean and a scale per eigen-direction: a
-  Gaussian with a full covariance whose axes are the Hessian's, which the other two guides cannot
-  represent when the data pin directions that are not coordinate axes.
+  with the same dense Hessian: 12-20 s for a 32 px prior on a laptop CPU, up to
+  ``mcmc.MAX_LAPLACE_DIM`` latent coordinates). It starts at the Laplace approximation itself
+  (scale 1 in u, so ``init_scale`` is not used) and the ELBO then fits a mean and a scale per
+  eigen-direction: a Gaussian with a full covariance whose axes are the Hessian's, which the other
+  two guides cannot represent when the data pin directions that are not coordinate axes.
 
 ``"auto"`` (the default) takes ``"laplace"`` for one image with up to ``mcmc.MAX_LAPLACE_DIM``
 latent coordinates (the 32 px prior: 1,024), and ``"normal"`` otherwise: a 1024 px prior has 9,216
 latents, whose dense Hessian is too big, and the Hessian of a batch of B images costs B^2 times
 that of one (the mean-field guide factorises over the images of a batch at no extra cost).
 
-The normal and low-rank guides start at the MAP (the ``init_values``, in the model's constrained space) with a small
-scale ``init_scale`` in the unconstrained space. Latents with a constrained support (a latent
-``sigma_pixel``) are handled by the guides' transforms.
+The normal and low-rank guides start at the MAP (the ``init_values``, in the model's constrained
+space) with a small scale ``init_scale`` in the unconstrained space. Latents with a constrained
+support (a latent ``sigma_pixel``) are handled by the guides' transforms.
 """
 
 from __future__ import annotations
