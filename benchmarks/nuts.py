@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=300, help="kept draws per chain")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--num-chains", type=int, default=2)
-    parser.add_argument("--max-tree-depth", type=int, default=6)
+    parser.add_argument("--max-tree-depth", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")

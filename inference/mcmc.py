@@ -83,7 +83,7 @@ class MCMCSettings:
     num_samples: int = 100
     warmup_steps: int = 100
     num_chains: int = 2
-    max_tree_depth: int = 6
+    max_tree_depth: int = 7
     trajectory_length: float = 1.0
     target_accept_prob: float = 0.8
     init_jitter: float = 0.05

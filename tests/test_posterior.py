@@ -173,7 +173,7 @@ def test_nuts_matches_the_exact_posterior(superres):
     assert set(post.sample_stats) == {"diverging", "step_size", "n_steps", "tree_depth"}
     for value in post.sample_stats.values():
         assert value.shape == (2, 80)
-    assert (post.sample_stats["tree_depth"] <= 6).all() and (post.sample_stats["n_steps"] >= 1).all()
+    assert (post.sample_stats["tree_depth"] <= MCMCSettings.max_tree_depth).all() and (post.sample_stats["n_steps"] >= 1).all()
 
 
 @pytest.fixture(scope="module")
