@@ -13,7 +13,7 @@ Guides (``SVISettings.guide``):
   ``rank`` columns, which can carry the correlations that the data induce between coordinates.
 * ``"laplace"``: ``AutoNormal`` in the whitened coordinates u of the Laplace approximation at the
   MAP, z = z_MAP + V |Lambda|^(-1/2) u (the change of variables of ``mcmc``'s ``precondition``,
-  with the same dense Hessian: 12-20 s for a 32 px prior on a laptop CPU, up to
+  with the same dense Hessian: about 10 s for a 32 px prior on two CPU cores, up to
   ``mcmc.MAX_LAPLACE_DIM`` latent coordinates). It starts at the Laplace approximation itself
   (scale 1 in u, so ``init_scale`` is not used) and the ELBO then fits a mean and a scale per
   eigen-direction: a Gaussian with a full covariance whose axes are the Hessian's, which the other
