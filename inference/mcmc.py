@@ -178,11 +178,11 @@ def dense_hessian(
     """The dense Hessian of the scalar fn at the vector z0, ``chunk`` rows at a time.
 
     ``mode="forward"``: forward-over-reverse, each row the Hessian-vector product ``jvp(grad fn)``
-    with a unit vector, ``chunk`` of them vectorised by ``torch.func.vmap``; 3.2-3.6x faster on the
-    CPU than ``"reverse"`` for the 32 px prior, which differentiates the gradient backwards again (``is_grads_batched``;
-    ``benchmarks/posterior_speed.py``). ``"auto"`` takes ``"forward"`` and falls back to
-    ``"reverse"`` for a potential with an operation that has no forward-mode derivative or no
-    batching rule."""
+    with a unit vector, ``chunk`` of them vectorised by ``torch.func.vmap``. ``"reverse"``
+    differentiates the gradient backwards again (``is_grads_batched``); for the 32 px prior on the
+    CPU it is 3.2-3.6x slower (``benchmarks/posterior_speed.py``). ``"auto"`` takes ``"forward"``
+    and falls back to ``"reverse"`` for a potential with an operation that has no forward-mode
+    derivative or no batching rule."""
     if mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"Unknown Hessian mode {mode!r}; choose 'auto', 'forward' or 'reverse'.")
     z0 = z0.detach()
