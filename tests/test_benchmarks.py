@@ -9,20 +9,6 @@ from pathlib import Path
 import pytest
 
 
-def test_speed_benchmark_runs_and_both_engines_agree(monkeypatch, capsys):
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "speed.py"
-    spec = importlib.util.spec_from_file_location("speed", path)
-    speed = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "speed", speed)
-    spec.loader.exec_module(speed)
-    monkeypatch.setattr(sys, "argv", ["speed.py", "--steps", "3", "--repeats", "1", "--batches", "1", "2"])
-    speed.main()
-    printed = capsys.readouterr().out
-    agreement = [float(v) for v in re.findall(r"max \|w_pyro - w_plain\| = ([0-9.e+-]+)", printed)]
-    assert len(agreement) == 2 and max(agreement) < 1e-3, printed
-    assert printed.count("one-off setup per run") == 2
-
-
 def _load(name: str, monkeypatch):
     path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
@@ -30,6 +16,16 @@ def _load(name: str, monkeypatch):
     monkeypatch.setitem(sys.modules, f"{name}_benchmark", module)
     spec.loader.exec_module(module)
     return module
+
+
+def test_speed_benchmark_runs_and_both_engines_agree(monkeypatch, capsys):
+    speed = _load("speed", monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["speed.py", "--steps", "3", "--repeats", "1", "--batches", "1", "2"])
+    speed.main()
+    printed = capsys.readouterr().out
+    agreement = [float(v) for v in re.findall(r"max \|w_pyro - w_plain\| = ([0-9.e+-]+)", printed)]
+    assert len(agreement) == 2 and max(agreement) < 1e-3, printed
+    assert printed.count("one-off setup per run") == 2
 
 
 def test_posterior_speed_benchmark_times_both_hessians_and_the_svi_posterior(monkeypatch, capsys, tmp_path):
