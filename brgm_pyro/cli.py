@@ -840,6 +840,9 @@ def add_train_prior_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--channel-base", type=positive_int, default=2048)
     parser.add_argument("--channel-max", type=positive_int, default=64)
     parser.add_argument("--r1-gamma", type=nonnegative_float, default=0.1, help="R1 weight (default 0.1)")
+    parser.add_argument(
+        "--pl-weight", type=nonnegative_float, default=2.0, help="path-length regularisation weight (default 2; 0: off)"
+    )
     parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true", help="hide the progress bar")
@@ -858,6 +861,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
         d_channel_base=args.channel_base,
         d_channel_max=args.channel_max,
         r1_gamma=args.r1_gamma,
+        pl_weight=args.pl_weight,
         seed=args.seed,
     )
     images, _ = load_fashion_mnist("train")

@@ -13,8 +13,14 @@ The recipe of the StyleGAN2 paper (Karras et al., 2020), sized for 32 px priors 
   over the first images) which is the generator that gets exported;
 * x-flip augmentation of the reals.
 
-Path-length regularisation is left out: it costs a second generator backward pass per lazy step
-and matters for latent-space smoothness at high resolution more than at 32 px.
+* lazy path-length regularisation of G every ``pl_interval`` G steps (StyleGAN2 paper, section 3.2):
+  for w from the mapping network and y ~ N(0, I) / sqrt(H W) in image space, the length
+  ``|J_w^T y|`` (J the Jacobian of the image with respect to w, averaged over the ``num_ws`` copies)
+  is pulled towards ``a``, its exponential moving average (decay ``pl_decay``), with weight
+  ``pl_weight`` times the interval, on ``batch_size / pl_batch_shrink`` latents; G's Adam lr and
+  betas are adjusted by ``c = interval / (interval + 1)`` like D's for R1. It makes a fixed step in w
+  change the image by a fixed amount everywhere in the latent space, so that G is smoother to
+  invert, which is what BRGM does. ``pl_weight = 0`` turns it off (the runs before session 6).
 
 Training state (G, D, G_ema, both optimisers, the image counter and every random generator) is
 checkpointed every ``checkpoint_kimg`` thousand images and resumes to the same state.
@@ -63,6 +69,10 @@ class TrainConfig:
     r1_gamma: float = 0.1
     r1_interval: int = 16
     style_mixing: float = 0.9
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
     ema_kimg: float = 10.0
     ema_rampup: float = 0.05
     xflip: bool = True
@@ -103,15 +113,22 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.G.train().requires_grad_(True)
         self.D.train().requires_grad_(True)
-        c = config.r1_interval / (config.r1_interval + 1)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr * c, betas=(0.0, 0.99**c), eps=1e-8)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), eps=1e-8, **self.adam_settings("G"))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), eps=1e-8, **self.adam_settings("D"))
+        self.pl_mean = torch.zeros([], device=self.device)
         self.data_gen = torch.Generator().manual_seed(config.seed + 1)
         self.order = torch.randperm(len(images), generator=self.data_gen)
         self.cursor = 0
         self.cur_nimg = 0
         self.step_index = 0
         self.seconds = 0.0
+
+    def adam_settings(self, net: str) -> dict[str, Any]:
+        """lr and betas of G's or D's Adam, adjusted for its lazy regulariser (if on)."""
+        cfg = self.config
+        interval, on = (cfg.pl_interval, cfg.pl_weight > 0) if net == "G" else (cfg.r1_interval, cfg.r1_gamma > 0)
+        c = interval / (interval + 1) if on else 1.0
+        return {"lr": cfg.lr * c, "betas": (0.0, 0.99**c)}
 
     # -- data ---------------------------------------------------------------------------------
     def next_reals(self) -> torch.Tensor:
@@ -138,6 +155,20 @@ class Trainer:
             ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
         return G.synthesis(ws, noise_mode="random")
 
+    def path_lengths(self, batch: int) -> torch.Tensor:
+        """|J_w^T y| for ``batch`` latents w ~ mapping(z) (with style mixing) and y ~ N(0, I) / sqrt(H W):
+        the root mean square over the num_ws copies of w of the gradient norms, differentiable."""
+        G, cfg = self.G, self.config
+        z = torch.randn(batch, G.z_dim, device=self.device)
+        ws = G.mapping(z)
+        if cfg.style_mixing > 0 and torch.rand([]) < cfg.style_mixing:
+            cutoff = int(torch.randint(1, G.num_ws, []))
+            ws = torch.cat([ws[:, :cutoff], G.mapping(torch.randn_like(z))[:, cutoff:]], dim=1)
+        images = G.synthesis(ws, noise_mode="random")
+        y = torch.randn_like(images) / (images.shape[2] * images.shape[3]) ** 0.5
+        (grad,) = torch.autograd.grad((images * y).sum(), ws, create_graph=True)
+        return grad.square().sum(dim=2).mean(dim=1).sqrt()
+
     def step(self) -> dict[str, torch.Tensor]:
         """One G and one D update; returns the losses as 0-d tensors (reading them would make a GPU wait)."""
         cfg = self.config
@@ -145,8 +176,17 @@ class Trainer:
         # Generator: non-saturating logistic loss.
         self.D.requires_grad_(False)
         loss_G = F.softplus(-self.D(self.generate(cfg.batch_size, update_w_avg=True))).mean()
+        stats = {"loss_G": loss_G.detach()}
+        total_G = loss_G
+        if cfg.pl_weight > 0 and self.step_index % cfg.pl_interval == 0:
+            # Lazy path-length regularisation: (|J^T y| - a)^2, a the moving average of the lengths.
+            lengths = self.path_lengths(max(cfg.batch_size // cfg.pl_batch_shrink, 1))
+            self.pl_mean = self.pl_mean.lerp(lengths.mean().detach(), cfg.pl_decay)
+            pl = (lengths - self.pl_mean).square().mean()
+            total_G = total_G + pl * cfg.pl_weight * cfg.pl_interval
+            stats.update(pl=pl.detach(), pl_mean=self.pl_mean.clone())
         self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
+        total_G.backward()
         self.opt_G.step()
         self.D.requires_grad_(True)
 
@@ -158,7 +198,7 @@ class Trainer:
         reals.requires_grad_(do_r1)
         logits_real = self.D(reals)
         loss_D = F.softplus(self.D(fakes)).mean() + F.softplus(-logits_real).mean()
-        stats = {"loss_G": loss_G.detach(), "loss_D": loss_D.detach()}
+        stats["loss_D"] = loss_D.detach()
         if do_r1:
             (grad,) = torch.autograd.grad(logits_real.sum(), reals, create_graph=True)
             r1 = grad.square().sum(dim=[1, 2, 3]).mean()
@@ -197,6 +237,7 @@ class Trainer:
             "cur_nimg": self.cur_nimg,
             "step_index": self.step_index,
             "seconds": self.seconds,
+            "pl_mean": self.pl_mean.cpu(),
             "cursor": self.cursor,
             "order": self.order,
             "data_gen": self.data_gen.get_state(),
@@ -215,6 +256,12 @@ class Trainer:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
+        # Adam's state brings back the lr and betas it was saved with; this run's config decides them
+        # (a run resumed with path-length regularisation switched on, say).
+        for opt, net in ((self.opt_G, "G"), (self.opt_D, "D")):
+            for group in opt.param_groups:
+                group.update(self.adam_settings(net))
+        self.pl_mean = state.get("pl_mean", torch.zeros([])).to(self.device)
         self.cur_nimg, self.step_index = int(state["cur_nimg"]), int(state["step_index"])
         self.seconds, self.cursor = float(state["seconds"]), int(state["cursor"])
         self.order = state["order"]

@@ -63,3 +63,45 @@ def test_bad_training_inputs(tmp_path, images):
     other = TrainConfig(**{**TINY.__dict__, "channel_max": 16})
     with pytest.raises(ValueError, match="another generator architecture"):
         train_prior(images, tmp_path / "run", kimg=0.008, config=other, progress=False)
+
+
+def test_path_lengths_are_the_norm_of_the_jacobian_transpose_times_y(images):
+    """|J_w^T y| against the explicit Jacobian of one image with respect to its num_ws copies of w."""
+    trainer = Trainer(images, TrainConfig(**{**TINY.__dict__, "style_mixing": 0.0}))
+    G = trainer.G
+    torch.manual_seed(5)
+    lengths = trainer.path_lengths(1)
+    # The same draws again: z, then the synthesis noise, then y.
+    torch.manual_seed(5)
+    ws = G.mapping(torch.randn(1, G.z_dim)).detach()
+    noise_state = torch.get_rng_state()
+    image = G.synthesis(ws, noise_mode="random")
+    y = torch.randn_like(image) / 8.0
+
+    def render(w):
+        torch.set_rng_state(noise_state)
+        return G.synthesis(w, noise_mode="random")
+
+    J = torch.autograd.functional.jacobian(render, ws).reshape(image.numel(), G.num_ws, G.w_dim)
+    jt_y = torch.einsum("p,pkd->kd", y.flatten(), J)
+    expected = jt_y.square().sum(dim=1).mean().sqrt()
+    torch.testing.assert_close(lengths, expected.reshape(1), rtol=1e-4, atol=1e-7)
+
+
+def test_path_length_regularisation_is_lazy_and_resumes(tmp_path, images):
+    trainer = Trainer(images, TINY)
+    assert TINY.pl_weight > 0 and TINY.pl_interval == 4
+    stats = [trainer.step() for _ in range(5)]
+    assert ["pl" in s for s in stats] == [True, False, False, False, True]
+    assert 0 < float(trainer.pl_mean) and torch.isfinite(stats[4]["pl"])
+    c = 4 / 5  # G's Adam is adjusted for the lazy regulariser
+    assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(TINY.lr * c)
+    assert trainer.opt_G.param_groups[0]["betas"] == pytest.approx((0.0, 0.99**c))
+    off = Trainer(images, TrainConfig(**{**TINY.__dict__, "pl_weight": 0.0}))
+    assert "pl" not in off.step() and off.opt_G.param_groups[0]["lr"] == TINY.lr
+    # A run without the term, resumed with it: the config decides Adam's lr, pl_mean starts at 0.
+    train_prior(images, tmp_path / "run", kimg=0.008, config=off.config, checkpoint_kimg=0.004, progress=False)
+    resumed = train_prior(images, tmp_path / "run", kimg=0.020, config=TINY, progress=False)  # steps 2-4
+    assert resumed.opt_G.param_groups[0]["lr"] == pytest.approx(TINY.lr * c)
+    state = torch.load(tmp_path / "run" / "training-state.pt", weights_only=True)
+    assert float(state["pl_mean"]) > 0
