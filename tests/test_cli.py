@@ -361,3 +361,21 @@ def test_module_entry_point_prints_help():
     )
     assert result.returncode == 0, result.stderr
     assert "reconstruct" in result.stdout
+
+
+def test_train_prior_resumes_with_path_length_regularisation_switched_on(tmp_path, monkeypatch):
+    import brgm_pyro.data
+
+    images = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(brgm_pyro.data, "load_fashion_mnist", lambda split: (images, torch.zeros(16)))
+    run = tmp_path / "run"
+    common = ["train-prior", "--out", str(run), "--batch-size", "4", "--channel-base", "64", "--channel-max", "8"]
+    assert main([*common, "--kimg", "0.008", "--checkpoint-kimg", "0.004", "--pl-weight", "0", "--quiet"]) == 0
+    state = torch.load(run / "training-state.pt", weights_only=True)
+    assert json.loads(state["config"])["pl_weight"] == 0 and float(state["pl_mean"]) == 0
+    assert main([*common, "--kimg", "0.024", "--quiet"]) == 0  # the default weight: 2, every 4th G step
+    state = torch.load(run / "training-state.pt", weights_only=True)
+    assert json.loads(state["config"])["pl_weight"] == 2 and float(state["pl_mean"]) > 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in log] == [0.004, 0.008, 0.024] and "pl" not in log[1] and "pl" in log[2]
+    assert (run / "generator.safetensors").exists()
