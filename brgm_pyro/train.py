@@ -11,8 +11,7 @@ The recipe of the StyleGAN2 paper (Karras et al., 2020), sized for 32 px priors 
 * random noise inputs during training (the saved generator uses its fixed noise buffers);
 * an exponential moving average of G's weights (half-life ``ema_kimg`` thousand images, ramped up
   over the first images) which is the generator that gets exported;
-* x-flip augmentation of the reals.
-
+* x-flip augmentation of the reals;
 * lazy path-length regularisation of G every ``pl_interval`` G steps (StyleGAN2 paper, section 3.2):
   for w from the mapping network and y ~ N(0, I) / sqrt(H W) in image space, the length
   ``|J_w^T y|`` (J the Jacobian of the image with respect to w, averaged over the ``num_ws`` copies)
