@@ -11,7 +11,9 @@ from brgm_pyro.cli import main
 from brgm_pyro.demo import TASKS, bicubic_upsample
 
 
-@pytest.mark.parametrize("name", ["fashion-mnist-32", "fashion-mnist-32-200kimg", "fashion-mnist-32-794kimg"])
+@pytest.mark.parametrize(
+    "name", ["fashion-mnist-32", "fashion-mnist-32-200kimg", "fashion-mnist-32-794kimg", "fashion-mnist-32-pl-748kimg"]
+)
 def test_shipped_prior_loads_and_generates(name):
     assert name in registered_priors()
     G = bp.load_generator(name)
@@ -34,6 +36,17 @@ def test_the_default_prior_is_the_wider_generator():
     assert fid[longer] < fid[default] < fid[small]
     # the shipped sigma_reach: how far the prior's best G(w) stays from held-out images
     assert default.card["sigma_reach"] < small.card["sigma_reach"]
+
+
+def test_the_path_length_regularised_prior_continues_the_default_run():
+    """``fashion-mnist-32-pl-748kimg`` is the default's run trained on with path-length regularisation
+    (README, *Which prior*): same architecture, more images, better samples, and its card says so."""
+    default, regularised = bp.load_generator("fashion-mnist-32"), bp.load_generator("fashion-mnist-32-pl-748kimg")
+    assert regularised.config == default.config
+    assert regularised.card["kimg"] > default.card["kimg"] and regularised.card["train_config"]["pl_weight"] == 2
+    assert "path-length" in regularised.card["recipe"] and "path-length" not in default.card["recipe"]
+    quality = {g: g.card["quality"]["fid_samples_vs_test"] for g in (default, regularised)}
+    assert quality[regularised] < quality[default]
 
 
 def test_bicubic_baseline_matches_pil():
