@@ -144,7 +144,9 @@ class Trainer:
         return x
 
     # -- losses -------------------------------------------------------------------------------
-    def generate(self, batch: int, update_w_avg: bool = False) -> torch.Tensor:
+    def latents(self, batch: int, update_w_avg: bool = False) -> torch.Tensor:
+        """ws (batch, num_ws, w_dim) of z ~ N(0, I), with style mixing (a second z from a random
+        crossover point on) with probability ``style_mixing``."""
         G, cfg = self.G, self.config
         z = torch.randn(batch, G.z_dim, device=self.device)
         ws = G.mapping(z, update_w_avg=update_w_avg)
@@ -152,18 +154,16 @@ class Trainer:
             cutoff = int(torch.randint(1, G.num_ws, []))
             ws2 = G.mapping(torch.randn_like(z))
             ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
-        return G.synthesis(ws, noise_mode="random")
+        return ws
+
+    def generate(self, batch: int, update_w_avg: bool = False) -> torch.Tensor:
+        return self.G.synthesis(self.latents(batch, update_w_avg), noise_mode="random")
 
     def path_lengths(self, batch: int) -> torch.Tensor:
         """|J_w^T y| for ``batch`` latents w ~ mapping(z) (with style mixing) and y ~ N(0, I) / sqrt(H W):
         the root mean square over the num_ws copies of w of the gradient norms, differentiable."""
-        G, cfg = self.G, self.config
-        z = torch.randn(batch, G.z_dim, device=self.device)
-        ws = G.mapping(z)
-        if cfg.style_mixing > 0 and torch.rand([]) < cfg.style_mixing:
-            cutoff = int(torch.randint(1, G.num_ws, []))
-            ws = torch.cat([ws[:, :cutoff], G.mapping(torch.randn_like(z))[:, cutoff:]], dim=1)
-        images = G.synthesis(ws, noise_mode="random")
+        ws = self.latents(batch)
+        images = self.G.synthesis(ws, noise_mode="random")
         y = torch.randn_like(images) / (images.shape[2] * images.shape[3]) ** 0.5
         (grad,) = torch.autograd.grad((images * y).sum(), ws, create_graph=True)
         return grad.square().sum(dim=2).mean(dim=1).sqrt()

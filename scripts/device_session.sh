@@ -96,10 +96,11 @@ for run in names:
     wanted.append(pack(f"run{run}.tar", files))
     (out / f"train{run}.txt").unlink()
 for run in names:
-    if not Path(f"/tmp/run{run}/training-state.pt").exists():
+    state_path = Path(f"/tmp/run{run}/training-state.pt")
+    if not state_path.exists():
         print(f"run {run}: no training state")
         continue
-    state = Path(f"/tmp/run{run}/training-state.pt").read_bytes()
+    state = state_path.read_bytes()
     for i in range(0, len(state), 15 * MiB):
         part = out / f"state{run}.pt.part{i // (15 * MiB)}"
         part.write_bytes(state[i : i + 15 * MiB])
