@@ -34,7 +34,7 @@ from brgm_pyro.models.variants import available_models, get_model
 
 import brgm_pyro as bp
 from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
-from brgm_pyro.posterior import DEFAULT_MODEL, sample_posterior
+from brgm_pyro.sampling import DEFAULT_MODEL, sample_posterior
 from brgm_pyro.stylegan2 import to_unit
 
 LEVELS = (0.5, 0.9, 0.95)

@@ -32,8 +32,8 @@ import torch
 from brgm_pyro.models.variants import get_model
 
 import brgm_pyro as bp
-from brgm_pyro.api import prepare_problem
 from brgm_pyro.data import load_fashion_mnist
+from brgm_pyro.problem import prepare_problem
 
 
 def print_table(monitored: dict[str, dict[str, float]]) -> None:

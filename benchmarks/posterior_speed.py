@@ -25,9 +25,9 @@ from brgm_pyro.inference.mcmc import dense_hessian, initialize_at
 from brgm_pyro.models.variants import get_model
 
 import brgm_pyro as bp
-from brgm_pyro.api import frozen, prepare_problem
 from brgm_pyro.data import load_fashion_mnist
-from brgm_pyro.posterior import DEFAULT_MODEL, sample_posterior
+from brgm_pyro.problem import frozen, prepare_problem
+from brgm_pyro.sampling import DEFAULT_MODEL, sample_posterior
 
 
 def hessian_times(y, f, G, repeats: int, schedule: bp.MAPSchedule | None) -> dict[str, float]:

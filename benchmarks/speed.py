@@ -28,10 +28,10 @@ from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
 from brgm_pyro.models import brgm
 
 import brgm_pyro as bp
-from brgm_pyro.api import frozen, prepare_problem
 from brgm_pyro.perceptual import LPIPSVGG
+from brgm_pyro.problem import frozen, prepare_problem
 from brgm_pyro.stylegan2 import to_unit
-from brgm_pyro.train import TrainConfig
+from brgm_pyro.training.recipe import TrainConfig
 
 
 def plain_map(problem, init_w: torch.Tensor, schedule: MAPSchedule) -> torch.Tensor:

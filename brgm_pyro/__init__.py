@@ -10,11 +10,12 @@ from brgm_pyro import (
     fmnist,  # noqa: F401  (registers the "fmnist" perceptual network)
     forward,
 )
-from brgm_pyro.api import ReconstructionResult, reconstruct
 from brgm_pyro.checkpoints import load_generator, save_generator
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
-from brgm_pyro.posterior import Posterior, sample_posterior
+from brgm_pyro.posterior import Posterior
+from brgm_pyro.reconstruct import ReconstructionResult, reconstruct
+from brgm_pyro.sampling import sample_posterior
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
 __all__ = [

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from brgm_pyro.errors import CheckpointError, InputError
 from brgm_pyro.io import atomic_path
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
@@ -26,15 +27,12 @@ FORMAT = "brgm-pyro-generator/1"
 PRIORS_DIR = Path(__file__).resolve().parent / "priors"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, corrupt or of an unknown format."""
-
 
 def save_generator(G: StyleGAN2Generator, path: str | Path, info: dict[str, Any] | None = None) -> Path:
     """Write G to ``path`` (.safetensors) atomically; ``info`` is stored as JSON metadata."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"Generator checkpoints are saved as .safetensors; got {path.name!r}, rename it.")
+        raise InputError(f"Generator checkpoints are saved as .safetensors; got {path.name!r}, rename it.")
     state = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
     metadata = {
         "format": FORMAT,

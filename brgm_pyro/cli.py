@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 import brgm_pyro
 from brgm_pyro import io
-from brgm_pyro.api import prepare_problem, reconstruct
 from brgm_pyro.checkpoints import CheckpointError, load_generator
 from brgm_pyro.data import DatasetError
+from brgm_pyro.errors import InputError
 from brgm_pyro.forward import _KERNEL_NAMES, Downsample, Mask, Operator
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, MCMCSettings
@@ -41,7 +41,10 @@ from brgm_pyro.models.brgm import PRESETS, BRGMParams, colinearity
 from brgm_pyro.models.variants import available_models, get_model
 from brgm_pyro.perceptual import MissingWeightsError
 from brgm_pyro.plotting import save_uncertainty_maps
-from brgm_pyro.posterior import DEFAULT_MODEL, METHODS, Posterior, sample_posterior
+from brgm_pyro.posterior import Posterior
+from brgm_pyro.problem import prepare_problem
+from brgm_pyro.reconstruct import reconstruct
+from brgm_pyro.sampling import DEFAULT_MODEL, METHODS, sample_posterior
 from brgm_pyro.stylegan2 import StyleGAN2Generator, describe
 
 __all__ = ["build_parser", "cmd_reconstruct", "cmd_sample", "main"]
@@ -106,7 +109,7 @@ def resolve_device(name: str | None) -> str:
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was given but no CUDA GPU is available; use --device cpu.")
+        raise InputError("--device cuda was given but no CUDA GPU is available; use --device cpu.")
     return name
 
 
@@ -261,8 +264,8 @@ def _output_names(paths: Sequence[Path]) -> list[str]:
         other = seen.setdefault(path.stem, path)
         if other is not path:
             if other.resolve() == path.resolve():
-                raise ValueError(f"The input {path} is given twice; pass each image once.")
-            raise ValueError(
+                raise InputError(f"The input {path} is given twice; pass each image once.")
+            raise InputError(
                 f"The inputs {other} and {path} share the name {path.stem!r}, so their outputs would collide; "
                 "rename one of them."
             )
@@ -273,19 +276,19 @@ def _superres_factor(args: argparse.Namespace, size: int, resolution: int) -> tu
     """The superres factor: --factor, checked against the sizes, or R / input size."""
     if args.factor is None:
         if size > resolution or resolution % size:
-            raise ValueError(
+            raise InputError(
                 f"Cannot infer --factor: the inputs are {size}x{size} pixels, which does not divide the "
                 f"generator's resolution {resolution}; resize them to {resolution} / 2^k pixels "
                 f"(e.g. {resolution // 4}x{resolution // 4}) or check --generator."
             )
         return resolution // size, True
     if resolution % args.factor:
-        raise ValueError(
+        raise InputError(
             f"--factor {args.factor} does not divide the generator's resolution {resolution}; "
             "choose a power of two such as 2, 4 or 8."
         )
     if size * args.factor != resolution:
-        raise ValueError(
+        raise InputError(
             f"The inputs are {size}x{size} pixels, but --factor {args.factor} with the generator's "
             f"{resolution}x{resolution} images needs {resolution // args.factor}x{resolution // args.factor} "
             "inputs; fix --factor (or omit it to infer it) or resize the inputs."
@@ -296,9 +299,9 @@ def _superres_factor(args: argparse.Namespace, size: int, resolution: int) -> tu
 def _check_task_options(args: argparse.Namespace) -> None:
     if args.task == "superres":
         if args.mask is not None:
-            raise ValueError("--mask is only used by --task inpaint; drop it or use --task inpaint.")
+            raise InputError("--mask is only used by --task inpaint; drop it or use --task inpaint.")
         if args.sigma is not None and args.kernel != "gaussian":
-            raise ValueError("--sigma is only used by --kernel gaussian; drop it or add --kernel gaussian.")
+            raise InputError("--sigma is only used by --kernel gaussian; drop it or add --kernel gaussian.")
     else:
         given = [
             flag
@@ -306,9 +309,9 @@ def _check_task_options(args: argparse.Namespace) -> None:
             if value is not None
         ]
         if given:
-            raise ValueError(f"{given[0]} is only used by --task superres; drop it for --task inpaint.")
+            raise InputError(f"{given[0]} is only used by --task superres; drop it for --task inpaint.")
         if args.mask is None:
-            raise ValueError("--task inpaint needs --mask MASK.png (white = observed, black = missing).")
+            raise InputError("--task inpaint needs --mask MASK.png (white = observed, black = missing).")
 
 
 def plan_reconstruct(args: argparse.Namespace) -> ReconstructJob:
@@ -333,7 +336,7 @@ def plan_reconstruct(args: argparse.Namespace) -> ReconstructJob:
     corruption: dict[str, Any] = {"task": args.task}
     if args.task == "superres":
         if height != width:
-            raise ValueError(
+            raise InputError(
                 f"The inputs are {width}x{height} pixels (width x height), but the generator makes square "
                 f"images; crop them to a square of {resolution} / factor pixels."
             )
@@ -350,17 +353,17 @@ def plan_reconstruct(args: argparse.Namespace) -> ReconstructJob:
         )
     else:
         if (height, width) != (resolution, resolution):
-            raise ValueError(
+            raise InputError(
                 f"The inputs are {width}x{height} pixels, but inpainting with this generator needs "
                 f"{resolution}x{resolution} images; resize them or check --generator."
             )
         if tuple(mask.shape) != (resolution, resolution):
-            raise ValueError(
+            raise InputError(
                 f"The mask {args.mask} is {mask.shape[1]}x{mask.shape[0]} pixels, but the images are "
                 f"{resolution}x{resolution}; give a mask of the images' size."
             )
         if not mask.any():
-            raise ValueError(
+            raise InputError(
                 f"The mask {args.mask} marks no pixel as observed (white = observed, black = missing); "
                 "invert it or give another mask."
             )
@@ -628,12 +631,12 @@ def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
     only = {"max_tree_depth": "nuts", "trajectory_length": "hmc"}
     for dest in other.values():
         if getattr(args, dest) is not None:
-            raise ValueError(
+            raise InputError(
                 f"--{dest.replace('_', '-')} does not apply to --method {args.method}; drop it or change --method."
             )
     for dest, method in only.items():
         if getattr(args, dest) is not None and args.method != method:
-            raise ValueError(
+            raise InputError(
                 f"--{dest.replace('_', '-')} only applies to --method {method}; drop it or change --method."
             )
     options = {field: getattr(args, dest) for field, dest in mine.items() if getattr(args, dest) is not None}
@@ -656,7 +659,7 @@ def plan_sample(args: argparse.Namespace) -> SampleJob:
     """Check every input and option of ``brgm sample``; raise on the first problem, write nothing."""
     options = _inference_options(args)
     if args.truth is not None and len(args.truth) != len(args.images):
-        raise ValueError(
+        raise InputError(
             f"--truth names {len(args.truth)} image(s) for {len(args.images)} input(s); give one clean image per "
             "input, in the same order."
         )
@@ -666,7 +669,7 @@ def plan_sample(args: argparse.Namespace) -> SampleJob:
         G = base.generator
         truth = io.read_images(args.truth, channels=G.channels)
         if tuple(truth.shape[-2:]) != (G.resolution, G.resolution):
-            raise ValueError(
+            raise InputError(
                 f"The --truth images are {truth.shape[-1]}x{truth.shape[-2]} pixels, but the generator makes "
                 f"{G.resolution}x{G.resolution} images; give the clean images at that size."
             )
@@ -828,7 +831,7 @@ def add_train_prior_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train-prior",
         help="train a small StyleGAN2 prior on Fashion-MNIST (resumable)",
-        description="The StyleGAN2 recipe for small priors (brgm_pyro/train.py). Re-running with the same "
+        description="The StyleGAN2 recipe for small priors (brgm_pyro/training/recipe.py). Re-running with the same "
         "--out resumes from its last checkpoint.",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (resumes if present)")
@@ -851,7 +854,7 @@ def add_train_prior_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
     from brgm_pyro.data import load_fashion_mnist
-    from brgm_pyro.train import TrainConfig, train_prior
+    from brgm_pyro.training.recipe import TrainConfig, train_prior
 
     check_output_dir(args.out)
     config = TrainConfig(
@@ -926,7 +929,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from brgm_pyro.checkpoints import save_generator
 
     if args.output.suffix != ".safetensors":
-        raise ValueError(f"The output must end in .safetensors, got {args.output.name!r}; rename it.")
+        raise InputError(f"The output must end in .safetensors, got {args.output.name!r}; rename it.")
     check_output_dir(args.output.parent if str(args.output.parent) else Path("."))
     io.check_not_input(args.output, [Path(args.input)])
     if args.output.exists() and not args.force:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from brgm_pyro.errors import DatasetError, InputError
 from brgm_pyro.io import atomic_path
 
 DATA_DIR_ENV = "BRGM_DATA_DIR"
@@ -82,9 +83,6 @@ IMAGE_SIZE = 28
 
 _IDX_MAGIC = {2049: 1, 2051: 3}  # unsigned-byte idx files: magic number -> number of dimensions
 
-
-class DatasetError(RuntimeError):
-    """Fashion-MNIST is missing, corrupt or cannot be downloaded."""
 
 
 def cache_dir() -> Path:
@@ -263,9 +261,9 @@ def load_fashion_mnist(
         labels int64 (N,) in 0..9 (see :data:`CLASS_NAMES`). The tensors are fresh copies.
     """
     if split not in SPLITS:
-        raise ValueError(f"Unknown Fashion-MNIST split {split!r}; choose one of {', '.join(SPLITS)}.")
+        raise InputError(f"Unknown Fashion-MNIST split {split!r}; choose one of {', '.join(SPLITS)}.")
     if pad_to < IMAGE_SIZE:
-        raise ValueError(f"pad_to must be at least {IMAGE_SIZE}, got {pad_to}.")
+        raise InputError(f"pad_to must be at least {IMAGE_SIZE}, got {pad_to}.")
     if root is None:
         folder = find_fashion_mnist()
     else:

@@ -22,13 +22,14 @@ from PIL import Image
 
 from brgm_pyro import forward as fw
 from brgm_pyro import io, metrics
-from brgm_pyro.api import reconstruct
 from brgm_pyro.checkpoints import load_generator
+from brgm_pyro.errors import InputError
 from brgm_pyro.inference.map import MAPSchedule
+from brgm_pyro.reconstruct import reconstruct
 
 __all__ = ["TASKS", "Task", "bicubic_upsample", "run_demo", "evaluate_outputs"]
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def evaluate_outputs(
 def load_examples(folder: Path = EXAMPLES_DIR) -> tuple[list[Path], torch.Tensor, torch.Tensor | None]:
     paths = sorted(folder.glob("*.png"))
     if not paths:
-        raise FileNotFoundError(f"No example images in {folder}; the repository's examples/ folder is missing.")
+        raise FileNotFoundError(f"No example images in {folder}; the package's brgm_pyro/examples/ folder is missing; reinstall brgm-pyro.")
     images = io.read_images(paths, channels=1)
     labels = None
     label_file = folder / "labels.json"
@@ -127,7 +128,7 @@ def run_demo(
     G = load_generator(generator)
     paths, truth, labels = load_examples(examples)
     if truth.shape[-1] != G.resolution or truth.shape[1] != G.channels:
-        raise ValueError(f"The examples are {tuple(truth.shape[1:])}, the generator makes "
+        raise InputError(f"The examples are {tuple(truth.shape[1:])}, the generator makes "
                          f"({G.channels}, {G.resolution}, {G.resolution}) images; use the matching prior.")
     try:
         from brgm_pyro.fmnist import FMNISTEval

@@ -34,6 +34,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from brgm_pyro.errors import InputError
+
 __all__ = ["check_linear", "sample_reach_residual"]
 
 
@@ -46,7 +48,7 @@ def check_linear(f: nn.Module, shape: tuple[int, ...], device: torch.device | st
         rhs = 0.3 * f(x1) - 0.7 * f(x2)
     scale = rhs.abs().max().clamp_min(1e-6)
     if not torch.allclose(lhs, rhs, atol=1e-4 * float(scale), rtol=1e-4):
-        raise ValueError(
+        raise InputError(
             f"The prior-reach term needs a linear corruption f, and {type(f).__name__} is not linear "
             "(f(a x1 + b x2) != a f(x1) + b f(x2)); use the operators of brgm_pyro.forward or pass sigma_reach=None."
         )
@@ -80,7 +82,7 @@ def sample_reach_residual(
     Returns r, (N, C, H, W).
     """
     if not sigma_reach > 0:
-        raise ValueError(f"sigma_reach must be positive, got {sigma_reach!r}.")
+        raise InputError(f"sigma_reach must be positive, got {sigma_reach!r}.")
     device, dtype = residual.device, residual.dtype
     observed = observed.to(device=device, dtype=dtype).expand_as(residual)
     sigma_pixel = torch.as_tensor(sigma_pixel, device=device, dtype=dtype)

@@ -51,6 +51,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from brgm_pyro.errors import InputError
 from brgm_pyro.io import atomic_path, write_json
 from brgm_pyro.perceptual import FeatureNetwork, register_perceptual
 
@@ -88,12 +89,12 @@ _METADATA_KEY = "brgm_pyro.feature_net"
 def _check_gray(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(
+        raise InputError(
             f"the Fashion-MNIST networks take grayscale images of shape (B, 1, H, W), got {shape}; "
             "add a batch dimension or convert colour to grayscale"
         )
     if not images.is_floating_point():
-        raise ValueError(f"the Fashion-MNIST networks take float images in [0, 1], got dtype {images.dtype}")
+        raise InputError(f"the Fashion-MNIST networks take float images in [0, 1], got dtype {images.dtype}")
 
 
 def resize_to_input(images: torch.Tensor) -> torch.Tensor:
@@ -221,7 +222,7 @@ _ARCHITECTURES: dict[str, type[_Classifier]] = {"percept": PerceptNet, "eval": E
 def feature_net_path(kind: str) -> Path:
     """Where the shipped weights of ``kind`` ("percept" or "eval") live: ``priors/features/fmnist-KIND``."""
     if kind not in _ARCHITECTURES:
-        raise ValueError(f"kind must be 'percept' or 'eval', got {kind!r}")
+        raise InputError(f"kind must be 'percept' or 'eval', got {kind!r}")
     return FEATURES_DIR / f"fmnist-{kind}.safetensors"
 
 
@@ -239,16 +240,16 @@ def load_feature_net(kind: str, path: str | Path | None = None) -> _Classifier:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({error}); train it again") from None
+        raise InputError(f"{path} is not a readable safetensors file ({error}); train it again") from None
     info = json.loads(metadata.get(_METADATA_KEY, "{}"))
     if info.get("kind") != kind:
-        raise ValueError(
+        raise InputError(
             f"{path} holds a {info.get('kind', 'foreign')!r} network, not a Fashion-MNIST {kind!r} network"
         )
     net = _ARCHITECTURES[kind]()
     missing, unexpected = net.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"{path} does not match the {type(net).__name__} architecture (missing {missing}, "
             f"unexpected {unexpected}); train it again with scripts/train_feature_nets.py"
         )
@@ -308,7 +309,7 @@ class FMNISTEval(nn.Module):
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """LPIPS-style distance per image (B,), in [0, 4], on the normalised activations of 3 layers."""
         if a.shape != b.shape:
-            raise ValueError(
+            raise InputError(
                 f"distance compares images of one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
             )
         features_a = _lpips_features(self.net.taps(a)[0])
@@ -343,7 +344,7 @@ def frechet_distance_gaussians(
         np.atleast_2d(np.asarray(sigma2, np.float64)),
     )
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(
+        raise InputError(
             f"frechet distance needs means (F,) and covariances (F, F) of one F, got {mu1.shape}, "
             f"{sigma1.shape}, {mu2.shape}, {sigma2.shape}"
         )
@@ -362,9 +363,9 @@ def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarr
             features = features.detach().cpu().numpy()
         features = np.asarray(features, np.float64)
         if features.ndim != 2 or features.shape[0] < 2:
-            raise ValueError(f"{name} must be (N, F) with N >= 2 samples, got shape {features.shape}")
+            raise InputError(f"{name} must be (N, F) with N >= 2 samples, got shape {features.shape}")
         if not np.isfinite(features).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
+            raise InputError(f"{name} contains NaN or infinite values")
         stats.append((features.mean(axis=0), np.cov(features, rowvar=False)))
     (mu1, sigma1), (mu2, sigma2) = stats
     return frechet_distance_gaussians(mu1, sigma1, mu2, sigma2)
@@ -393,7 +394,7 @@ def class_fidelity(
     """Whether ``net`` classifies each reconstruction (B, 1, H, W) as its true label (B,): bool (B,)."""
     labels = torch.as_tensor(labels)
     if labels.shape != reconstructions.shape[:1]:
-        raise ValueError(
+        raise InputError(
             f"class_fidelity needs one label per image, got {tuple(labels.shape)} labels for "
             f"{reconstructions.shape[0]} images"
         )
@@ -460,9 +461,9 @@ def train_feature_net(
     from brgm_pyro.data import load_fashion_mnist
 
     if kind not in _ARCHITECTURES:
-        raise ValueError(f"kind must be 'percept' or 'eval', got {kind!r}")
+        raise InputError(f"kind must be 'percept' or 'eval', got {kind!r}")
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise InputError(f"epochs must be >= 1, got {epochs}")
     out_path = Path(out_path)
     start = time.perf_counter()
     torch.manual_seed(seed)

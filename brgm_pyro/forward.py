@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brgm_pyro.errors import InputError, InputTypeError
+
 __all__ = ["Blur", "Compose", "Downsample", "Identity", "Mask", "Operator"]
 
 
@@ -39,7 +41,7 @@ def _image_shape(shape: Sequence[int]) -> torch.Size:
     """Validate an image shape (B, C, H, W) and return it as a torch.Size."""
     shape = tuple(shape)
     if len(shape) != 4 or any(not hasattr(s, "__index__") or index(s) < 1 for s in shape):
-        raise ValueError(
+        raise InputError(
             f"Expected an image shape (B, C, H, W) of four positive sizes, got {_shape_text(shape)}; "
             "add the missing batch or channel dimension."
         )
@@ -61,16 +63,16 @@ class Operator(nn.Module):
     def check(self, x: torch.Tensor) -> torch.Size:
         """Validate the input images ``x`` (a floating-point (B, C, H, W) tensor); return the output shape."""
         if not isinstance(x, torch.Tensor):
-            raise TypeError(
+            raise InputTypeError(
                 f"Expected the images as a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor."
             )
         if x.dim() != 4:
-            raise ValueError(
+            raise InputError(
                 f"Expected images of shape (B, C, H, W), got a {x.dim()}-D tensor of shape "
                 f"{_shape_text(x.shape)}; add the batch/channel dimensions, e.g. x[None] for one image."
             )
         if not x.is_floating_point():
-            raise ValueError(
+            raise InputError(
                 f"Expected floating-point images in [0, 1], got dtype {x.dtype}; convert with x.float() / 255."
             )
         return self.output_shape(x.shape)
@@ -171,24 +173,24 @@ def _resampling_matrix(size: int, factor: int, kernel: str, sigma: float | None)
 def _check_kernel(kernel: torch.Tensor, owner: str) -> torch.Tensor:
     """Validate an explicit 2-D kernel; return it as a floating-point tensor."""
     if not isinstance(kernel, torch.Tensor):
-        raise TypeError(
+        raise InputTypeError(
             f"{owner} kernel must be a 2-D torch.Tensor, got {type(kernel).__name__}; "
             "pass e.g. torch.ones(3, 3) / 9."
         )
     if kernel.dim() != 2 or kernel.numel() == 0:
-        raise ValueError(
+        raise InputError(
             f"{owner} kernel must be a non-empty 2-D tensor (kh, kw), got shape {_shape_text(kernel.shape)}; "
             "one kernel is applied to every channel."
         )
     if not kernel.is_floating_point():
         kernel = kernel.to(torch.float32)
     if not torch.isfinite(kernel).all():
-        raise ValueError(f"{owner} kernel holds NaN or infinite values; pass a finite kernel.")
+        raise InputError(f"{owner} kernel holds NaN or infinite values; pass a finite kernel.")
     return kernel
 
 
-def _padding_error(owner: str, pad: int, kernel_size: int, image_size: int, axis: str) -> ValueError:
-    return ValueError(
+def _padding_error(owner: str, pad: int, kernel_size: int, image_size: int, axis: str) -> InputError:
+    return InputError(
         f"{owner} kernel of {kernel_size} pixels along {axis} needs reflect padding of {pad} pixels, "
         f"but an image of {image_size} pixels allows at most {image_size - 1}; use a smaller kernel "
         "or a larger image."
@@ -242,21 +244,21 @@ class Downsample(Operator):
     def __init__(self, factor: int, kernel: str | torch.Tensor = "bicubic", sigma: float | None = None):
         super().__init__()
         if isinstance(factor, bool) or not hasattr(factor, "__index__") or index(factor) < 1:
-            raise ValueError(
+            raise InputError(
                 f"Downsample factor must be a positive integer, got {factor!r}; "
                 "pass e.g. factor=4 (resize first for non-integer ratios)."
             )
         self.factor = factor = index(factor)
         if isinstance(kernel, str):
             if kernel not in _KERNEL_NAMES:
-                raise ValueError(
+                raise InputError(
                     f"Unknown Downsample kernel {kernel!r}; choose one of {', '.join(map(repr, _KERNEL_NAMES))} "
                     "or pass a 2-D kernel tensor."
                 )
             if kernel == "gaussian":
                 sigma = factor / 2 if sigma is None else sigma
                 if not isinstance(sigma, (int, float)) or not sigma > 0 or not math.isfinite(sigma):
-                    raise ValueError(
+                    raise InputError(
                         f"Downsample gaussian sigma must be a positive number of input pixels, got {sigma!r}; "
                         "pass e.g. sigma=factor / 2."
                     )
@@ -267,14 +269,14 @@ class Downsample(Operator):
             kernel = _check_kernel(kernel, "Downsample")
             total = kernel.sum()
             if abs(float(total)) < 1e-12:
-                raise ValueError(
+                raise InputError(
                     "Downsample kernel sums to 0, so it cannot be normalised to sum 1; "
                     "pass a kernel with a non-zero sum."
                 )
             self.kernel_name = None
             self.register_buffer("kernel", kernel / total)
         if sigma is not None and self.kernel_name != "gaussian":
-            raise ValueError(
+            raise InputError(
                 "Downsample sigma is only used by kernel='gaussian'; drop sigma or choose kernel='gaussian'."
             )
         self.sigma = sigma
@@ -295,7 +297,7 @@ class Downsample(Operator):
     def output_shape(self, shape: Sequence[int]) -> torch.Size:
         b, c, h, w = _image_shape(shape)
         if h % self.factor or w % self.factor:
-            raise ValueError(
+            raise InputError(
                 f"Downsample factor {self.factor} does not divide the image size {h}x{w}; "
                 "choose a factor that divides it, or crop/pad the image."
             )
@@ -361,12 +363,12 @@ class Mask(Operator):
         super().__init__()
         mask = torch.as_tensor(mask)
         if mask.dim() not in (2, 3, 4):
-            raise ValueError(
+            raise InputError(
                 f"Mask must have shape (H, W), (C, H, W) or (B, C, H, W), got {_shape_text(mask.shape)}; "
                 "drop or add dimensions to match."
             )
         if mask.dtype != torch.bool and (mask.is_complex() or not ((mask == 0) | (mask == 1)).all()):
-            raise ValueError(
+            raise InputError(
                 "Mask values must be 0 (missing) or 1 (observed) or bool; threshold the mask first, "
                 "e.g. Mask(m > 0.5)."
             )
@@ -380,7 +382,7 @@ class Mask(Operator):
         """Mask with a centred box of ``box`` (h, w) missing pixels in an image of ``size`` (H, W)."""
         (height, width), (box_h, box_w) = _pair(size, "size"), _pair(box, "box")
         if box_h > height or box_w > width:
-            raise ValueError(
+            raise InputError(
                 f"Mask box {box_h}x{box_w} is larger than the image {height}x{width}; choose a smaller box."
             )
         mask = torch.ones(height, width)
@@ -402,7 +404,7 @@ class Mask(Operator):
         elif side == "bottom":
             mask[height - height // 2 :] = 0
         else:
-            raise ValueError(f"Unknown Mask.half side {side!r}; choose 'left', 'right', 'top' or 'bottom'.")
+            raise InputError(f"Unknown Mask.half side {side!r}; choose 'left', 'right', 'top' or 'bottom'.")
         return cls(mask)
 
     def output_shape(self, shape: Sequence[int]) -> torch.Size:
@@ -410,17 +412,17 @@ class Mask(Operator):
         b, c, h, w = shape
         mask_h, mask_w = self.mask.shape[-2:]
         if (mask_h, mask_w) != (h, w):
-            raise ValueError(
+            raise InputError(
                 f"Mask of size {mask_h}x{mask_w} does not match the image size {h}x{w}; "
                 "build the mask at the size of the image it is applied to."
             )
         if self.mask.dim() >= 3 and self.mask.shape[-3] not in (1, c):
-            raise ValueError(
+            raise InputError(
                 f"Mask has {self.mask.shape[-3]} channels but the images have {c}; "
                 "use a mask with 1 channel or one per image channel."
             )
         if self.mask.dim() == 4 and self.mask.shape[0] not in (1, b):
-            raise ValueError(
+            raise InputError(
                 f"Mask holds {self.mask.shape[0]} per-image masks but the batch has {b} images; "
                 "pass one mask per image, or one (H, W) mask for all."
             )
@@ -445,7 +447,7 @@ class Mask(Operator):
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or any(not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f"Mask {name} must be a positive int or a pair (h, w) of them, got {value!r}.")
+        raise InputError(f"Mask {name} must be a positive int or a pair (h, w) of them, got {value!r}.")
     return pair
 
 
@@ -483,7 +485,7 @@ class Blur(Operator):
     def __init__(self, kernel: torch.Tensor, padding: str = "reflect"):
         super().__init__()
         if padding not in _PADDINGS:
-            raise ValueError(
+            raise InputError(
                 f"Unknown Blur padding {padding!r}; choose one of {', '.join(map(repr, _PADDINGS))}."
             )
         self.padding = padding
@@ -496,10 +498,10 @@ class Blur(Operator):
         ``size`` defaults to 2 ceil(3 sigma) + 1; ``sigma`` is in pixels.
         """
         if not isinstance(sigma, (int, float)) or not sigma > 0 or not math.isfinite(sigma):
-            raise ValueError(f"Blur gaussian sigma must be a positive number of pixels, got {sigma!r}.")
+            raise InputError(f"Blur gaussian sigma must be a positive number of pixels, got {sigma!r}.")
         size = 2 * math.ceil(3 * sigma) + 1 if size is None else size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
-            raise ValueError(
+            raise InputError(
                 f"Blur gaussian size must be a positive odd integer, got {size!r}; pass e.g. size=7."
             )
         taps = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
@@ -524,7 +526,7 @@ class Blur(Operator):
                 ("W", shape[3], right, self.kernel.shape[1]),
             ):
                 if pad > size - limit:
-                    raise ValueError(
+                    raise InputError(
                         f"Blur kernel of {kernel_size} pixels along {axis} needs {self.padding} padding of "
                         f"{pad} pixels, more than an image of {size} pixels allows; use a smaller kernel "
                         "or padding='replicate'."
@@ -575,13 +577,13 @@ class Compose(Operator):
     def __init__(self, *operators: Operator):
         super().__init__()
         if not operators:
-            raise ValueError(
+            raise InputError(
                 "Compose needs at least one operator; pass them in the order they apply, "
                 "e.g. Compose(Blur.gaussian(1.0), Downsample(4))."
             )
         for operator in operators:
             if not isinstance(operator, Operator):
-                raise TypeError(
+                raise InputTypeError(
                     f"Compose takes operators of brgm_pyro.forward, got {type(operator).__name__}; "
                     "wrap the function in an Operator subclass."
                 )

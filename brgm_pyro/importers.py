@@ -113,6 +113,7 @@ import torch
 from tqdm import tqdm
 
 from brgm_pyro.checkpoints import CheckpointError
+from brgm_pyro.errors import InputError
 from brgm_pyro.io import atomic_path
 from brgm_pyro.stylegan2 import StyleGAN2Generator, fir_filter
 
@@ -929,7 +930,7 @@ def public_prior_path(name: str) -> Path:
 
 def _entry(name: str) -> dict[str, Any]:
     if name not in PUBLIC_PRIORS:
-        raise ValueError(f"Unknown public prior {name!r}; choose one of: {', '.join(sorted(PUBLIC_PRIORS))}.")
+        raise InputError(f"Unknown public prior {name!r}; choose one of: {', '.join(sorted(PUBLIC_PRIORS))}.")
     return PUBLIC_PRIORS[name]
 
 

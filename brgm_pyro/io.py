@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from brgm_pyro.errors import InputError, InputTypeError
+
 PathLike = str | os.PathLike
 
 # ITU-R BT.601 luma weights, the ones Pillow's convert("L") uses, applied in float so that
@@ -97,7 +99,7 @@ def _json_default(obj: Any) -> Any:
         return os.fspath(obj)
     if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
         return obj.tolist()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable.")
+    raise InputTypeError(f"Object of type {type(obj).__name__} is not JSON serialisable.")
 
 
 def write_json(path: PathLike, obj: Any) -> Path:
@@ -145,7 +147,7 @@ def check_not_input(out_path: PathLike, input_paths: Sequence[PathLike]) -> None
         if not same and out.exists() and inp.exists():
             same = os.path.samefile(out, inp)
         if same:
-            raise ValueError(
+            raise InputError(
                 f"The output {out} would overwrite the input {inp}; choose another output folder."
             )
 
@@ -162,9 +164,9 @@ def _open_image(path: Path) -> Image.Image:
         image = Image.open(path)
         image.load()
     except UnidentifiedImageError:
-        raise ValueError(f"{path} is not an image file that can be read; pass a PNG image.") from None
+        raise InputError(f"{path} is not an image file that can be read; pass a PNG image.") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"The image {path} is corrupt or truncated ({err}); re-export it as PNG.") from None
+        raise InputError(f"The image {path} is corrupt or truncated ({err}); re-export it as PNG.") from None
     return image
 
 
@@ -174,7 +176,7 @@ def _image_to_tensor(image: Image.Image, path: Path) -> torch.Tensor:
     if mode in _SIXTEEN_BIT_MODES:
         array = np.asarray(image).astype(np.float64)
         if array.min() < 0 or array.max() > 65535:
-            raise ValueError(
+            raise InputError(
                 f"The image {path} has integer values outside the 16-bit range; save it as 8 or 16 bit PNG."
             )
         return torch.from_numpy(array / 65535.0).float()[None]
@@ -185,7 +187,7 @@ def _image_to_tensor(image: Image.Image, path: Path) -> torch.Tensor:
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         image = image.convert("RGB")
     elif mode not in _EIGHT_BIT_MODES:
-        raise ValueError(
+        raise InputError(
             f"The image {path} has pixel mode {mode!r}, which cannot be read as [0, 1] intensities; "
             "save it as an 8 or 16 bit grayscale or RGB PNG."
         )
@@ -205,7 +207,7 @@ def _convert_channels(img: torch.Tensor, channels: int | None, path: Path) -> to
         return (img * weights).sum(0, keepdim=True).clamp_(0.0, 1.0)
     if channels == 3 and img.shape[0] == 1:
         return img.expand(3, -1, -1).clone()
-    raise ValueError(f"Cannot convert the image {path} with {img.shape[0]} channels to {channels} channels.")
+    raise InputError(f"Cannot convert the image {path} with {img.shape[0]} channels to {channels} channels.")
 
 
 def read_image(path: PathLike, channels: int | None = None) -> torch.Tensor:
@@ -217,7 +219,7 @@ def read_image(path: PathLike, channels: int | None = None) -> torch.Tensor:
     (0.299 R + 0.587 G + 0.114 B), ``channels=3`` repeats a grayscale channel three times.
     """
     if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}.")
+        raise InputError(f"channels must be None, 1 or 3, got {channels!r}.")
     path = Path(path)
     with _open_image(path) as image:
         img = _image_to_tensor(image, path)
@@ -230,17 +232,17 @@ def read_images(paths: Sequence[PathLike], channels: int | None = None) -> torch
     With ``channels=None`` the images must also share their number of channels.
     """
     if len(paths) == 0:
-        raise ValueError("No image paths were given; pass at least one image.")
+        raise InputError("No image paths were given; pass at least one image.")
     images = [read_image(p, channels=channels) for p in paths]
     first = images[0]
     for p, img in zip(paths, images):
         if img.shape[1:] != first.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"All images must have the same size, but {paths[0]} is {first.shape[2]}x{first.shape[1]} "
                 f"and {p} is {img.shape[2]}x{img.shape[1]} (width x height); resize them first."
             )
         if img.shape[0] != first.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"{paths[0]} has {first.shape[0]} channel(s) but {p} has {img.shape[0]}; "
                 "pass channels=1 or channels=3 to convert them all."
             )
@@ -265,12 +267,12 @@ def _as_chw(img: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
     if img.ndim == 2:
         img = img[None]
     if img.ndim != 3 or img.shape[0] not in (1, 3, 4):
-        raise ValueError(
+        raise InputError(
             f"{name} must have shape (C, H, W) with C in 1, 3, 4 or shape (H, W), got {tuple(img.shape)}."
         )
     img = img.float()
     if torch.isnan(img).any():
-        raise ValueError(
+        raise InputError(
             f"{name} contains NaN values; the reconstruction has diverged, so nothing is written."
         )
     return img.clamp(0.0, 1.0)
@@ -284,7 +286,7 @@ def write_image(path: PathLike, img: torch.Tensor | np.ndarray) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"Images are written as lossless PNG; give {path} the suffix .png.")
+        raise InputError(f"Images are written as lossless PNG; give {path} the suffix .png.")
     chw = _as_chw(img, "The image")
     array = (chw * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]
@@ -314,9 +316,9 @@ def save_grid(
         width  = max over rows (pad + sum over the row's cells (scale * row width + pad)).
     """
     if scale < 1 or pad < 0:
-        raise ValueError(f"save_grid needs scale >= 1 and pad >= 0, got scale={scale}, pad={pad}.")
+        raise InputError(f"save_grid needs scale >= 1 and pad >= 0, got scale={scale}, pad={pad}.")
     if len(rows) == 0 or any(len(row) == 0 for row in rows):
-        raise ValueError("save_grid needs at least one row and at least one image in every row.")
+        raise InputError("save_grid needs at least one row and at least one image in every row.")
     grid_rows = [[_as_chw(img, "Every grid image")[:3] for img in row] for row in rows]
     channels = max(img.shape[0] for row in grid_rows for img in row)
     cells = []

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.perceptual import LPIPSVGG, FeatureNetwork
 
 __all__ = [
@@ -33,26 +34,26 @@ def _describe(value: object) -> str:
 
 def _check_finite(tensor: torch.Tensor, name: str) -> None:
     if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name} contains NaN or infinite values; check the reconstruction that produced it")
+        raise InputError(f"{name} contains NaN or infinite values; check the reconstruction that produced it")
 
 
 def check_images(x: torch.Tensor, y: torch.Tensor) -> None:
     """Raise ValueError unless x and y are float tensors (B, C, H, W) of one shape, finite, in [0, 1]."""
     for name, images in (("x", x), ("y", y)):
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise ValueError(
+            raise InputError(
                 f"metrics take image batches of shape (B, C, H, W), got {name} with shape "
                 f"{_describe(images)}; add a batch dimension with image[None]"
             )
         if not images.is_floating_point():
-            raise ValueError(f"metrics take float images in [0, 1], got {name} with dtype {images.dtype}")
+            raise InputError(f"metrics take float images in [0, 1], got {name} with dtype {images.dtype}")
     if x.shape != y.shape:
-        raise ValueError(f"metrics compare images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InputError(f"metrics compare images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     for name, images in (("x", x), ("y", y)):
         _check_finite(images, name)
         low, high = float(images.detach().min()), float(images.detach().max())
         if low < 0 or high > 1:
-            raise ValueError(
+            raise InputError(
                 f"metrics take images in [0, 1], got {name} in [{low:.4g}, {high:.4g}]; "
                 "convert from [-1, 1] or [0, 255] first, or clamp"
             )
@@ -97,7 +98,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7) -> torch.Tensor:
     """
     check_images(x, y)
     if window % 2 == 0 or window < 3 or min(x.shape[-2:]) < window:
-        raise ValueError(
+        raise InputError(
             f"ssim needs an odd window >= 3 that fits the image, got window={window} for size "
             f"{tuple(x.shape[-2:])}; pass a smaller odd window"
         )
@@ -132,7 +133,7 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, net: FeatureNetwork | None 
     if net is None:
         net = _default_lpips()
     elif not isinstance(net, FeatureNetwork):
-        raise TypeError(f"lpips_distance needs a FeatureNetwork as net, got {type(net).__name__}")
+        raise InputTypeError(f"lpips_distance needs a FeatureNetwork as net, got {type(net).__name__}")
     return (net(x) - net(y)).square().sum(1)
 
 
@@ -141,19 +142,19 @@ def _selection(mask: torch.Tensor | None, shape: torch.Size, name: str) -> torch
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(mask).__name__}")
+        raise InputTypeError(f"{name} must be a tensor, got {type(mask).__name__}")
     try:
         selected = torch.broadcast_to(mask, shape)
     except RuntimeError:
-        raise ValueError(
+        raise InputError(
             f"{name} of shape {tuple(mask.shape)} does not broadcast to the images' shape {tuple(shape)}"
         ) from None
     if mask.dtype != torch.bool:
         if not ((mask == 0) | (mask == 1)).all():
-            raise ValueError(f"{name} must hold only 0 and 1 (1 = pixel counted)")
+            raise InputError(f"{name} must hold only 0 and 1 (1 = pixel counted)")
         selected = selected != 0
     if not selected.any():
-        raise ValueError(f"{name} selects no pixel; 1 marks the pixels to count")
+        raise InputError(f"{name} selects no pixel; 1 marks the pixels to count")
     return selected
 
 
@@ -194,17 +195,17 @@ def interval_coverage(
         ``{level: fraction covered}`` over all counted pixels of all images.
     """
     if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[0] < 2:
-        raise ValueError(
+        raise InputError(
             f"interval_coverage needs samples of shape (S, B, C, H, W) with S >= 2, got {_describe(samples)}"
         )
     if not isinstance(truth, torch.Tensor) or truth.shape != samples.shape[1:]:
-        raise ValueError(
+        raise InputError(
             f"interval_coverage needs truth of shape {tuple(samples.shape[1:])} to match the samples, "
             f"got {_describe(truth)}"
         )
     for level in levels:
         if not 0 < level < 1:
-            raise ValueError(f"credible levels must lie strictly between 0 and 1, got {level}")
+            raise InputError(f"credible levels must lie strictly between 0 and 1, got {level}")
     _check_finite(samples, "samples")
     _check_finite(truth, "truth")
     selected = _selection(mask, truth.shape, "mask")
@@ -235,19 +236,19 @@ def spearman_std_error(std: torch.Tensor, abs_error: torch.Tensor, mask: torch.T
         or not isinstance(abs_error, torch.Tensor)
         or std.shape != abs_error.shape
     ):
-        raise ValueError(
+        raise InputError(
             f"spearman_std_error needs std and abs_error of one shape, got {_describe(std)} and "
             f"{_describe(abs_error)}"
         )
     for name, tensor in (("std", std), ("abs_error", abs_error)):
         _check_finite(tensor, name)
         if (tensor < 0).any():
-            raise ValueError(
+            raise InputError(
                 f"{name} must be non-negative; pass the absolute error and the standard deviation"
             )
     selected = _selection(mask, std.shape, "mask")
     a = (std[selected] if selected is not None else std.flatten()).detach().double().cpu().numpy()
     b = (abs_error[selected] if selected is not None else abs_error.flatten()).detach().double().cpu().numpy()
     if a.size < 2 or a.min() == a.max() or b.min() == b.max():
-        raise ValueError("spearman_std_error needs at least two pixels and non-constant std and abs_error")
+        raise InputError("spearman_std_error needs at least two pixels and non-constant std and abs_error")
     return float(spearmanr(a, b).statistic)

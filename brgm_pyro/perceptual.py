@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brgm_pyro.errors import InputError, InputTypeError, MissingWeightsError
+
 __all__ = [
     "LPIPSVGG",
     "VGG16_FILENAME",
@@ -39,9 +41,6 @@ __all__ = [
 VGG16_FILENAME = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILENAME}"
 
-
-class MissingWeightsError(RuntimeError):
-    """Pretrained weights are neither cached nor downloadable (typically: the machine is offline)."""
 
 
 class FeatureNetwork(nn.Module, abc.ABC):
@@ -94,12 +93,12 @@ def _ensure_vgg16_weights() -> str:
 def _check_images(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(
+        raise InputError(
             f"perceptual networks take images of shape (B, C, H, W) with C = 1 or 3, got {shape}; "
             "add a batch dimension or convert the channels"
         )
     if not images.is_floating_point():
-        raise ValueError(f"perceptual networks take float images in [0, 1], got dtype {images.dtype}")
+        raise InputError(f"perceptual networks take float images in [0, 1], got dtype {images.dtype}")
 
 
 def _unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -146,7 +145,7 @@ class LPIPSVGG(FeatureNetwork):
     def __init__(self, pretrained_backbone: bool = True, max_size: int = 256, min_size: int = 64) -> None:
         super().__init__()
         if min_size < 16 or max_size < min_size:
-            raise ValueError(
+            raise InputError(
                 f"LPIPSVGG needs 16 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}"
             )
         import lpips
@@ -196,11 +195,11 @@ def register_perceptual(name: str, factory: Callable[[], FeatureNetwork], overwr
     """Make ``get_perceptual(name)`` return ``factory()``; ``factory`` builds a :class:`FeatureNetwork`."""
     key = name.lower()
     if key == "none":
-        raise ValueError("'none' is reserved for 'no perceptual term'; choose another name")
+        raise InputError("'none' is reserved for 'no perceptual term'; choose another name")
     if not callable(factory):
-        raise TypeError(f"register_perceptual needs a callable factory, got {type(factory).__name__}")
+        raise InputTypeError(f"register_perceptual needs a callable factory, got {type(factory).__name__}")
     if key in _REGISTRY and not overwrite:
-        raise ValueError(
+        raise InputError(
             f"perceptual network {name!r} is already registered; pass overwrite=True to replace it"
         )
     _REGISTRY[key] = factory
@@ -222,17 +221,17 @@ def get_perceptual(name_or_module: str | nn.Module | None) -> FeatureNetwork | N
             return None
         if key not in _REGISTRY:
             names = ", ".join(["none", *available_perceptual()])
-            raise ValueError(f"unknown perceptual network {name_or_module!r}; choose one of: {names}")
+            raise InputError(f"unknown perceptual network {name_or_module!r}; choose one of: {names}")
         network = _REGISTRY[key]()
         if not isinstance(network, FeatureNetwork):
-            raise TypeError(
+            raise InputTypeError(
                 f"the factory registered as {name_or_module!r} returned {type(network).__name__}, "
                 "not a FeatureNetwork"
             )
         return network
     if isinstance(name_or_module, FeatureNetwork):
         return name_or_module
-    raise TypeError(
+    raise InputTypeError(
         f"perceptual must be None, a name or a FeatureNetwork, got {type(name_or_module).__name__}; "
         "subclass brgm_pyro.perceptual.FeatureNetwork so that forward(images) returns (B, N) features"
     )

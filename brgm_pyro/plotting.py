@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from brgm_pyro import io
+from brgm_pyro.errors import InputError
 from brgm_pyro.posterior import Posterior
 
 __all__ = ["colorize", "plot_posterior", "save_uncertainty_maps", "uncertainty_maps"]
@@ -32,9 +33,9 @@ def colorize(values: torch.Tensor, vmax: float, cmap: str = STD_CMAP) -> torch.T
     if values.dim() == 3:
         values = values.mean(0)
     if values.dim() != 2:
-        raise ValueError(f"colorize takes a map (C, H, W) or (H, W), got shape {tuple(values.shape)}.")
+        raise InputError(f"colorize takes a map (C, H, W) or (H, W), got shape {tuple(values.shape)}.")
     if not vmax > 0:
-        raise ValueError(f"vmax must be positive, got {vmax!r}.")
+        raise InputError(f"vmax must be positive, got {vmax!r}.")
     scaled = (values.detach().cpu().double() / vmax).clamp(0.0, 1.0).numpy()
     rgba = matplotlib.colormaps[cmap](scaled)
     return torch.from_numpy(rgba[..., :3]).permute(2, 0, 1).float()
@@ -60,7 +61,7 @@ def uncertainty_maps(
     maps["std_vmax"] = std_vmax
     if truth is not None:
         if tuple(truth.shape) != tuple(posterior.mean.shape):
-            raise ValueError(
+            raise InputError(
                 f"The truth has shape {tuple(truth.shape)}, but the posterior's images are "
                 f"{tuple(posterior.mean.shape)}; give one clean image per input."
             )
@@ -87,7 +88,7 @@ def save_uncertainty_maps(
     Returns the paths per image."""
     out = Path(out)
     if len(names) != posterior.mean.shape[0]:
-        raise ValueError(f"Got {len(names)} names for {posterior.mean.shape[0]} images; give one name per image.")
+        raise InputError(f"Got {len(names)} names for {posterior.mean.shape[0]} images; give one name per image.")
     maps = uncertainty_maps(posterior, truth)
     scale = max(1, GRID_CELL_SIZE // max(posterior.mean.shape[-2:]))
     written = []

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brgm_pyro.errors import InputError
+
 __all__ = ["StyleGAN2Generator", "MappingNetwork", "SynthesisNetwork", "fir_filter"]
 
 LRELU_SLOPE = 0.2
@@ -208,7 +210,7 @@ class SynthesisLayer(nn.Module):
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
             x = x + noise * self.noise_strength
         elif noise_mode != "none":
-            raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}.")
+            raise InputError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}.")
         x = F.leaky_relu(x + self.bias[None, :, None, None], LRELU_SLOPE) * LRELU_GAIN
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
@@ -346,9 +348,9 @@ class StyleGAN2Generator(nn.Module):
     ) -> None:
         super().__init__()
         if not (isinstance(resolution, int) and 4 <= resolution <= 1024 and resolution & (resolution - 1) == 0):
-            raise ValueError(f"resolution must be a power of two between 4 and 1024, got {resolution!r}.")
+            raise InputError(f"resolution must be a power of two between 4 and 1024, got {resolution!r}.")
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}.")
+            raise InputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}.")
         self.config: dict[str, Any] = dict(
             resolution=resolution,
             channels=channels,

@@ -25,6 +25,8 @@ from pyro.infer.autoguide.initialization import init_to_value
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
+from brgm_pyro.errors import InputError
+
 __all__ = ["MAPSchedule", "run_map", "TERM_NAMES", "lr_factor"]
 
 # Model site -> name of the term in the paper's Eq. 9.
@@ -47,9 +49,9 @@ class MAPSchedule:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.steps, int) and self.steps >= 1):
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}.")
+            raise InputError(f"steps must be a positive integer, got {self.steps!r}.")
         if not self.lr > 0:
-            raise ValueError(f"The learning rate must be positive, got {self.lr!r}.")
+            raise InputError(f"The learning rate must be positive, got {self.lr!r}.")
 
 
 def lr_factor(step: int, schedule: MAPSchedule) -> float:

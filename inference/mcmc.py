@@ -49,6 +49,8 @@ from pyro.infer import HMC, MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 
+from brgm_pyro.errors import InputError
+
 __all__ = [
     "KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "LaplaceWhitening", "MCMCRun", "MCMCSettings", "dense_hessian",
     "initialize_at", "run_mcmc",
@@ -94,23 +96,23 @@ class MCMCSettings:
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
-            raise ValueError(f"Unknown MCMC kernel {self.kernel!r}; choose one of: {', '.join(KERNELS)}.")
+            raise InputError(f"Unknown MCMC kernel {self.kernel!r}; choose one of: {', '.join(KERNELS)}.")
         if self.precondition not in PRECONDITIONERS:
-            raise ValueError(f"Unknown precondition {self.precondition!r}; choose 'auto', 'laplace' or None.")
+            raise InputError(f"Unknown precondition {self.precondition!r}; choose 'auto', 'laplace' or None.")
         if not 0 < self.eigen_floor <= 1:
-            raise ValueError(f"eigen_floor must lie in (0, 1], got {self.eigen_floor!r}.")
+            raise InputError(f"eigen_floor must lie in (0, 1], got {self.eigen_floor!r}.")
         for name in ("num_samples", "num_chains", "max_tree_depth"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+                raise InputError(f"{name} must be a positive integer, got {value!r}.")
         if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}.")
+            raise InputError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}.")
         if not self.trajectory_length > 0:
-            raise ValueError(f"trajectory_length must be positive, got {self.trajectory_length!r}.")
+            raise InputError(f"trajectory_length must be positive, got {self.trajectory_length!r}.")
         if not 0 < self.target_accept_prob < 1:
-            raise ValueError(f"target_accept_prob must lie in (0, 1), got {self.target_accept_prob!r}.")
+            raise InputError(f"target_accept_prob must lie in (0, 1), got {self.target_accept_prob!r}.")
         if not self.init_jitter >= 0:
-            raise ValueError(f"init_jitter must be non-negative, got {self.init_jitter!r}.")
+            raise InputError(f"init_jitter must be non-negative, got {self.init_jitter!r}.")
 
 
 @dataclass
@@ -184,7 +186,7 @@ def dense_hessian(
     and falls back to ``"reverse"`` for a potential with an operation that has no forward-mode
     derivative or no batching rule."""
     if mode not in ("auto", "forward", "reverse"):
-        raise ValueError(f"Unknown Hessian mode {mode!r}; choose 'auto', 'forward' or 'reverse'.")
+        raise InputError(f"Unknown Hessian mode {mode!r}; choose 'auto', 'forward' or 'reverse'.")
     z0 = z0.detach()
     eye = torch.eye(z0.numel(), dtype=z0.dtype, device=z0.device)
     hessian = None
@@ -241,7 +243,7 @@ class LaplaceWhitening:
     ) -> None:
         latent_dim = sum(value.numel() for value in params.values())
         if latent_dim > MAX_LAPLACE_DIM:
-            raise ValueError(
+            raise InputError(
                 f"{option} needs the dense Hessian of {latent_dim} latent coordinates (at most "
                 f"{MAX_LAPLACE_DIM}); {fallback} for this generator."
             )

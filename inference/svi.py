@@ -45,6 +45,8 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
+from brgm_pyro.errors import InputError
+
 __all__ = ["GUIDES", "SVISettings", "WhitenedGuide", "choose_guide", "draw_latents", "make_guide", "run_svi"]
 
 GUIDES = ("auto", "normal", "lowrank", "laplace")
@@ -77,18 +79,18 @@ class SVISettings:
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
-            raise ValueError(f"Unknown SVI guide {self.guide!r}; choose one of: {', '.join(GUIDES)}.")
+            raise InputError(f"Unknown SVI guide {self.guide!r}; choose one of: {', '.join(GUIDES)}.")
         if self.rank is not None and not (isinstance(self.rank, int) and self.rank >= 1):
-            raise ValueError(f"rank must be a positive integer or None, got {self.rank!r}.")
+            raise InputError(f"rank must be a positive integer or None, got {self.rank!r}.")
         for name in ("steps", "num_particles"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+                raise InputError(f"{name} must be a positive integer, got {value!r}.")
         for name in ("lr", "init_scale"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")
+                raise InputError(f"{name} must be positive, got {getattr(self, name)!r}.")
         if not 0 < self.final_lr_ratio <= 1:
-            raise ValueError(f"final_lr_ratio must lie in (0, 1], got {self.final_lr_ratio!r}.")
+            raise InputError(f"final_lr_ratio must lie in (0, 1], got {self.final_lr_ratio!r}.")
 
 
 def choose_guide(
@@ -107,7 +109,7 @@ def make_guide(model: Callable, settings: SVISettings, init_values: dict[str, to
     """The normal or low-rank guide of ``settings.guide`` for ``model``, centred at ``init_values``
     (other sites: prior median)."""
     if settings.guide not in ("normal", "lowrank"):
-        raise ValueError(f"make_guide builds the 'normal' and 'lowrank' guides, not {settings.guide!r}.")
+        raise InputError(f"make_guide builds the 'normal' and 'lowrank' guides, not {settings.guide!r}.")
     init_loc_fn = init_to_value(values=init_values, fallback=init_to_median)
     if settings.guide == "normal":
         return AutoNormal(model, init_loc_fn=init_loc_fn, init_scale=float(settings.init_scale))

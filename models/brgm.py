@@ -43,6 +43,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from brgm_pyro.errors import InputError
 from brgm_pyro.stylegan2 import to_unit
 
 __all__ = ["BRGMParams", "Collapsed", "PRESETS", "preset", "model", "colinearity"]
@@ -67,9 +68,9 @@ class BRGMParams:
         for name in ("sigma_pixel", "sigma_percept"):
             value = getattr(self, name)
             if not (value > 0 and value < float("inf")):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+                raise InputError(f"{name} must be a positive finite number, got {value!r}.")
         if not (self.kappa >= 0 and self.kappa < float("inf")):
-            raise ValueError(f"kappa must be a non-negative finite number, got {self.kappa!r}.")
+            raise InputError(f"kappa must be a non-negative finite number, got {self.kappa!r}.")
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def preset(
         return BRGMParams(sigma_pixel=1e-5**-0.5 / 255.0, sigma_percept=0.01**-0.5, kappa=0.03 / 2)
     if name == "brgm-reference":
         if None in (num_ws, w_dim, num_pixels):
-            raise ValueError("The brgm-reference preset needs num_ws, w_dim and num_pixels of the problem.")
+            raise InputError("The brgm-reference preset needs num_ws, w_dim and num_pixels of the problem.")
         lam_pix, lam_perc, lam_w, lam_c = 1e-3, 1e7, 100.0, 0.1
         latent_scale = num_ws * w_dim**2 / lam_w  # = 2 / c, c the ratio of their loss to ours
         features = num_features if num_features is not None else 1
@@ -168,7 +169,7 @@ def preset(
         )
     if name == "default":
         return DEFAULT
-    raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+    raise InputError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
 
 
 DEFAULT = BRGMParams()

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear
 
+from brgm_pyro.errors import InputError, InputTypeError
+
 __all__ = ["MODELS", "available_models", "get_model", "model_name", "register_model"]
 
 MODELS: dict[str, Callable] = {
@@ -33,9 +35,9 @@ def available_models() -> list[str]:
 def register_model(name: str, model: Callable, overwrite: bool = False) -> None:
     """Make ``get_model(name)`` return ``model``, a Pyro model with the signature of ``brgm.model``."""
     if not callable(model):
-        raise TypeError(f"register_model needs a callable Pyro model, got {type(model).__name__}.")
+        raise InputTypeError(f"register_model needs a callable Pyro model, got {type(model).__name__}.")
     if name in MODELS and not overwrite:
-        raise ValueError(f"A model named {name!r} is already registered; pass overwrite=True to replace it.")
+        raise InputError(f"A model named {name!r} is already registered; pass overwrite=True to replace it.")
     MODELS[name] = model
 
 
@@ -45,10 +47,10 @@ def get_model(model: str | Callable | None) -> Callable:
         return brgm.model
     if isinstance(model, str):
         if model not in MODELS:
-            raise ValueError(f"Unknown model {model!r}; choose one of: {', '.join(MODELS)}, or pass a Pyro model.")
+            raise InputError(f"Unknown model {model!r}; choose one of: {', '.join(MODELS)}, or pass a Pyro model.")
         return MODELS[model]
     if not callable(model):
-        raise TypeError(
+        raise InputTypeError(
             f"model must be a registered name or a Pyro model (a function), got {type(model).__name__}."
         )
     return model

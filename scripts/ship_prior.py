@@ -75,7 +75,7 @@ def main() -> None:
         "kimg": info.get("kimg"),
         "train_seconds": info.get("train_seconds"),
         "hardware": args.hardware,
-        "recipe": "brgm_pyro/train.py (StyleGAN2: non-saturating logistic loss, lazy R1, "
+        "recipe": "brgm_pyro/training/recipe.py (StyleGAN2: non-saturating logistic loss, lazy R1, "
         + ("lazy path-length regularisation, " if (info.get("train_config") or {}).get("pl_weight") else "")
         + "EMA, mapping lr multiplier 0.01, style mixing 0.9)",
         "train_config": info.get("train_config"),

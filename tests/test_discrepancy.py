@@ -11,7 +11,7 @@ from torch import nn
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
 from brgm_pyro.discrepancy import check_linear, sample_reach_residual
-from brgm_pyro.posterior import sample_posterior
+from brgm_pyro.sampling import sample_posterior
 
 
 def _dense(f: fw.Operator, shape: tuple[int, ...]) -> torch.Tensor:

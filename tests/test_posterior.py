@@ -17,9 +17,10 @@ from torch import nn
 
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
-from brgm_pyro.api import prepare_problem
 from brgm_pyro.plotting import colorize, plot_posterior, save_uncertainty_maps, uncertainty_maps
-from brgm_pyro.posterior import Posterior, sample_posterior
+from brgm_pyro.posterior import Posterior
+from brgm_pyro.problem import prepare_problem
+from brgm_pyro.sampling import sample_posterior
 from brgm_pyro.stylegan2 import to_unit
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from brgm_pyro.checkpoints import load_generator
-from brgm_pyro.discriminator import Discriminator
-from brgm_pyro.train import TrainConfig, Trainer, train_prior
+from brgm_pyro.training.discriminator import Discriminator
+from brgm_pyro.training.recipe import TrainConfig, Trainer, train_prior
 
 TINY = TrainConfig(
     resolution=8, z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8,

@@ -1,6 +1,6 @@
 """StyleGAN2 discriminator ("resnet" architecture), written from the StyleGAN2 paper's description.
 
-Only the training recipe (``train.py``) uses it; reconstruction needs the generator alone.
+Only the training recipe (``recipe.py``) uses it; reconstruction needs the generator alone.
 
 * Equalised-learning-rate convolutions and dense layers: weights ``N(0, 1)`` scaled at run time by
   ``1 / sqrt(fan_in)``.

@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from brgm_pyro.checkpoints import save_generator
-from brgm_pyro.discriminator import Discriminator
+from brgm_pyro.errors import InputError
 from brgm_pyro.io import atomic_path
 from brgm_pyro.stylegan2 import StyleGAN2Generator
+from brgm_pyro.training.discriminator import Discriminator
 
 __all__ = ["TrainConfig", "Trainer", "train_prior"]
 
@@ -95,7 +96,7 @@ class Trainer:
     def __init__(self, images: torch.Tensor, config: TrainConfig, device: str | torch.device = "cpu") -> None:
         """images: (N, C, R, R) float in [0, 1], the training split."""
         if images.ndim != 4 or images.shape[1:] != (config.channels, config.resolution, config.resolution):
-            raise ValueError(
+            raise InputError(
                 f"Training images have shape {tuple(images.shape)}, but the config asks for "
                 f"(N, {config.channels}, {config.resolution}, {config.resolution}); fix one of them."
             )
@@ -246,7 +247,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = TrainConfig(**json.loads(state["config"]))
         if saved.generator_kwargs() != self.config.generator_kwargs():
-            raise ValueError(
+            raise InputError(
                 "The checkpoint was trained with another generator architecture "
                 f"({saved.generator_kwargs()}); resume with the same settings or start a new run folder."
             )
@@ -277,7 +278,7 @@ class Trainer:
             # load_state_dict below moves weights and optimiser moments to the run's device.
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-            raise ValueError(f"Cannot read the training checkpoint {path} ({err}); delete it to start over.") from None
+            raise InputError(f"Cannot read the training checkpoint {path} ({err}); delete it to start over.") from None
         self.load_state_dict(state)
 
     def export(self, path: Path, info: dict[str, Any] | None = None) -> Path:
@@ -318,7 +319,7 @@ def train_prior(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"The run folder {out_dir} is a file; give a folder path.")
+        raise InputError(f"The run folder {out_dir} is a file; give a folder path.")
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(images, config, device)
     state_path = out_dir / "training-state.pt"

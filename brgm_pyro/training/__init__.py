@@ -1,0 +1,1 @@
+"""Training the priors: the StyleGAN2 recipe (``recipe``) and its discriminator (``discriminator``)."""
