@@ -1,17 +1,24 @@
 """The `brgm` command: end-to-end runs on a tiny generator, one-line errors that write nothing, output safety."""
 
+import errno
 import json
 import math
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+import brgm_pyro
 from brgm_pyro import io
 from brgm_pyro.checkpoints import save_generator
 from brgm_pyro.cli import main
+from brgm_pyro.cli import reconstruct as cli_reconstruct
+from brgm_pyro.cli.plan import _conversion_note
 from brgm_pyro.forward import Downsample, Mask
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
@@ -284,6 +291,101 @@ def test_bad_input_is_one_error_line_and_writes_nothing(argv, expected, world, t
     assert expected in lines[0]
     assert captured.out == ""
     assert _snapshot(tmp_path) == before
+
+
+def _notes(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("brgm: note: ")]
+
+
+def test_without_generator_the_embedded_prior_is_used_and_named(tmp_path, capsys):
+    low = tmp_path / "low.png"
+    io.write_image(low, torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(low), "--task", "superres", "--steps", "1", "--out", str(out)]) == 0
+    assert _notes(capsys.readouterr().err) == [
+        "brgm: note: no --generator given: using the embedded prior fashion-mnist-32."
+    ]
+    settings = json.loads((out / "brgm.json").read_text())["settings"]
+    assert settings["generator"]["source"] == "fashion-mnist-32" and settings["generator"]["path"] is None
+    assert (settings["generator"]["resolution"], settings["corruption"]["factor"]) == (32, 4)
+    with Image.open(out / "low_reconstruction.png") as image:
+        assert image.size == (32, 32)
+
+
+@pytest.mark.parametrize("prior_channels", [1, 3])
+def test_an_input_converted_to_the_priors_channels_is_named_in_one_note(tmp_path, prior_channels, capsys):
+    generator = tmp_path / "prior.safetensors"
+    save_generator(StyleGAN2Generator(**{**TINY, "channels": prior_channels}, seed=0), generator)
+    pixels = torch.rand(4, 4, 4, generator=torch.Generator().manual_seed(0))
+    inputs = [tmp_path / "same.png", tmp_path / "other.png"]
+    io.write_image(inputs[0], pixels[:prior_channels])
+    io.write_image(inputs[1], pixels[: 4 - prior_channels])  # 3 channels for a grayscale prior, 1 for RGB
+    argv = ["reconstruct", *map(str, inputs), "--generator", str(generator), "--task", "superres"]
+    argv += ["--steps", "1"]
+
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    [note] = _notes(capsys.readouterr().err)
+    to_gray, to_rgb = "RGB input(s) converted to grayscale", "grayscale input(s) repeated to RGB"
+    conversion = to_gray if prior_channels == 1 else to_rgb
+    assert note.startswith(f"brgm: note: 1 {conversion}") and "other.png" in note and "same.png" not in note
+    images = json.loads((tmp_path / "out" / "brgm.json").read_text())["images"]
+    assert [image["input_channels"] for image in images] == [prior_channels, 4 - prior_channels]
+    assert main([*argv, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert _notes(capsys.readouterr().err) == []
+
+
+def test_the_conversion_note_names_three_inputs_and_counts_the_rest():
+    paths = [Path(f"in/{name}.png") for name in "abcdef"]
+    note = _conversion_note(paths, [3, 1, 3, 3, 3, 3], channels=1)
+    assert note.startswith("5 RGB input(s) converted to grayscale")
+    assert ": a.png, c.png, d.png and 2 more (recorded in brgm.json)" in note
+    assert _conversion_note(paths, [1] * 6, channels=1) is None
+
+
+BUGS = [ValueError("an internal shape check failed"), TypeError("unsupported operand type(s)")]
+
+
+@pytest.mark.parametrize("error", BUGS, ids=lambda err: type(err).__name__)
+@pytest.mark.parametrize(
+    "where", [(brgm_pyro, "reconstruct"), (cli_reconstruct, "w_statistics")], ids=["library", "cli"]
+)
+def test_a_plain_value_or_type_error_is_a_bug_with_its_traceback_and_exit_1(
+    error, where, tmp_path, generator, clean, capsys, monkeypatch
+):
+    """Only the project's input errors mean bad input: the same ValueError or TypeError raised by
+    a bug inside the library or the command itself shows its traceback and exits 1."""
+
+    def bug(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(*where, bug)
+    low = tmp_path / "low.png"
+    io.write_image(low, Downsample(4)(clean[:1])[0])
+    argv = ["reconstruct", str(low), "--generator", str(generator), "--task", "superres", "--steps", "1"]
+
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and f"{type(error).__name__}: {error}" in err
+    assert "brgm: error:" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("brgm: internal error: this is a bug") and "report it" in last
+    with pytest.raises(type(error), match=re.escape(str(error))):
+        main(["--traceback", *argv, "--out", str(tmp_path / "again"), "--quiet"])
+
+
+def test_a_file_the_user_cannot_write_is_bad_input(tmp_path, generator, clean, capsys, monkeypatch):
+    """PermissionError is about the user's files: one line naming the file, exit 2 (the check
+    itself cannot be provoked with chmod by a root user, so the error is raised where it arises)."""
+    out = tmp_path / "out"
+
+    def refuse(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(io, "ensure_output_dir", refuse)
+    low = tmp_path / "low.png"
+    io.write_image(low, Downsample(4)(clean[:1])[0])
+    assert _reconstruct([low], generator, out, "--task", "superres", "--steps", 1) == 2
+    assert capsys.readouterr().err == f"brgm: error: cannot access {out}: {os.strerror(errno.EACCES)}.\n"
 
 
 def test_never_overwrites_an_input_even_with_force(tmp_path, generator, clean, capsys):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import brgm_pyro
 from brgm_pyro import io
 from brgm_pyro.checkpoints import save_generator
 from brgm_pyro.cli import main
@@ -132,3 +133,38 @@ def test_earlier_outputs_are_kept_without_force(files, tmp_path, capsys):
     code = _sample(files, out, files / "a.png", "--task", "inpaint", "--mask", files / "mask.png", *QUICK)
     assert code == 2 and "a_std.png already exists" in capsys.readouterr().err
     assert (out / "a_std.png").read_bytes() == b"earlier" and len(list(out.iterdir())) == 1
+
+
+def test_without_generator_the_embedded_prior_is_used_and_a_colour_input_is_named(tmp_path, capsys):
+    colour = tmp_path / "colour.png"
+    io.write_image(colour, torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    out = tmp_path / "out"
+    nuts = ["--method", "nuts", "--num-chains", 1, "--warmup", 1, "--num-samples", 2, "--max-tree-depth", 1]
+    argv = ["sample", colour, "--task", "superres", "--steps", 1, *nuts, "--precondition", "none"]
+    argv += ["--out", out]
+    assert main(list(map(str, argv))) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("brgm: note: ")]
+    assert notes == [
+        "brgm: note: no --generator given: using the embedded prior fashion-mnist-32.",
+        "brgm: note: 1 RGB input(s) converted to grayscale (BT.601 luma) for the grayscale prior: colour.png "
+        "(recorded in brgm.json).",
+    ]
+    summary = json.loads((out / "brgm.json").read_text())
+    assert summary["settings"]["generator"]["source"] == "fashion-mnist-32" and summary["complete"] is True
+    [image] = summary["images"]
+    assert image["input_channels"] == 3 and "grayscale" in image["conversion"]
+    with Image.open(out / "colour_mean.png") as mean:
+        assert (mean.mode, mean.size) == ("L", (32, 32))
+
+
+def test_a_type_error_inside_sampling_is_a_bug_not_bad_input(files, tmp_path, capsys, monkeypatch):
+    def bug(*args, **kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+
+    monkeypatch.setattr(brgm_pyro, "sample_posterior", bug)
+    inpaint = [files / "a.png", "--task", "inpaint", "--mask", files / "mask.png"]
+    code = _sample(files, tmp_path / "out", *inpaint, *QUICK)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "TypeError: unsupported operand" in err
+    assert "brgm: error:" not in err and err.strip().splitlines()[-1].startswith("brgm: internal error:")

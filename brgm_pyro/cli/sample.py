@@ -1,0 +1,292 @@
+"""``brgm sample``: posterior samples (SVI, NUTS, HMC) and uncertainty maps, one image at a time."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import brgm_pyro as bp
+from brgm_pyro import io
+from brgm_pyro.cli.common import (
+    SUMMARY_NAME,
+    add_job_options,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
+from brgm_pyro.errors import InputError
+from brgm_pyro.forward import Mask
+from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, MCMCSettings
+from brgm_pyro.inference.svi import GUIDES, SVISettings
+from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
+from brgm_pyro.models.variants import available_models, get_model
+from brgm_pyro.plotting import save_uncertainty_maps
+from brgm_pyro.sampling import DEFAULT_MODEL, METHODS
+
+# Per input NAME, besides the MAP's files: the maps NAME_<kind>.png and NAME_posterior.nc.
+MAP_KINDS = ("mean", "std", "samples", "overview")
+# Field of SVISettings / MCMCSettings -> the argparse dest of its ``brgm sample`` option.
+SVI_OPTIONS = {
+    "guide": "guide",
+    "rank": "rank",
+    "steps": "svi_steps",
+    "lr": "svi_lr",
+    "num_particles": "num_particles",
+}
+MCMC_OPTIONS = {
+    "num_chains": "num_chains",
+    "warmup_steps": "warmup",
+    "max_tree_depth": "max_tree_depth",
+    "trajectory_length": "trajectory_length",
+    "precondition": "precondition",
+}
+
+
+def _sigma_reach(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        return nonnegative_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a non-negative finite number, got {text!r}"
+        ) from None
+
+
+_sigma_reach.__name__ = "'auto' or a non-negative finite number"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sample",
+        help="posterior samples and uncertainty maps (SVI, NUTS, HMC)",
+        description=(
+            "Posterior sampling under a BRGM model, one image at a time: the MAP (as brgm reconstruct), then "
+            "SVI or MCMC started from it. Writes, per input NAME, the MAP's files (NAME_reconstruction.png, "
+            "NAME_input.png, NAME_reconstruction_corrupted.png), NAME_mean.png (posterior mean), "
+            "NAME_std.png (per-pixel standard deviation, colour scale in brgm.json), NAME_samples.png "
+            "(grid of draws), "
+            "NAME_overview.png, NAME_error.png (|mean - truth|, with --truth) and NAME_posterior.nc (ArviZ "
+            "InferenceData, NetCDF), and one brgm.json with settings, diagnostics and per-image results."
+        ),
+    )
+    corruption, model, _ = add_job_options(parser, "MAP (the starting point)")
+    corruption.add_argument(
+        "--truth",
+        nargs="+",
+        type=Path,
+        metavar="CLEAN.png",
+        help="the clean images, one per input in the same order: adds NAME_error.png and calibration figures",
+    )
+    model.add_argument(
+        "--model",
+        choices=available_models(),
+        default=DEFAULT_MODEL,
+        help=f"model variant (default: {DEFAULT_MODEL}, the noise level inferred per image; brgm: the "
+        "paper's fixed sigma_pixel)",
+    )
+    model.add_argument(
+        "--sigma-reach",
+        type=_sigma_reach,
+        default="auto",
+        help="std of the prior's reach residual per clean pixel, added to the posterior predictive "
+        "(brgm_pyro.discrepancy): auto (the prior card's value; off if it has none), 0 to turn it off, "
+        "or a positive number (default: auto)",
+    )
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
+    sampling.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=16,
+        help="draws from the SVI guide, or kept draws per MCMC chain (default 16)",
+    )
+    sampling.add_argument("--guide", choices=GUIDES, help=f"SVI guide (default {SVISettings.guide})")
+    sampling.add_argument(
+        "--rank", type=positive_int, help=f"rank of the lowrank guide (default {SVISettings.rank})"
+    )
+    sampling.add_argument("--svi-steps", type=positive_int, help=f"SVI steps (default {SVISettings.steps})")
+    sampling.add_argument(
+        "--svi-lr", type=positive_float, help=f"SVI learning rate (default {SVISettings.lr})"
+    )
+    sampling.add_argument(
+        "--num-particles", type=positive_int, help=f"ELBO particles (default {SVISettings.num_particles})"
+    )
+    sampling.add_argument(
+        "--num-chains", type=positive_int, help=f"MCMC chains (default {MCMCSettings.num_chains})"
+    )
+    sampling.add_argument(
+        "--warmup",
+        type=nonnegative_int,
+        help=f"MCMC warm-up draws per chain (default {MCMCSettings.warmup_steps})",
+    )
+    sampling.add_argument(
+        "--max-tree-depth",
+        type=positive_int,
+        help=f"NUTS tree depth cap (default {MCMCSettings.max_tree_depth})",
+    )
+    sampling.add_argument(
+        "--trajectory-length",
+        type=positive_float,
+        help=f"HMC trajectory length (default {MCMCSettings.trajectory_length})",
+    )
+    sampling.add_argument(
+        "--precondition",
+        choices=("auto", "laplace", "none"),
+        help="MCMC in the whitened coordinates of the Hessian at the MAP (laplace), on the raw latents "
+        f"(none), or laplace up to {MAX_LAPLACE_DIM} latent coordinates (auto, the default)",
+    )
+    parser.set_defaults(run=run, batch_size=1)
+
+
+def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The SVI or MCMC settings given on the command line; options of another method are refused."""
+    mine, other = (SVI_OPTIONS, MCMC_OPTIONS) if args.method == "svi" else (MCMC_OPTIONS, SVI_OPTIONS)
+    only = {"max_tree_depth": "nuts", "trajectory_length": "hmc"}
+    for dest in other.values():
+        if getattr(args, dest) is not None:
+            raise InputError(
+                f"--{dest.replace('_', '-')} does not apply to --method {args.method}; drop it or change "
+                "--method."
+            )
+    for dest, method in only.items():
+        if getattr(args, dest) is not None and args.method != method:
+            raise InputError(
+                f"--{dest.replace('_', '-')} only applies to --method {method}; drop it or change --method."
+            )
+    options = {field: getattr(args, dest) for field, dest in mine.items() if getattr(args, dest) is not None}
+    if options.get("precondition") == "none":
+        options["precondition"] = None
+    return options
+
+
+@dataclass
+class SampleJob:
+    """Everything ``brgm sample`` checked, ready to run; nothing written yet."""
+
+    job: Job
+    truth: torch.Tensor | None
+    options: dict[str, Any]
+
+
+def plan(args: argparse.Namespace) -> SampleJob:
+    """Check every input and option of ``brgm sample``; raise on the first problem, write nothing."""
+    options = _inference_options(args)
+    if args.truth is not None and len(args.truth) != len(args.images):
+        raise InputError(
+            f"--truth names {len(args.truth)} image(s) for {len(args.images)} input(s); give one clean "
+            "image per input, in the same order."
+        )
+    kinds = dict.fromkeys(MAP_OUTPUTS + MAP_KINDS + (("error",) if args.truth is not None else ()), ".png")
+    job = plan_job(args, {**kinds, "posterior": ".nc"}, other_inputs=args.truth or ())
+    truth = None
+    if args.truth is not None:
+        G = job.generator
+        truth = io.read_images(args.truth, channels=G.channels)
+        if tuple(truth.shape[-2:]) != (G.resolution, G.resolution):
+            raise InputError(
+                f"The --truth images are {truth.shape[-1]}x{truth.shape[-2]} pixels, but the generator makes "
+                f"{G.resolution}x{G.resolution} images; give the clean images at that size."
+            )
+    job.settings["model"] = args.model
+    job.settings["sigma_reach"] = args.sigma_reach
+    job.settings["sampling"] = {"method": args.method, "num_samples": args.num_samples, "options": options}
+    job.settings["truth"] = [str(p) for p in args.truth] if args.truth is not None else None
+    return SampleJob(job=job, truth=truth, options=options)
+
+
+def _calibration(post: bp.Posterior, truth: torch.Tensor, hole: torch.Tensor | None) -> dict[str, Any]:
+    """Scores of one image's posterior against its clean image (1, C, H, W)."""
+    error = (post.mean - truth).abs()
+    scores: dict[str, Any] = {
+        "psnr_mean": float(psnr(post.mean, truth)[0]),
+        "psnr_map": float(psnr(post.map.image, truth)[0]),
+    }
+    if post.num_samples >= 2:
+        scores["coverage"] = {str(k): v for k, v in interval_coverage(post.samples, truth).items()}
+        try:
+            scores["spearman_std_error"] = spearman_std_error(post.std, error)
+        except InputError:  # undefined where the std or the error map is constant
+            scores["spearman_std_error"] = None
+    if hole is not None:
+        scores["std_ratio_hole_observed"] = float(
+            post.std[hole].mean() / post.std[~hole].mean().clamp_min(1e-12)
+        )
+    return scores
+
+
+def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
+    """Sample each image's posterior, writing its files and the updated brgm.json as it finishes."""
+    job = sample.job
+    io.ensure_output_dir(job.out)
+    summary = SummaryFile(job.out, "sample", job.settings)
+    settings = job.settings
+    G = job.generator
+    clean_shape = (1, G.channels, G.resolution, G.resolution)
+    hole = None
+    if isinstance(job.forward, Mask):
+        hole = job.forward.observed(clean_shape, device="cpu").expand(clean_shape) == 0
+    progress = tqdm(total=len(job.paths), desc="images", unit="img", disable=quiet or len(job.paths) == 1)
+    for index, name in enumerate(job.names):
+        image_started = time.perf_counter()
+        y = job.y[index : index + 1]
+        common = dict(params=job.params, perceptual=job.perceptual, seed=settings["seed"], progress=not quiet)
+        rec = bp.reconstruct(
+            y, job.forward, G, schedule=job.schedule, model=get_model(settings["model"]), **common
+        )
+        post = bp.sample_posterior(
+            y,
+            job.forward,
+            G,
+            method=settings["sampling"]["method"],
+            num_samples=settings["sampling"]["num_samples"],
+            model=settings["model"],
+            map_result=rec,
+            sigma_reach=settings["sigma_reach"],
+            **common,
+            **sample.options,
+        )
+        truth = sample.truth[index : index + 1] if sample.truth is not None else None
+        files = job.outputs[index]
+        write_map_files(files, rec, 0)
+        maps = save_uncertainty_maps(post, job.out, [name], truth=truth)[0]
+        post.save_netcdf(files["posterior"])
+        written = {**{kind: files[kind] for kind in MAP_OUTPUTS}, **maps, "posterior": files["posterior"]}
+        entry = {
+            **job.input_record(index),
+            "outputs": {kind: path.name for kind, path in written.items()},
+            "wall_time_s": time.perf_counter() - image_started,
+            "std_png_vmax": float(post.std.max()),
+            "map": {
+                "final_losses": {term: float(values[-1, 0]) for term, values in rec.losses.items()},
+                "data_consistency": {k: float(v[0]) for k, v in rec.data_consistency.items()},
+            },
+            "posterior": post.summary()["images"][0],
+            "diagnostics": post.diagnostics,
+        }
+        if truth is not None:
+            entry["truth"] = settings["truth"][index]
+            entry["calibration"] = _calibration(post, truth, hole)
+        summary.add([entry])
+        progress.update(1)
+    progress.close()
+    return summary.finish()
+
+
+def run(args: argparse.Namespace) -> int:
+    sample = plan(args)
+    sample.job.show_notes(args.quiet)
+    run_job(sample, args.quiet)
+    print(
+        f"brgm: wrote posterior samples and uncertainty maps of {len(sample.job.paths)} image(s) and "
+        f"{SUMMARY_NAME} to {sample.job.out}"
+    )
+    return 0
