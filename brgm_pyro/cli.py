@@ -897,8 +897,7 @@ def add_info_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from brgm_pyro.checkpoints import registered_priors
-    from brgm_pyro.importers import sniff_format
+    from brgm_pyro.checkpoints import registered_priors, sniff_format
 
     G = load_generator(args.checkpoint)
     path = registered_priors().get(args.checkpoint, Path(args.checkpoint))
