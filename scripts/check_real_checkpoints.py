@@ -119,52 +119,34 @@ def _nvidia_snapshot(
 def _child_nvidia(kind: str, out: Path) -> None:
     from dnnlib import EasyDict
 
+    def generator(class_name: str, **settings: Any) -> EasyDict:
+        """Generator kwargs as train.py builds them (class name, latent sizes, mapping depth, settings)."""
+        return EasyDict(
+            class_name=class_name, z_dim=64, w_dim=64, mapping_kwargs=EasyDict(num_layers=2), **settings
+        )
+
     if kind == "stylegan2_ada_pytorch":
         # train.py's layout: synthesis settings nested under synthesis_kwargs; --fp32 (no fp16, no clamp).
-        generator = EasyDict(
-            class_name="training.networks.Generator",
-            z_dim=64,
-            w_dim=64,
-            mapping_kwargs=EasyDict(num_layers=2),
-            synthesis_kwargs=EasyDict(channel_base=2048, channel_max=128, num_fp16_res=0, conv_clamp=None),
-        )
-        _nvidia_snapshot(out, "stylegan2-ada-pytorch", "ada", generator, channels=1)
+        synthesis = EasyDict(channel_base=2048, channel_max=128, num_fp16_res=0, conv_clamp=None)
+        kwargs = generator("training.networks.Generator", synthesis_kwargs=synthesis)
+        _nvidia_snapshot(out, "stylegan2-ada-pytorch", "ada", kwargs, channels=1)
         return
     # stylegan3's train.py with --cfg=stylegan2: settings at the top level, fp16 on 4 resolutions, clamp 256.
+    settings = dict(
+        channel_base=2048, channel_max=128, fused_modconv_default="inference_only", num_fp16_res=4
+    )
     for architecture in ("skip", "orig", "resnet"):
-        generator = EasyDict(
-            class_name="training.networks_stylegan2.Generator",
-            z_dim=64,
-            w_dim=64,
-            mapping_kwargs=EasyDict(num_layers=2),
-            channel_base=2048,
-            channel_max=128,
-            fused_modconv_default="inference_only",
-            num_fp16_res=4,
-            conv_clamp=256,
-        )
+        kwargs = generator("training.networks_stylegan2.Generator", **settings, conv_clamp=256)
         if architecture != "skip":
-            generator.architecture = architecture
-        _nvidia_snapshot(
-            out,
-            f"stylegan3-stylegan2-{architecture}",
-            "stylegan3",
-            generator,
-            channels=3,
-            supported=architecture == "skip",
-        )
+            kwargs.architecture = architecture
+        name = f"stylegan3-stylegan2-{architecture}"
+        _nvidia_snapshot(out, name, "stylegan3", kwargs, channels=3, supported=architecture == "skip")
     # --cfg=stylegan3-t
-    generator = EasyDict(
-        class_name="training.networks_stylegan3.Generator",
-        z_dim=64,
-        w_dim=64,
-        mapping_kwargs=EasyDict(num_layers=2),
-        channel_base=1024,
-        channel_max=64,
-        magnitude_ema_beta=0.999,
+    kwargs = generator(
+        "training.networks_stylegan3.Generator", channel_base=1024, channel_max=64, magnitude_ema_beta=0.999
     )
     _nvidia_snapshot(
-        out, "stylegan3-stylegan3-t", "stylegan3", generator, channels=3, stylegan3=True, supported=False
+        out, "stylegan3-stylegan3-t", "stylegan3", kwargs, channels=3, stylegan3=True, supported=False
     )
 
 
@@ -184,34 +166,18 @@ def _child_rosinality(out: Path) -> None:
     d_optim = torch.optim.Adam(
         discriminator.parameters(), lr=0.002 * d_reg_ratio, betas=(0**d_reg_ratio, 0.99**d_reg_ratio)
     )
-    args = argparse.Namespace(
-        path="lmdb",
-        arch="stylegan2",
-        iter=800000,
-        batch=16,
-        n_sample=64,
-        size=size,
-        r1=10,
-        path_regularize=2,
-        path_batch_shrink=2,
-        d_reg_every=16,
-        g_reg_every=4,
-        mixing=0.9,
-        ckpt=None,
-        lr=0.002,
-        channel_multiplier=channel_multiplier,
-        wandb=False,
-        local_rank=0,
-        augment=False,
-        augment_p=0,
-        ada_target=0.6,
-        ada_length=500000,
-        ada_every=256,
-        latent=style_dim,
-        n_mlp=n_mlp,
-        start_iter=0,
-        distributed=False,
+    # train.py's parsed command line (its defaults), then the attributes it sets itself
+    options = dict(
+        path="lmdb", arch="stylegan2", iter=800000, batch=16, n_sample=64, r1=10, path_regularize=2
     )
+    options.update(
+        path_batch_shrink=2, d_reg_every=16, g_reg_every=4, mixing=0.9, ckpt=None, lr=0.002, wandb=False
+    )
+    options.update(local_rank=0, augment=False, augment_p=0, ada_target=0.6, ada_length=500000, ada_every=256)
+    options.update(
+        size=size, channel_multiplier=channel_multiplier, latent=style_dim, n_mlp=n_mlp, start_iter=0
+    )
+    args = argparse.Namespace(**options, distributed=False)
     # train.py's checkpoint, key for key
     torch.save(
         {

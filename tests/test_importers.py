@@ -1,6 +1,6 @@
 """Tests of the foreign checkpoint readers (brgm_pyro.checkpoints): the files their publishers' code writes load to the same generator, anything else is refused by name, and nothing in a file runs.
 
-The files are written by ``foreign_checkpoints.py`` in the exact structure of the real writers
+The files are written by ``foreign_files`` (this folder) in the exact structure of the real writers
 (``scripts/check_real_checkpoints.py`` compares that structure, and the loaded networks, with files
 written by the real code). Because the writers invert the readers' renaming, the round trips
 alone would only prove self-consistency; the tests marked "hand-computed" check single layers
@@ -48,22 +48,52 @@ def assert_nothing_ran(sentinel: Path) -> None:
     assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
 
 
-# ----------------------------------------------------------------------------- NVIDIA PyTorch pickles
+# ----------------------------------------------------------------------------- both pickle formats
 
 
-@pytest.mark.parametrize("layout", ["stylegan2-ada-pytorch", "stylegan3"])
-@pytest.mark.parametrize("channels, conv_clamp", [(3, None), (1, None), (3, 256)])
-def test_nvidia_pickle_round_trip(tmp_path, layout, channels, conv_clamp):
+PICKLES = {
+    "stylegan2-ada-pytorch": (lambda G, path, sentinel: write_nvidia_pickle(G, path, sentinel), "nvidia-pkl"),
+    "stylegan3": (
+        lambda G, path, sentinel: write_nvidia_pickle(G, path, sentinel, layout="stylegan3"),
+        "nvidia-pkl",
+    ),
+    "tf-stylegan2": (lambda G, path, sentinel: write_tf_pickle(G, path, sentinel), "tf-pkl"),
+    "tf-stylegan2-ada": (
+        lambda G, path, sentinel: write_tf_pickle(G, path, sentinel, release="stylegan2-ada"),
+        "tf-pkl",
+    ),
+}
+RECOGNISED = {
+    "stylegan2-ada-pytorch": "NVIDIA stylegan2-ada-pytorch pickle",
+    "stylegan3": "NVIDIA stylegan3 pickle (networks_stylegan2.py)",
+    "tf-stylegan2": "NVIDIA TensorFlow stylegan2 pickle",
+    "tf-stylegan2-ada": "NVIDIA TensorFlow stylegan2-ada pickle",
+}
+CASES = [(writer, channels, None) for writer in PICKLES for channels in (1, 3)]
+CASES += [(writer, 3, 256) for writer in PICKLES if writer != "tf-stylegan2"]  # TF StyleGAN2 has no clamp
+
+
+@pytest.mark.parametrize("writer, channels, conv_clamp", CASES)
+def test_pickle_round_trip(tmp_path, writer, channels, conv_clamp):
     G = random_generator(channels, conv_clamp)
     sentinel = tmp_path / "module_src_ran"
-    path = write_nvidia_pickle(G, tmp_path / "network-snapshot-000100.pkl", sentinel, layout=layout)
-    assert sniff_format(path) == "nvidia-pkl"
+    write, fmt = PICKLES[writer]
+    path = write(G, tmp_path / "network-snapshot-000100.pkl", sentinel)
+    assert sniff_format(path) == fmt
     H = load_foreign(path)
     assert_nothing_ran(sentinel)
-    assert H.source_format == "nvidia-pkl"
+    assert H.source_format == fmt
     assert H.config["conv_clamp"] == conv_clamp
     assert torch.equal(H.mapping.w_avg, G.mapping.w_avg)  # the file's running average is kept
-    assert_same_generator(G, H)  # G_ema, not the training copy G stored next to it
+    assert_same_generator(G, H)  # G_ema / Gs, not the training copy G stored next to it
+    shape = "channel_base 256, channel_max 32, 2 mapping layers, w_dim 16"
+    clamp = ", conv_clamp 256" if conv_clamp else ""
+    plural = "s" if channels > 1 else ""
+    expected = f"{RECOGNISED[writer]}, StyleGAN2 generator, 16 px, {channels} channel{plural}, {shape}{clamp}"
+    assert H.info["recognised"] == expected
+
+
+# ----------------------------------------------------------------------------- NVIDIA PyTorch pickles
 
 
 def test_nvidia_records_the_bare_class_name_and_still_loads(tmp_path):
@@ -76,25 +106,6 @@ def test_nvidia_records_the_bare_class_name_and_still_loads(tmp_path):
         )  # SHORT_BINUNICODE "Generator", not "training.networks.Generator"
     assert pickle_globals(path) == NVIDIA_GLOBALS
     assert_same_generator(G, load_generator(path))
-
-
-@pytest.mark.parametrize(
-    "layout, expected",
-    [
-        (
-            "stylegan2-ada-pytorch",
-            "NVIDIA stylegan2-ada-pytorch pickle, StyleGAN2 generator, 16 px, 1 channel, ",
-        ),
-        (
-            "stylegan3",
-            "NVIDIA stylegan3 pickle (networks_stylegan2.py), StyleGAN2 generator, 16 px, 1 channel, ",
-        ),
-    ],
-)
-def test_nvidia_pickle_says_what_it_recognised(tmp_path, layout, expected):
-    path = write_nvidia_pickle(random_generator(1), tmp_path / "g.pkl", tmp_path / "ran", layout=layout)
-    recognised = load_generator(path).info["recognised"]
-    assert recognised == expected + "channel_base 256, channel_max 32, 2 mapping layers, w_dim 16"
 
 
 # These are the markers of the recorded module source that identification reads (as text).
@@ -369,23 +380,6 @@ def test_rosinality_single_layers_hand_computed(tmp_path):
 # ----------------------------------------------------------------------------- TensorFlow pickles
 
 
-@pytest.mark.parametrize(
-    "release, channels, conv_clamp",
-    [("stylegan2", 3, None), ("stylegan2", 1, None), ("stylegan2-ada", 3, 256), ("stylegan2-ada", 1, None)],
-)
-def test_tf_pickle_round_trip(tmp_path, release, channels, conv_clamp):
-    G = random_generator(channels, conv_clamp)
-    sentinel = tmp_path / "build_module_src_ran"
-    path = write_tf_pickle(G, tmp_path / "stylegan2-tiny-config-f.pkl", sentinel, release=release)
-    assert sniff_format(path) == "tf-pkl"
-    H = load_foreign(path)
-    assert_nothing_ran(sentinel)
-    assert H.source_format == "tf-pkl"
-    assert H.info["recognised"].startswith(f"NVIDIA TensorFlow {release} pickle, StyleGAN2 generator, 16 px")
-    assert torch.equal(H.mapping.w_avg, G.mapping.w_avg)
-    assert_same_generator(G, H)  # Gs, not the G stored first
-
-
 def test_tf_pickle_has_the_globals_of_numpy_1_files(tmp_path):
     path = write_tf_pickle(random_generator(), tmp_path / "g.pkl", tmp_path / "ran")
     assert pickle_globals(path) == [
@@ -516,17 +510,8 @@ def test_a_tf_pickle_that_is_not_the_three_networks_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_ffhq_config_f_synthesises_1024_px():
-    G = StyleGAN2Generator(
-        resolution=1024,
-        channels=3,
-        z_dim=512,
-        w_dim=512,
-        mapping_layers=8,
-        channel_base=32768,
-        channel_max=512,
-        seed=0,
-        compute_stats=False,
-    )
+    config_f = dict(z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768, channel_max=512)
+    G = StyleGAN2Generator(resolution=1024, channels=3, **config_f, seed=0, compute_stats=False)
     assert G.num_ws == 18
     ws = torch.randn(1, G.num_ws, 512, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -80,33 +80,9 @@ def write_rosinality(
     else:
         g = to_rosinality(perturbed(G))
         d = {"convs.0.0.weight": torch.randn(8, 3, 1, 1), "final_linear.1.bias": torch.zeros(1)}
+        # train.py's command line (a Namespace of plain values); a few of its options suffice here
         args = argparse.Namespace(
-            path="lmdb",
-            arch="stylegan2",
-            iter=800000,
-            batch=16,
-            n_sample=64,
-            size=G.resolution,
-            r1=10,
-            path_regularize=2,
-            path_batch_shrink=2,
-            d_reg_every=16,
-            g_reg_every=4,
-            mixing=0.9,
-            ckpt=None,
-            lr=0.002,
-            channel_multiplier=2,
-            wandb=False,
-            local_rank=0,
-            augment=False,
-            augment_p=0,
-            ada_target=0.6,
-            ada_length=500000,
-            ada_every=256,
-            latent=G.w_dim,
-            n_mlp=G.config["mapping_layers"],
-            start_iter=0,
-            distributed=False,
+            size=G.resolution, latent=G.w_dim, n_mlp=G.config["mapping_layers"], ckpt=None
         )
         ckpt = {
             "g": g,
