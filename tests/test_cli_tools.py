@@ -12,7 +12,10 @@ def test_convert_nvidia_pickle_and_info(tmp_path, capsys):
     pkl = write_nvidia_pickle(G, tmp_path / "network.pkl", tmp_path / "sentinel")
     out = tmp_path / "converted" / "prior.safetensors"
     assert main(["convert", str(pkl), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "recognised NVIDIA" in printed and "StyleGAN2 generator" in printed
     H = load_generator(out)
+    assert H.info["recognised"] in printed
     ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(G.synthesis(ws), H.synthesis(ws), atol=1e-5)
     assert H.info["source_format"] == "nvidia-pkl"

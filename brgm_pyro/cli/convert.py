@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.output} exists; pass --force to replace it.")
     G = load_generator(args.input)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    info = {"converted_from": str(args.input), "source_format": getattr(G, "source_format", None)}
+    info = {**(getattr(G, "info", None) or {}), "converted_from": str(args.input),
+            "source_format": getattr(G, "source_format", None)}
+    print(f"brgm convert: recognised {info.get('recognised') or info['source_format']}")
     save_generator(G, args.output, info=info)
     print(f"brgm convert: wrote {args.output} ({G.resolution} px, {G.channels} channel(s), {G.num_ws} ws)")
     return 0

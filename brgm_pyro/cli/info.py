@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brgm_pyro.checkpoints import load_generator, registered_priors
+from brgm_pyro.checkpoints import load_generator, registered_priors, sniff_format
 from brgm_pyro.stylegan2 import describe
 
 
@@ -21,14 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brgm_pyro.importers import sniff_format
-
     G = load_generator(args.checkpoint)
     path = registered_priors().get(args.checkpoint, Path(args.checkpoint))
     summary = describe(G)
     summary["source_format"] = getattr(G, "source_format", None) or (
         sniff_format(path) if Path(path).exists() else "download"
     )
+    recognised = (getattr(G, "info", None) or {}).get("recognised")
+    if recognised:
+        summary["recognised"] = recognised
     width = max(len(k) for k in summary)
     for key, value in summary.items():
         print(f"{key:<{width}}  {value}")
