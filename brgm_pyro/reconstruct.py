@@ -111,20 +111,13 @@ def reconstruct(
 
 
 def map_reconstruction(
-    problem: Problem,
-    schedule: MAPSchedule | None = None,
-    model: Callable | None = None,
-    seed: int = 0,
+    problem: Problem, schedule: MAPSchedule | None = None, model: Callable | None = None, seed: int = 0,
     progress: bool = True,
 ) -> ReconstructionResult:
-    """The MAP w of a prepared problem, from w = w_avg, and its images G(w) and f(G(w)).
+    """The MAP w of a prepared problem (``prepare_problem``), from w = w_avg, with G(w) and f(G(w)).
 
-    Args:
-        problem: from :func:`~brgm_pyro.problem.prepare_problem`.
-        schedule: the Adam schedule; None: the prior card's (``MAPSchedule()`` without a card).
-        model: a Pyro model with the signature of ``brgm.model`` (None: ``brgm.model``).
-        seed: seed of Pyro and torch for this run.
-        progress: show a progress bar.
+    ``schedule`` None takes the prior card's (``MAPSchedule()`` without a card); ``model``, ``seed``
+    and ``progress`` are those of :func:`reconstruct`.
     """
     schedule = schedule or problem.card.schedule
     model = model or brgm.model

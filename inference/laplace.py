@@ -1,4 +1,4 @@
-"""The Laplace whitening that SVI and MCMC share: an affine NeuTra reparametrisation from the Hessian at the MAP.
+"""The Laplace whitening SVI and MCMC share: an affine NeuTra reparametrisation from the Hessian at the MAP.
 
 Both drivers work on the potential ``U(z) = -log p(z, y)`` of the model's latents in their
 unconstrained space, z the concatenation of every latent site (``initialize_at``: Pyro's
@@ -43,8 +43,8 @@ from pyro.infer.mcmc.util import initialize_model
 from brgm_pyro.errors import InputError
 
 __all__ = [
-    "EIGEN_FLOOR", "MAX_LAPLACE_DIM", "LaplaceWhitening", "dense_hessian", "fits_dense_hessian", "initialize_at",
-    "latent_dim",
+    "EIGEN_FLOOR", "MAX_LAPLACE_DIM", "LaplaceWhitening", "dense_hessian", "fits_dense_hessian",
+    "initialize_at", "latent_dim",
 ]
 
 MAX_LAPLACE_DIM = 4096

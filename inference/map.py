@@ -66,7 +66,7 @@ def lr_factor(step: int, schedule: MAPSchedule) -> float:
 
 
 def _is_term(name: str, site: dict) -> bool:
-    """A sample site with a density of the model's joint (subsample indices and deterministic sites have none)."""
+    """A sample site with a density in the model's joint (subsample and deterministic sites have none)."""
     return not site_is_subsample(site) and not site["infer"].get("_deterministic")
 
 
