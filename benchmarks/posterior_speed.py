@@ -21,7 +21,7 @@ import statistics
 import time
 
 import torch
-from brgm_pyro.inference.mcmc import dense_hessian, initialize_at
+from brgm_pyro.inference.laplace import dense_hessian, initialize_at
 from brgm_pyro.models.variants import get_model
 
 import brgm_pyro as bp

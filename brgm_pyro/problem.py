@@ -2,8 +2,8 @@
 
 The first step of the data path (inputs -> model -> inference driver -> result): everything that is
 not the model's story happens here once, before any inference: input checks, moving to G's
-device, the observation mask of f, phi(y) computed once, and the model's parameters resolved from
-a preset or the prior's card.
+device, the observation mask of f, phi(y) computed once, the prior's card read
+(``brgm_pyro.card``), and the model's parameters resolved from a preset or that card.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from brgm_pyro.card import PriorCard
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.models import brgm
 from brgm_pyro.perceptual import get_perceptual
@@ -56,7 +57,18 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
 
 @dataclass
 class Problem:
-    """A reconstruction problem ready for the model: y, f, G and phi on one device."""
+    """A reconstruction problem ready for the model: y, f, G and phi on one device.
+
+    Attributes:
+        y: the corrupted images, (B, C, h, w) in [0, 1].
+        forward: the corruption f.
+        generator: G.
+        params: the model's known parameters (sigma_pixel, sigma_percept, kappa).
+        observed: f's observation mask (1 = observed), broadcastable to y.
+        perceptual: the feature network phi, or None (no perceptual likelihood).
+        y_features: phi(y), (B, N), or None.
+        card: G's card, the drivers' defaults (schedule, sigma_reach).
+    """
 
     y: torch.Tensor
     forward: nn.Module
@@ -65,8 +77,10 @@ class Problem:
     observed: torch.Tensor
     perceptual: nn.Module | None
     y_features: torch.Tensor | None
+    card: PriorCard
 
     def model_kwargs(self) -> dict[str, Any]:
+        """The arguments of ``brgm.model`` (and of every model with its signature) for this problem."""
         return dict(
             y=self.y,
             forward=self.forward,
@@ -78,21 +92,15 @@ class Problem:
         )
 
 
-def _default_perceptual(generator: nn.Module) -> str | None:
-    card = getattr(generator, "card", None) or {}
-    return card.get("perceptual")
-
-
 def _resolve_params(
-    params: brgm.BRGMParams | str | None, generator: nn.Module, y: torch.Tensor, y_features: torch.Tensor | None
+    params: brgm.BRGMParams | str | None, card: PriorCard, generator: nn.Module, y: torch.Tensor,
+    y_features: torch.Tensor | None,
 ) -> brgm.BRGMParams:
     if isinstance(params, brgm.BRGMParams):
         return params
     name = params or "default"
-    if name == "default":
-        card_params = (getattr(generator, "card", None) or {}).get("params")
-        if card_params:
-            return brgm.BRGMParams(**card_params)
+    if name == "default" and card.params is not None:
+        return card.params
     num_features = y_features.shape[-1] if y_features is not None else None
     return brgm.preset(name, generator.num_ws, generator.w_dim, y[0].numel(), num_features)
 
@@ -122,11 +130,12 @@ def prepare_problem(
         )
     y = y.to(device)
     forward = forward.to(device)
-    phi = get_perceptual(_default_perceptual(generator) if perceptual == "auto" else perceptual)
+    card = PriorCard.of(generator)
+    phi = get_perceptual(card.perceptual if perceptual == "auto" else perceptual)
     if phi is not None:
         phi = phi.to(device)
     observed = forward.observed(clean_shape, device=device, dtype=y.dtype)
     with torch.no_grad():
         y_features = phi(y) if phi is not None else None
-    resolved = _resolve_params(params, generator, y, y_features)
-    return Problem(y, forward, generator, resolved, observed, phi, y_features)
+    resolved = _resolve_params(params, card, generator, y, y_features)
+    return Problem(y, forward, generator, resolved, observed, phi, y_features, card)

@@ -1,12 +1,16 @@
 """MAP reconstruction, ``reconstruct``, and its result, ``ReconstructionResult`` (the paper's Eq. 8-9).
 
     rec = reconstruct(y, f, G)      rec.image (B, C, H, W) in [0, 1], rec.w, rec.losses, rec.data_consistency
+
+``reconstruct`` prepares the problem (``brgm_pyro.problem``) and hands it to
+``map_reconstruction``, the MAP step that ``sample_posterior`` also starts from: the model's
+negative log joint minimised over w by ``brgm_pyro.inference.map.run_map``, then G(w) and f(G(w)).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyro
@@ -15,10 +19,11 @@ from torch import nn
 
 from brgm_pyro.inference.map import MAPSchedule, run_map
 from brgm_pyro.models import brgm
-from brgm_pyro.problem import frozen, prepare_problem
+from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.stylegan2 import to_unit
 
-__all__ = ["ReconstructionResult", "data_consistency", "reconstruct"]
+__all__ = ["ReconstructionResult", "data_consistency", "map_reconstruction", "reconstruct"]
+
 
 @dataclass
 class ReconstructionResult:
@@ -99,10 +104,22 @@ def reconstruct(
         progress: show a progress bar.
     """
     problem = prepare_problem(y, f, G, params, perceptual)
-    schedule = schedule or MAPSchedule(**(getattr(G, "card", None) or {}).get("schedule", {}))
     overrides = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
     if overrides:
-        schedule = MAPSchedule(**{**asdict(schedule), **overrides})
+        schedule = replace(schedule or problem.card.schedule, **overrides)
+    return map_reconstruction(problem, schedule, model, seed, progress)
+
+
+def map_reconstruction(
+    problem: Problem, schedule: MAPSchedule | None = None, model: Callable | None = None, seed: int = 0,
+    progress: bool = True,
+) -> ReconstructionResult:
+    """The MAP w of a prepared problem (``prepare_problem``), from w = w_avg, with G(w) and f(G(w)).
+
+    ``schedule`` None takes the prior card's (``MAPSchedule()`` without a card); ``model``, ``seed``
+    and ``progress`` are those of :func:`reconstruct`.
+    """
+    schedule = schedule or problem.card.schedule
     model = model or brgm.model
     # A model that integrates latents out (``model.collapsed``; learned-noise: sigma_pixel) is
     # maximised over w alone: the mode of p(w | y). The joint mode with a latent noise level is
@@ -110,9 +127,9 @@ def reconstruct(
     collapsed = getattr(model, "collapsed", None)
     if collapsed is not None:
         model = collapsed.model
+    G = problem.generator
     pyro.set_rng_seed(seed)
-    batch = problem.y.shape[0]
-    init_w = G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()
+    init_w = G.w_avg.expand(problem.y.shape[0], G.num_ws, G.w_dim).clone()
     with frozen(G):
         w, losses = run_map(model, (), problem.model_kwargs(), init_w, schedule, progress=progress)
         with torch.no_grad():

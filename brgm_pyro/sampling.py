@@ -25,19 +25,17 @@ benchmark do).
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, fields, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer import Predictive
-from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from brgm_pyro.discrepancy import check_linear, sample_reach_residual
@@ -46,72 +44,105 @@ from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, choose_guide, draw_latents, run_svi
 from brgm_pyro.models.brgm import BRGMParams, Collapsed
-from brgm_pyro.models.variants import get_model, model_name
+from brgm_pyro.models.variants import check_model, get_model, model_name
 from brgm_pyro.posterior import Posterior
-from brgm_pyro.problem import frozen, prepare_problem
-from brgm_pyro.reconstruct import ReconstructionResult, reconstruct
+from brgm_pyro.problem import Problem, frozen, prepare_problem
+from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
 
-__all__ = ["DEFAULT_MODEL", "METHODS", "check_model", "sample_posterior"]
+__all__ = ["DEFAULT_MODEL", "METHODS", "sample_posterior"]
 
 METHODS = ("svi", "nuts", "hmc")
 DEFAULT_MODEL = "learned-noise"
 """The model ``sample_posterior`` and ``brgm sample`` use unless told otherwise (see ``sample_posterior``)."""
-MODEL_ARGUMENTS = "(y, forward, generator, params, observed, perceptual, y_features)"
 
 
+def sample_posterior(
+    y: torch.Tensor,
+    f: nn.Module,
+    G: nn.Module,
+    method: str = "svi",
+    num_samples: int = 16,
+    *,
+    model: str | Callable | None = DEFAULT_MODEL,
+    params: BRGMParams | str | None = None,
+    perceptual: str | nn.Module | None = "auto",
+    map_result: ReconstructionResult | None = None,
+    map_schedule: MAPSchedule | None = None,
+    settings: SVISettings | MCMCSettings | None = None,
+    sigma_reach: float | str | None = "auto",
+    chunk_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    **options: Any,
+) -> Posterior:
+    """Posterior draws of the clean images behind the corrupted images y (B, C, h, w) in [0, 1].
 
-def check_model(model: Callable, model_kwargs: dict[str, Any]) -> dict[str, torch.Size]:
-    """Check that ``model`` can stand in for ``brgm.model`` on this problem; return its latent sites' shapes.
+    The data flow one way: the settings resolved, the problem prepared (``brgm_pyro.problem``:
+    checks, phi(y), the prior's card), the MAP (``reconstruct.map_reconstruction``) unless
+    ``map_result`` is given, SVI or MCMC started from it (``brgm_pyro.inference``), the images G(w)
+    of the draws (``pyro.infer.Predictive``), the reach residual added, and the ``Posterior``.
 
-    It must take the arguments of ``brgm.model``, have a continuous latent site "w" of shape
-    (B, num_ws, w_dim) and record the clean images at a deterministic site "image" (B, C, H, W).
+    Args:
+        y, f, G, params, perceptual: as for :func:`brgm_pyro.reconstruct`.
+        method: "svi" (a Gaussian guide fitted by SVI, :mod:`brgm_pyro.inference.svi`), "nuts" or
+            "hmc" (:mod:`brgm_pyro.inference.mcmc`).
+        num_samples: draws from the fitted guide (SVI), or kept draws per chain (MCMC, which
+            returns ``num_chains * num_samples`` draws, as Pyro's MCMC does).
+        model: a registered model name ("brgm", "learned-noise", "heavy-tail", "no-colinear") or a
+            Pyro model with the signature of ``brgm.model`` (None: ``brgm.model``). The default,
+            "learned-noise", infers sigma_pixel per image, so the noise level also takes up the
+            prior's misfit to y; with the reach term this is what makes the credible intervals
+            calibrated on real images (README, *Calibration*). "brgm" is the paper's model with the
+            fixed sigma_pixel, which gives intervals that are too narrow on real images.
+        map_result: a MAP reconstruction of this y to start from (skips the MAP).
+        map_schedule: the MAP's Adam schedule (default: the prior card's, else ``MAPSchedule()``).
+        settings: :class:`~brgm_pyro.inference.svi.SVISettings` or
+            :class:`~brgm_pyro.inference.mcmc.MCMCSettings`; ``options`` override single fields,
+            e.g. ``guide="normal"``, ``rank=32``, ``steps=1000`` (SVI) or ``num_chains=4``,
+            ``warmup_steps=200``, ``max_tree_depth=8`` (MCMC).
+        sigma_reach: std of the prior's reach residual per clean pixel (``brgm_pyro.discrepancy``):
+            "auto" takes the prior card's ``sigma_reach`` (off for priors without one), None or 0
+            turns the term off, a positive number sets it. Needs a linear f.
+        chunk_size: draws per Predictive call when computing the images.
+        seed: seed of Pyro and torch for this run.
+        progress: show progress bars.
     """
-    name = model_name(model)
-    try:
-        inspect.signature(model).bind(**model_kwargs)
-    except TypeError as err:
-        raise InputTypeError(
-            f"The model {name} must take the arguments of brgm.model {MODEL_ARGUMENTS}, but {err}; "
-            "give it that signature."
-        ) from None
-    try:
-        with torch.no_grad(), poutine.block():
-            trace = poutine.trace(model).get_trace(**model_kwargs)
-    except Exception as err:
-        first_line = (str(err).splitlines() or [""])[0]
-        raise InputError(
-            f"The model {name} fails on this problem ({type(err).__name__}: {first_line}); "
-            "check it against brgm.model."
-        ) from err
-    y, G = model_kwargs["y"], model_kwargs["generator"]
-    latents = {
-        site: node["value"].shape
-        for site, node in trace.nodes.items()
-        if node["type"] == "sample" and not node["is_observed"] and not site_is_subsample(node)
-    }
-    expected = torch.Size((y.shape[0], G.num_ws, G.w_dim))
-    if latents.get("w") != expected:
-        found = f"shape {tuple(latents['w'])}" if "w" in latents else "no such site"
-        raise InputError(
-            f"The model {name} needs a latent site 'w' of shape {tuple(expected)} (images, num_ws, w_dim), "
-            f"found {found}; sample w as brgm.model does."
-        )
-    image = trace.nodes.get("image")
-    clean_shape = (y.shape[0], G.channels, G.resolution, G.resolution)
-    if image is None or tuple(image["value"].shape) != clean_shape:
-        raise InputError(
-            f"The model {name} must record G(w) in [0, 1] as pyro.deterministic('image', ..., event_dim=3) "
-            f"of shape {clean_shape}; add that line as in brgm.model."
-        )
-    for site in latents:
-        if trace.nodes[site]["fn"].support.is_discrete:
-            raise InputError(
-                f"The model {name} has a discrete latent site {site!r}; SVI and MCMC here need continuous latents."
-            )
-    return latents
+    settings = _resolve_settings(method, num_samples, chunk_size, settings, options)
+    model = get_model(model)
+    problem = prepare_problem(y, f, G, params, perceptual)
+    sigma_reach = _resolve_sigma_reach(sigma_reach, problem)
+    inferred, latents = _inferred_model(model, problem)
+    timings: dict[str, float] = {}
+    if map_result is None:
+        with _timed(timings, "map_s"):
+            map_result = map_reconstruction(problem, map_schedule, model, seed, progress)
+    else:
+        _check_map_result(map_result, problem)
+    init_values = _initial_values(latents, map_result, problem.y.device)
+    kwargs = problem.model_kwargs()
+    with frozen(problem.generator):
+        with _timed(timings, "inference_s"):
+            inference = _infer(method, inferred, kwargs, init_values, settings, num_samples, seed, progress)
+        with _timed(timings, "images_s"):
+            images = _images(model, kwargs, inference, chunk_size, seed)
+        predictive = images
+        if sigma_reach is not None:
+            with _timed(timings, "reach_s"):
+                predictive = add_reach(images, inference.draws, problem, sigma_reach, chunk_size, seed)
+    inference.diagnostics.update(timings)
+    return _posterior(problem, map_result, inference, images, predictive, sigma_reach,
+                      method=method, model=model_name(model), seed=seed, chunk_size=chunk_size)
 
 
-def _settings_for(method: str, num_samples: int, settings: Any, overrides: dict[str, Any]) -> Any:
+def _resolve_settings(
+    method: str, num_samples: int, chunk_size: int, settings: Any, overrides: dict[str, Any]
+) -> SVISettings | MCMCSettings:
+    """The inference settings of ``method``: ``settings`` (or the defaults) with ``overrides`` applied."""
+    if method not in METHODS:
+        raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+    for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}.")
     kind = SVISettings if method == "svi" else MCMCSettings
     if settings is None:
         settings = kind() if method == "svi" else MCMCSettings(kernel=method)
@@ -128,6 +159,49 @@ def _settings_for(method: str, num_samples: int, settings: Any, overrides: dict[
     return replace(settings, **overrides)
 
 
+def _resolve_sigma_reach(sigma_reach: float | str | None, problem: Problem) -> float | None:
+    """The std of the reach residual: "auto" is the prior card's; a value needs a linear f."""
+    if sigma_reach == "auto":
+        sigma_reach = problem.card.sigma_reach
+    elif isinstance(sigma_reach, (bool, str)) or not (sigma_reach is None or 0 <= sigma_reach < math.inf):
+        raise InputError(
+            f"sigma_reach must be 'auto', None, 0 or a positive number (std per clean pixel), got {sigma_reach!r}."
+        )
+    if not sigma_reach:
+        return None
+    G = problem.generator
+    check_linear(problem.forward, (1, G.channels, G.resolution, G.resolution), device=problem.y.device)
+    return float(sigma_reach)
+
+
+def _inferred_model(model: Callable, problem: Problem) -> tuple[Callable, dict[str, torch.Size]]:
+    """The model the inference runs on, and its latent sites' shapes, after checking ``model``.
+
+    A model may say how to integrate latents out (``model.collapsed``; learned-noise: sigma_pixel,
+    by conjugacy); the inference then runs on w alone and each draw gets those latents from their
+    exact conditional (``_complete``).
+    """
+    kwargs = problem.model_kwargs()
+    with frozen(problem.generator):
+        latents = check_model(model, kwargs)
+        collapsed = getattr(model, "collapsed", None)
+        if collapsed is None:
+            return model, latents
+        return collapsed.model, check_model(collapsed.model, kwargs)
+
+
+def _check_map_result(map_result: Any, problem: Problem) -> None:
+    G = problem.generator
+    expected = (problem.y.shape[0], G.num_ws, G.w_dim)
+    if not isinstance(map_result, ReconstructionResult):
+        raise InputTypeError(f"map_result must be a ReconstructionResult, got {type(map_result).__name__}.")
+    if tuple(map_result.w.shape) != expected:
+        raise InputError(
+            f"map_result holds w of shape {tuple(map_result.w.shape)}, but this problem needs "
+            f"{expected}; pass the MAP of these images with this generator."
+        )
+
+
 def _initial_values(latents: dict[str, torch.Size], rec: ReconstructionResult, device: torch.device) -> dict:
     """Where the inference starts: the MAP w and, for a latent noise level, the MAP's residual RMSE.
     Copies, as a guide may take them as its parameters and update them in place."""
@@ -136,6 +210,99 @@ def _initial_values(latents: dict[str, torch.Size], rec: ReconstructionResult, d
         rmse = rec.data_consistency["rmse"].clamp_min(1e-3).to(device, copy=True)
         values["sigma_pixel"] = rmse.reshape(latents["sigma_pixel"])
     return values
+
+
+@dataclass
+class _Inference:
+    """What SVI or MCMC gives: the draws of the latents (site -> (S, ...)) and how they were made."""
+
+    draws: dict[str, torch.Tensor]
+    settings: SVISettings | MCMCSettings
+    num_chains: int = 1
+    loss_trace: torch.Tensor | None = None
+    sample_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def _infer(
+    method: str, model: Callable, model_kwargs: dict, init_values: dict[str, torch.Tensor],
+    settings: SVISettings | MCMCSettings, num_samples: int, seed: int, progress: bool,
+) -> _Inference:
+    """SVI (``num_samples`` draws of the fitted guide) or MCMC from ``init_values``, seeded by ``seed``."""
+    pyro.set_rng_seed(seed)
+    if method == "svi":
+        settings = choose_guide(model, model_kwargs, init_values, settings)  # recorded with "auto" resolved
+        guide, loss_trace = run_svi(model, model_kwargs, init_values, settings, progress=progress)
+        diagnostics = {"final_loss": float(loss_trace[-10:].mean())}
+        draws = draw_latents(guide, model_kwargs, num_samples)
+        return _Inference(draws, settings, loss_trace=loss_trace, diagnostics=diagnostics)
+    run = run_mcmc(model, model_kwargs, init_values, settings, seed=seed, progress=progress)
+    diagnostics = {"chain_seconds": run.seconds}
+    if run.setup_seconds:
+        diagnostics["precondition_s"] = run.setup_seconds
+    diagnostics["acceptance_rate"] = run.acceptance_rate
+    return _Inference(run.samples, settings, run.num_chains, sample_stats=run.sample_stats,
+                      diagnostics=diagnostics)
+
+
+def _images(
+    model: Callable, model_kwargs: dict, inference: _Inference, chunk_size: int, seed: int
+) -> torch.Tensor:
+    """G(w) of each draw, (S, B, C, H, W) in [0, 1] on the CPU; the latents ``model`` integrates out
+    (``model.collapsed``) are drawn for each draw from their conditional and added to ``inference.draws``."""
+    collapsed = getattr(model, "collapsed", None)
+    inferred = model if collapsed is None else collapsed.model
+    images = predict_images(inferred, model_kwargs, inference.draws, chunk_size, clamp=False)
+    if collapsed is not None:
+        device = model_kwargs["y"].device
+        inference.draws.update(_complete(collapsed, images, model_kwargs, inference.num_chains, seed, device))
+    return images.clamp(0.0, 1.0)
+
+
+def _posterior(
+    problem: Problem, map_result: ReconstructionResult, inference: _Inference, images: torch.Tensor,
+    predictive: torch.Tensor, sigma_reach: float | None, *, method: str, model: str, seed: int,
+    chunk_size: int,
+) -> Posterior:
+    """The result: the draws, the MAP, the inputs and the settings, with MCMC's convergence diagnostics."""
+    G = problem.generator
+    posterior = Posterior(
+        samples=predictive,
+        generator_samples=images,
+        sigma_reach=sigma_reach,
+        latents={name: value.detach().cpu() for name, value in inference.draws.items()},
+        num_chains=inference.num_chains,
+        method=method,
+        map=map_result,
+        y=problem.y.cpu(),
+        observed=problem.observed.cpu(),
+        w_avg=G.w_avg.detach().cpu(),
+        w_std=G.w_std.detach().cpu(),
+        sample_stats=inference.sample_stats,
+        loss_trace=inference.loss_trace,
+        diagnostics=inference.diagnostics,
+        settings={
+            "method": method,
+            "model": model,
+            "params": asdict(problem.params),
+            "inference": asdict(inference.settings),
+            "map_schedule": asdict(map_result.schedule),
+            "seed": seed,
+            "chunk_size": chunk_size,
+            "sigma_reach": sigma_reach,
+        },
+    )
+    if method != "svi":
+        inference.diagnostics.update(mcmc_diagnostics(posterior, inference.settings))
+    return posterior
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall time of the block as ``timings[name]`` (seconds)."""
+    began = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - began
 
 
 @torch.no_grad()
@@ -168,23 +335,10 @@ def _complete(
     return {name: torch.cat([part[name].cpu() for part in parts]) for name in parts[0]}
 
 
-def _resolve_sigma_reach(sigma_reach: float | str | None, G: nn.Module) -> float | None:
-    if sigma_reach == "auto":
-        value = (getattr(G, "card", None) or {}).get("sigma_reach")
-        return float(value) if value else None
-    if sigma_reach is None:
-        return None
-    if isinstance(sigma_reach, (bool, str)) or not (0 <= sigma_reach < float("inf")):
-        raise InputError(
-            f"sigma_reach must be 'auto', None, 0 or a positive number (std per clean pixel), got {sigma_reach!r}."
-        )
-    return float(sigma_reach) or None
-
-
 def add_reach(
     images: torch.Tensor,
     draws: dict[str, torch.Tensor],
-    problem: Any,
+    problem: Problem,
     sigma_reach: float,
     chunk_size: int,
     seed: int,
@@ -208,166 +362,6 @@ def add_reach(
         r = sample_reach_residual(residual, f, observed, tuple(flat.shape), sigma_reach, sigma_pixel, generator=gen)
         out.append((flat + r).clamp(0.0, 1.0).reshape(chunk.shape).cpu())
     return torch.cat(out)
-
-
-def sample_posterior(
-    y: torch.Tensor,
-    f: nn.Module,
-    G: nn.Module,
-    method: str = "svi",
-    num_samples: int = 16,
-    *,
-    model: str | Callable | None = DEFAULT_MODEL,
-    params: BRGMParams | str | None = None,
-    perceptual: str | nn.Module | None = "auto",
-    map_result: ReconstructionResult | None = None,
-    map_schedule: MAPSchedule | None = None,
-    settings: SVISettings | MCMCSettings | None = None,
-    sigma_reach: float | str | None = "auto",
-    chunk_size: int = 64,
-    seed: int = 0,
-    progress: bool = True,
-    **options: Any,
-) -> Posterior:
-    """Posterior draws of the clean images behind the corrupted images y (B, C, h, w) in [0, 1].
-
-    Runs the MAP (``reconstruct``) unless ``map_result`` is given, then SVI or MCMC from it.
-
-    Args:
-        y, f, G, params, perceptual: as for :func:`brgm_pyro.reconstruct`.
-        method: "svi" (a Gaussian guide fitted by SVI, :mod:`brgm_pyro.inference.svi`), "nuts" or
-            "hmc" (:mod:`brgm_pyro.inference.mcmc`).
-        num_samples: draws from the fitted guide (SVI), or kept draws per chain (MCMC, which
-            returns ``num_chains * num_samples`` draws, as Pyro's MCMC does).
-        model: a registered model name ("brgm", "learned-noise", "heavy-tail", "no-colinear") or a
-            Pyro model with the signature of ``brgm.model`` (None: ``brgm.model``). The default,
-            "learned-noise", infers sigma_pixel per image, so the noise level also takes up the
-            prior's misfit to y; with the reach term this is what makes the credible intervals
-            calibrated on real images (README, *Calibration*). "brgm" is the paper's model with the
-            fixed sigma_pixel, which gives intervals that are too narrow on real images.
-        map_result: a MAP reconstruction of this y to start from (skips the MAP).
-        map_schedule: the MAP's Adam schedule (default ``MAPSchedule()``).
-        settings: :class:`~brgm_pyro.inference.svi.SVISettings` or
-            :class:`~brgm_pyro.inference.mcmc.MCMCSettings`; ``options`` override single fields,
-            e.g. ``guide="normal"``, ``rank=32``, ``steps=1000`` (SVI) or ``num_chains=4``,
-            ``warmup_steps=200``, ``max_tree_depth=8`` (MCMC).
-        sigma_reach: std of the prior's reach residual per clean pixel (``brgm_pyro.discrepancy``):
-            "auto" takes the prior card's ``sigma_reach`` (off for priors without one), None or 0
-            turns the term off, a positive number sets it. Needs a linear f.
-        chunk_size: draws per Predictive call when computing the images.
-        seed: seed of Pyro and torch for this run.
-        progress: show progress bars.
-    """
-    if method not in METHODS:
-        raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise InputError(f"num_samples must be a positive integer, got {num_samples!r}.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
-    settings = _settings_for(method, num_samples, settings, options)
-    sigma_reach = _resolve_sigma_reach(sigma_reach, G)
-    model = get_model(model)
-    problem = prepare_problem(y, f, G, params, perceptual)
-    kwargs = problem.model_kwargs()
-    device = G.w_avg.device
-    if sigma_reach is not None:
-        check_linear(f, (1, G.channels, G.resolution, G.resolution), device=device)
-    with frozen(G):
-        latents = check_model(model, kwargs)
-    # A model may say how to integrate latents out (learned-noise: sigma_pixel, by conjugacy); the
-    # inference then runs on w alone and each draw gets those latents from their exact conditional.
-    collapsed = getattr(model, "collapsed", None)
-    inferred = model
-    if collapsed is not None:
-        inferred = collapsed.model
-        with frozen(G):
-            latents = check_model(inferred, kwargs)
-    batch = problem.y.shape[0]
-    timings: dict[str, float] = {}
-    if map_result is None:
-        began = time.perf_counter()
-        map_result = reconstruct(
-            y,
-            f,
-            G,
-            params=problem.params,
-            perceptual=problem.perceptual,
-            schedule=map_schedule,
-            model=model,
-            seed=seed,
-            progress=progress,
-        )
-        timings["map_s"] = time.perf_counter() - began
-    elif not isinstance(map_result, ReconstructionResult):
-        raise InputTypeError(f"map_result must be a ReconstructionResult, got {type(map_result).__name__}.")
-    elif tuple(map_result.w.shape) != (batch, G.num_ws, G.w_dim):
-        raise InputError(
-            f"map_result holds w of shape {tuple(map_result.w.shape)}, but this problem needs "
-            f"{(batch, G.num_ws, G.w_dim)}; pass the MAP of these images with this generator."
-        )
-    init_values = _initial_values(latents, map_result, device)
-
-    pyro.set_rng_seed(seed)
-    loss_trace = None
-    sample_stats: dict[str, torch.Tensor] = {}
-    diagnostics: dict[str, Any] = {}
-    num_chains = 1
-    began = time.perf_counter()
-    with frozen(G):
-        if method == "svi":
-            settings = choose_guide(inferred, kwargs, init_values, settings)  # recorded with "auto" resolved
-            guide, loss_trace = run_svi(inferred, kwargs, init_values, settings, progress=progress)
-            draws = draw_latents(guide, kwargs, num_samples)
-            diagnostics["final_loss"] = float(loss_trace[-10:].mean())
-        else:
-            run = run_mcmc(inferred, kwargs, init_values, settings, seed=seed, progress=progress)
-            draws, sample_stats, num_chains = run.samples, run.sample_stats, run.num_chains
-            diagnostics["chain_seconds"] = run.seconds
-            if run.setup_seconds:
-                diagnostics["precondition_s"] = run.setup_seconds
-            diagnostics["acceptance_rate"] = run.acceptance_rate
-        timings["inference_s"] = time.perf_counter() - began
-        began = time.perf_counter()
-        images = predict_images(inferred, kwargs, draws, chunk_size, clamp=False)
-        if collapsed is not None:
-            draws.update(_complete(collapsed, images, kwargs, num_chains, seed, device))
-        images = images.clamp(0.0, 1.0)
-        timings["images_s"] = time.perf_counter() - began
-        predictive = images
-        if sigma_reach is not None:
-            began = time.perf_counter()
-            predictive = add_reach(images, draws, problem, sigma_reach, chunk_size, seed)
-            timings["reach_s"] = time.perf_counter() - began
-    diagnostics.update(timings)
-    posterior = Posterior(
-        samples=predictive,
-        generator_samples=images,
-        sigma_reach=sigma_reach,
-        latents={name: value.detach().cpu() for name, value in draws.items()},
-        num_chains=num_chains,
-        method=method,
-        map=map_result,
-        y=problem.y.cpu(),
-        observed=problem.observed.cpu(),
-        w_avg=G.w_avg.detach().cpu(),
-        w_std=G.w_std.detach().cpu(),
-        sample_stats=sample_stats,
-        loss_trace=loss_trace,
-        diagnostics=diagnostics,
-        settings={
-            "method": method,
-            "model": model_name(model),
-            "params": asdict(problem.params),
-            "inference": asdict(settings),
-            "map_schedule": asdict(map_result.schedule),
-            "seed": seed,
-            "chunk_size": chunk_size,
-            "sigma_reach": sigma_reach,
-        },
-    )
-    if method != "svi":
-        diagnostics.update(mcmc_diagnostics(posterior, settings))
-    return posterior
 
 
 def mcmc_diagnostics(posterior: Posterior, settings: MCMCSettings) -> dict[str, Any]:

@@ -420,11 +420,6 @@ def to_unit(img: torch.Tensor, clamp: bool = False) -> torch.Tensor:
     return img.clamp(0.0, 1.0) if clamp else img
 
 
-def from_unit(img: torch.Tensor) -> torch.Tensor:
-    """API range [0, 1] -> generator range [-1, 1]."""
-    return img * 2.0 - 1.0
-
-
 def describe(G: StyleGAN2Generator) -> dict[str, Any]:
     """A small JSON-able summary of a generator."""
     return dict(G.config, num_ws=G.num_ws, parameters=G.num_parameters(), w_std=float(np.asarray(G.w_std.cpu())))

@@ -65,27 +65,41 @@ def lr_factor(step: int, schedule: MAPSchedule) -> float:
     return factor
 
 
+def _is_term(name: str, site: dict) -> bool:
+    """A sample site with a density in the model's joint (subsample and deterministic sites have none)."""
+    return not site_is_subsample(site) and not site["infer"].get("_deterministic")
+
+
 @dataclass
 class _TermRecorder:
-    """Negative log joint of a point-mass guide, keeping each term per image."""
+    """Negative log joint of a point-mass guide, keeping each term per image.
+
+    Each term is Pyro's own log density of the site, ``site["log_prob"]`` of
+    ``Trace.compute_log_prob``: scaled by ``poutine.scale`` and subsampling plates and masked by
+    ``poutine.mask``, as ``Trace_ELBO`` would count it.
+    """
 
     last: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __call__(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace.compute_log_prob(site_filter=_is_term)
         loss = 0.0
         terms = {}
         for name, site in model_trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site) or site["infer"].get("_deterministic"):
-                continue
-            log_p = site["fn"].log_prob(site["value"])
-            if site.get("mask") is not None:
-                log_p = log_p * site["mask"]
-            terms[TERM_NAMES.get(name, name)] = -log_p.detach()
-            loss = loss - log_p.sum()
+            if "log_prob" in site:
+                terms[TERM_NAMES.get(name, name)] = -site["log_prob"].detach()
+                loss = loss - site["log_prob_sum"]
         self.last = terms
         return loss
+
+
+def _per_image(term: torch.Tensor) -> torch.Tensor:
+    """A site's -log p, of batch shape (..., B) with the images' plate rightmost as in ``brgm.model``,
+    summed over the other plates: (B,). A site outside the images' plate stays a scalar."""
+    return term.reshape(-1, term.shape[-1]).sum(0) if term.dim() else term
+
 
 def run_map(
     model: Callable,
@@ -119,7 +133,7 @@ def run_map(
         optimizer.step()
         scheduler.step()
         for name, value in recorder.last.items():
-            trace.setdefault(name, []).append(value.reshape(value.shape[0], -1).sum(-1) if value.dim() else value)
+            trace.setdefault(name, []).append(_per_image(value))
         if progress:
             bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
     losses = {name: torch.stack(values).cpu() for name, values in trace.items()}

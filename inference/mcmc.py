@@ -11,21 +11,15 @@ Preconditioning (``precondition``): the posterior of w is far from isotropic. At
 32 px super-resolution the Hessian of U has most eigenvalues near the prior's precision
 1 / w_std^2 = 1.5 and a few up to 250 (the directions the data pin down), and these directions are
 not the coordinate axes, so a diagonal mass matrix leaves NUTS with a step size of ~0.01 and every
-trajectory at the depth cap. With ``"laplace"`` the driver computes the Hessian H of U at the
-starting point (dense, by vectorised Hessian-vector products), and the kernel runs on u with
-z = z_MAP + V diag(|lambda|)^(-1/2) u (H = V diag(lambda) V^T; eigenvalues below ``eigen_floor``
-times their median are raised to it, which also covers the few negative ones of a non-convex
-posterior). This is the Laplace approximation used as an affine change of variables: the sampler is
-still exact for the model's posterior (the Jacobian is constant), but in u the posterior is close to
-a standard normal, and the diagonal mass matrix, adapted in u, corrects the remaining scale of each
-eigen-direction. For a Gaussian posterior u is exactly standard normal; on the 32 px prior the
-Hessian at the MAP is a local picture of a non-linear G, and NUTS gets 5-20x the bulk ESS in the same
-time but still fills its trees (README, NUTS under *Measured*). It cannot whiten the funnel between a latent
-sigma_pixel and the scale of w. The draws are mapped back to the model's sites, so R-hat and ESS are those of w and
-sigma_pixel. H has latent_dim^2 entries and costs latent_dim Hessian-vector products (``dense_hessian``:
-forward-over-reverse, vectorised; about 10 s for the 32 px prior on two CPU cores):
-``"auto"`` uses it up to ``MAX_LAPLACE_DIM`` latents (the 32 px prior has 1,024) and runs
-unpreconditioned above (a 1024 px prior has 9,216).
+trajectory at the depth cap. With ``"laplace"`` the kernel runs on the whitened coordinates u of
+``brgm_pyro.inference.laplace``, z = z_MAP + A u from the Hessian at the starting point, and the
+diagonal mass matrix, adapted in u, corrects the remaining scale of each eigen-direction. For a
+Gaussian posterior u is exactly standard normal; on the 32 px prior the Hessian at the MAP is a
+local picture of a non-linear G, and NUTS gets 5-20x the bulk ESS in the same time but still fills
+its trees (README, NUTS under *Measured*). It cannot whiten the funnel between a latent sigma_pixel
+and the scale of w. The draws are mapped back to the model's sites, so R-hat and ESS are those of w
+and sigma_pixel. ``"auto"`` whitens up to ``MAX_LAPLACE_DIM`` latent coordinates (the 32 px prior
+has 1,024) and runs unpreconditioned above (a 1024 px prior has 9,216).
 
 Chains run one after another in this process, each its own ``pyro.infer.MCMC`` with its own
 warm-up, starting at the MAP plus a small jitter (so that R-hat can see chains that disagree).
@@ -45,20 +39,21 @@ from dataclasses import dataclass
 
 import pyro
 import torch
+from brgm_pyro.inference.laplace import (
+    EIGEN_FLOOR,
+    MAX_LAPLACE_DIM,  # re-exported: the limit of precondition="auto" that the `brgm sample` help names
+    LaplaceWhitening,
+    fits_dense_hessian,
+    initialize_at,
+)
 from pyro.infer import HMC, MCMC, NUTS
-from pyro.infer.autoguide.initialization import init_to_median, init_to_value
-from pyro.infer.mcmc.util import initialize_model
 
 from brgm_pyro.errors import InputError
 
-__all__ = [
-    "KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "LaplaceWhitening", "MCMCRun", "MCMCSettings", "dense_hessian",
-    "initialize_at", "run_mcmc",
-]
+__all__ = ["KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "MCMCRun", "MCMCSettings", "run_mcmc"]
 
 KERNELS = ("nuts", "hmc")
 PRECONDITIONERS = ("auto", "laplace", None)
-MAX_LAPLACE_DIM = 4096
 
 
 @dataclass(frozen=True)
@@ -92,7 +87,7 @@ class MCMCSettings:
     target_accept_prob: float = 0.8
     init_jitter: float = 0.05
     precondition: str | None = "auto"
-    eigen_floor: float = 0.1
+    eigen_floor: float = EIGEN_FLOOR
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
@@ -174,103 +169,6 @@ class _DrawRecorder:
         self.acceptance_rate = float(diagnostics["acceptance rate"])
 
 
-def dense_hessian(
-    fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, chunk: int = 64, mode: str = "auto"
-) -> torch.Tensor:
-    """The dense Hessian of the scalar fn at the vector z0, ``chunk`` rows at a time.
-
-    ``mode="forward"``: forward-over-reverse, each row the Hessian-vector product ``jvp(grad fn)``
-    with a unit vector, ``chunk`` of them vectorised by ``torch.func.vmap``. ``"reverse"``
-    differentiates the gradient backwards again (``is_grads_batched``); for the 32 px prior on the
-    CPU it is 3.2-3.6x slower (``benchmarks/posterior_speed.py``). ``"auto"`` takes ``"forward"``
-    and falls back to ``"reverse"`` for a potential with an operation that has no forward-mode
-    derivative or no batching rule."""
-    if mode not in ("auto", "forward", "reverse"):
-        raise InputError(f"Unknown Hessian mode {mode!r}; choose 'auto', 'forward' or 'reverse'.")
-    z0 = z0.detach()
-    eye = torch.eye(z0.numel(), dtype=z0.dtype, device=z0.device)
-    hessian = None
-    if mode != "reverse":
-        gradient = torch.func.grad(fn)
-
-        def hvp(v: torch.Tensor) -> torch.Tensor:
-            return torch.func.jvp(gradient, (z0,), (v,))[1]
-
-        try:
-            hessian = torch.cat([torch.func.vmap(hvp)(eye[i : i + chunk]) for i in range(0, z0.numel(), chunk)])
-        except (NotImplementedError, RuntimeError):  # no forward-mode AD or no batching rule for some op
-            if mode == "forward":
-                raise
-    if hessian is None:
-        z = z0.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(fn(z), z, create_graph=True)
-        rows = [
-            torch.autograd.grad(grad, z, eye[i : i + chunk], retain_graph=True, is_grads_batched=True)[0]
-            for i in range(0, z.numel(), chunk)
-        ]
-        hessian = torch.cat(rows)
-    return (hessian + hessian.T) / 2
-
-
-def initialize_at(model: Callable, model_kwargs: dict, init_values: dict[str, torch.Tensor]) -> tuple:
-    """Pyro's ``initialize_model`` at ``init_values`` (constrained; other sites at their prior median):
-    (unconstrained initial params, potential U, site transforms)."""
-    init_params, potential_fn, transforms, _ = initialize_model(
-        model,
-        model_kwargs=model_kwargs,
-        init_strategy=init_to_value(values=init_values, fallback=init_to_median),
-        max_plate_nesting=1,
-    )
-    return init_params, potential_fn, transforms
-
-
-class LaplaceWhitening:
-    """The affine change of variables z = z0 + A u of the Laplace preconditioner.
-
-    z is the vector of all unconstrained latents (sites in the order of ``params``); A = V |Lambda|^(-1/2)
-    from the eigendecomposition of the Hessian of U at z0, with the eigenvalues floored. Up to
-    ``MAX_LAPLACE_DIM`` latents; above, a ValueError names ``option`` (the setting that asked for it)
-    and ``fallback`` (what to pass instead).
-    """
-
-    def __init__(
-        self,
-        potential_fn: Callable,
-        params: dict[str, torch.Tensor],
-        eigen_floor: float,
-        option: str = "precondition='laplace'",
-        fallback: str = "pass precondition=None",
-    ) -> None:
-        latent_dim = sum(value.numel() for value in params.values())
-        if latent_dim > MAX_LAPLACE_DIM:
-            raise InputError(
-                f"{option} needs the dense Hessian of {latent_dim} latent coordinates (at most "
-                f"{MAX_LAPLACE_DIM}); {fallback} for this generator."
-            )
-        self.potential_fn = potential_fn
-        self.names = list(params)
-        self.shapes = [params[name].shape for name in self.names]
-        self.sizes = [params[name].numel() for name in self.names]
-        self.z0 = torch.cat([params[name].detach().reshape(-1) for name in self.names])
-        hessian = dense_hessian(lambda z: potential_fn(self.unpack(z)), self.z0)
-        eigenvalues, vectors = torch.linalg.eigh(hessian.double())
-        scale = eigenvalues.abs().clamp_min(eigen_floor * eigenvalues.abs().median())
-        self.A = (vectors * scale.rsqrt()).to(self.z0.dtype)
-        self.eigenvalues = eigenvalues.to(self.z0.dtype)
-
-    def unpack(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(..., latent_dim) -> site name -> (..., *site shape)."""
-        parts = torch.split(z, self.sizes, dim=-1)
-        return {n: p.reshape(*z.shape[:-1], *s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
-
-    def potential(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.potential_fn(self.unpack(self.z0 + self.A @ params["u"]))
-
-    def latents(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Draws of u (N, latent_dim) -> the unconstrained latents of the model, site -> (N, *shape)."""
-        return self.unpack(self.z0 + u @ self.A.T)
-
-
 def _kernel(potential: Callable, settings: MCMCSettings, transforms: dict) -> HMC:
     common = dict(
         potential_fn=potential,
@@ -296,14 +194,16 @@ def run_mcmc(
     """Sample ``model(**model_kwargs)`` with the kernel of ``settings``, chains starting near ``init_values``
     (constrained values of latent sites, e.g. the MAP w; other sites start at their prior median)."""
     init_params, potential_fn, site_transforms = initialize_at(model, model_kwargs, init_values)
-    latent_dim = sum(value.numel() for value in init_params.values())
     precondition = settings.precondition
     if precondition == "auto":
-        precondition = "laplace" if latent_dim <= MAX_LAPLACE_DIM else None
+        precondition = "laplace" if fits_dense_hessian(init_params) else None
     whitening, setup_seconds, transforms = None, 0.0, site_transforms
     if precondition == "laplace":
         began = time.perf_counter()
-        whitening = LaplaceWhitening(potential_fn, init_params, settings.eigen_floor)
+        whitening = LaplaceWhitening(
+            potential_fn, init_params, settings.eigen_floor,
+            option="precondition='laplace'", fallback="pass precondition=None",
+        )
         setup_seconds = time.perf_counter() - began
         init_params, potential_fn, transforms = {"u": torch.zeros_like(whitening.z0)}, whitening.potential, {}
     chains: list[dict[str, torch.Tensor]] = []

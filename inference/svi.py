@@ -12,14 +12,14 @@ Guides (``SVISettings.guide``):
 * ``"lowrank"``: ``AutoLowRankMultivariateNormal``, covariance ``W W^T + diag(d^2)`` with W of
   ``rank`` columns, which can carry the correlations that the data induce between coordinates.
 * ``"laplace"``: ``AutoNormal`` in the whitened coordinates u of the Laplace approximation at the
-  MAP, z = z_MAP + V |Lambda|^(-1/2) u (the change of variables of ``mcmc``'s ``precondition``,
-  with the same dense Hessian: about 10 s for a 32 px prior on two CPU cores, up to
-  ``mcmc.MAX_LAPLACE_DIM`` latent coordinates). It starts at the Laplace approximation itself
+  MAP, z = z_MAP + V |Lambda|^(-1/2) u (``brgm_pyro.inference.laplace``, which ``mcmc``'s
+  ``precondition`` shares: a dense Hessian, about 10 s for a 32 px prior on two CPU cores, up to
+  ``laplace.MAX_LAPLACE_DIM`` latent coordinates). It starts at the Laplace approximation itself
   (scale 1 in u, so ``init_scale`` is not used) and the ELBO then fits a mean and a scale per
   eigen-direction: a Gaussian with a full covariance whose axes are the Hessian's, which the other
   two guides cannot represent when the data pin directions that are not coordinate axes.
 
-``"auto"`` (the default) takes ``"laplace"`` for one image with up to ``mcmc.MAX_LAPLACE_DIM``
+``"auto"`` (the default) takes ``"laplace"`` for one image with up to ``laplace.MAX_LAPLACE_DIM``
 latent coordinates (the 32 px prior: 1,024), and ``"normal"`` otherwise: a 1024 px prior has 9,216
 latents, whose dense Hessian is too big, and the Hessian of a batch of B images costs B^2 times
 that of one (the mean-field guide factorises over the images of a batch at no extra cost).
@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import pyro
 import pyro.distributions as dist
 import torch
-from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, LaplaceWhitening, MCMCSettings, initialize_at
+from brgm_pyro.inference.laplace import EIGEN_FLOOR, LaplaceWhitening, fits_dense_hessian, initialize_at
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoNormal
@@ -100,9 +100,8 @@ def choose_guide(
     if settings.guide != "auto":
         return settings
     init_params, _, _ = initialize_at(model, model_kwargs, init_values)
-    latent_dim = sum(value.numel() for value in init_params.values())
     single = model_kwargs["y"].shape[0] == 1
-    return replace(settings, guide="laplace" if single and latent_dim <= MAX_LAPLACE_DIM else "normal")
+    return replace(settings, guide="laplace" if single and fits_dense_hessian(init_params) else "normal")
 
 
 def make_guide(model: Callable, settings: SVISettings, init_values: dict[str, torch.Tensor]) -> AutoGuide:
@@ -126,8 +125,7 @@ class WhitenedGuide:
     def __init__(self, model: Callable, model_kwargs: dict, init_values: dict[str, torch.Tensor]) -> None:
         init_params, potential_fn, self.transforms = initialize_at(model, model_kwargs, init_values)
         self.whitening = LaplaceWhitening(
-            potential_fn, init_params, MCMCSettings.eigen_floor,  # the samplers' floor (a dataclass default)
-            option="guide='laplace'", fallback="use guide='normal' or 'lowrank'",
+            potential_fn, init_params, EIGEN_FLOOR, option="guide='laplace'", fallback="use guide='normal' or 'lowrank'"
         )
         zeros = torch.zeros_like(self.whitening.z0)
         whitening = self.whitening

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
+from brgm_pyro.models.observation import observe_features, observe_pixels
+from torch import Tensor, nn
 
 from brgm_pyro.errors import InputError
 from brgm_pyro.stylegan2 import to_unit
@@ -101,15 +102,9 @@ def colinearity(w: torch.Tensor) -> torch.Tensor:
     return (cos.sum(dim=(-1, -2)) - num_ws) / 2
 
 
-def model(
-    y: torch.Tensor,
-    forward: nn.Module,
-    generator: nn.Module,
-    params: BRGMParams,
-    observed: torch.Tensor | None = None,
-    perceptual: nn.Module | None = None,
-    y_features: torch.Tensor | None = None,
-) -> torch.Tensor:
+def model(y: Tensor, forward: nn.Module, generator: nn.Module, params: BRGMParams,
+          observed: Tensor | None = None, perceptual: nn.Module | None = None,
+          y_features: Tensor | None = None) -> Tensor:
     """The BRGM model for a batch of corrupted images ``y`` (B, C, h, w) in [0, 1].
 
     Args:
@@ -130,14 +125,8 @@ def model(
         pyro.factor("colinear", params.kappa * colinearity(w))
         x = pyro.deterministic("image", to_unit(generator.synthesis(w)), event_dim=3)
         y_clean = forward(x)
-        noise = dist.Normal(y_clean, params.sigma_pixel)
-        if observed is not None:
-            noise = noise.mask(observed.bool())
-        pyro.sample("y", noise.to_event(3), obs=y)
-        if perceptual is not None:
-            pyro.sample(
-                "y_features", dist.Normal(perceptual(y_clean), params.sigma_percept).to_event(1), obs=y_features
-            )
+        observe_pixels(y, y_clean, params.sigma_pixel, observed)
+        observe_features(y_features, y_clean, perceptual, params.sigma_percept)
     return x
 
 

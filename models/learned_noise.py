@@ -36,8 +36,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 from brgm_pyro.models.brgm import BRGMParams, Collapsed, colinearity
+from brgm_pyro.models.observation import observe, observe_features
 from pyro.distributions.transforms import PowerTransform
-from torch import nn
+from torch import Tensor, nn
 
 from brgm_pyro.stylegan2 import to_unit
 
@@ -71,15 +72,9 @@ def _residual(y: torch.Tensor, y_clean: torch.Tensor, observed: torch.Tensor | N
     return rss, mask.sum((-3, -2, -1)).to(y.dtype)
 
 
-def model(
-    y: torch.Tensor,
-    forward: nn.Module,
-    generator: nn.Module,
-    params: BRGMParams,
-    observed: torch.Tensor | None = None,
-    perceptual: nn.Module | None = None,
-    y_features: torch.Tensor | None = None,
-) -> torch.Tensor:
+def model(y: Tensor, forward: nn.Module, generator: nn.Module, params: BRGMParams,
+          observed: Tensor | None = None, perceptual: nn.Module | None = None,
+          y_features: Tensor | None = None) -> Tensor:
     """BRGM with a latent per-image ``sigma_pixel`` (site "sigma_pixel", shape (B,)); arguments as
     :func:`brgm_pyro.models.brgm.model`. Returns G(w) in [0, 1], (B, C, H, W)."""
     batch = y.shape[0]
@@ -90,31 +85,17 @@ def model(
         pyro.factor("colinear", params.kappa * colinearity(w))
         x = pyro.deterministic("image", to_unit(generator.synthesis(w)), event_dim=3)
         y_clean = forward(x)
-        noise = dist.Normal(y_clean, sigma_pixel[:, None, None, None])
-        if observed is not None:
-            noise = noise.mask(observed.bool())
-        pyro.sample("y", noise.to_event(3), obs=y)
-        if perceptual is not None:
-            pyro.sample(
-                "y_features", dist.Normal(perceptual(y_clean), params.sigma_percept).to_event(1), obs=y_features
-            )
+        observe(y, y_clean, params, observed, perceptual, y_features, sigma_pixel[:, None, None, None])
     return x
 
 
-def collapsed_model(
-    y: torch.Tensor,
-    forward: nn.Module,
-    generator: nn.Module,
-    params: BRGMParams,
-    observed: torch.Tensor | None = None,
-    perceptual: nn.Module | None = None,
-    y_features: torch.Tensor | None = None,
-) -> torch.Tensor:
+def collapsed_model(y: Tensor, forward: nn.Module, generator: nn.Module, params: BRGMParams,
+                    observed: Tensor | None = None, perceptual: nn.Module | None = None,
+                    y_features: Tensor | None = None) -> Tensor:
     """:func:`model` with sigma_pixel integrated out: the same posterior of w, with w its only latent."""
-    batch = y.shape[0]
-    prior_loc = generator.w_avg.expand(generator.num_ws, generator.w_dim)
     a, b = _shape_scale(params, y)
-    with pyro.plate("images", batch):
+    prior_loc = generator.w_avg.expand(generator.num_ws, generator.w_dim)
+    with pyro.plate("images", y.shape[0]):
         w = pyro.sample("w", dist.Normal(prior_loc, generator.w_std).to_event(2))
         pyro.factor("colinear", params.kappa * colinearity(w))
         x = pyro.deterministic("image", to_unit(generator.synthesis(w)), event_dim=3)
@@ -125,10 +106,7 @@ def collapsed_model(
             - (a + n / 2) * torch.log(b + rss / 2) - n / 2 * math.log(2 * math.pi)
         )
         pyro.factor("y", log_marginal)
-        if perceptual is not None:
-            pyro.sample(
-                "y_features", dist.Normal(perceptual(y_clean), params.sigma_percept).to_event(1), obs=y_features
-            )
+        observe_features(y_features, y_clean, perceptual, params.sigma_percept)
     return x
 
 

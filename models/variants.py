@@ -1,4 +1,5 @@
-"""The registry of BRGM models by name, for the API (``model="learned-noise"``) and the CLI (``--model``).
+"""The registry of BRGM models by name, for the API (``model="learned-noise"``) and the CLI (``--model``),
+and ``check_model``, what any model must be to stand in for ``brgm.model``.
 
     brgm           the paper's model (``brgm.model``)
     learned-noise  sigma_pixel is a per-image latent with a conjugate prior (``learned_noise.model``)
@@ -11,13 +12,20 @@ with :func:`register_model`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
+import torch
 from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from brgm_pyro.errors import InputError, InputTypeError
 
-__all__ = ["MODELS", "available_models", "get_model", "model_name", "register_model"]
+__all__ = ["MODELS", "available_models", "check_model", "get_model", "model_name", "register_model"]
+
+MODEL_ARGUMENTS = "(y, forward, generator, params, observed, perceptual, y_features)"
 
 MODELS: dict[str, Callable] = {
     "brgm": brgm.model,
@@ -62,3 +70,54 @@ def model_name(model: Callable) -> str:
         if registered is model:
             return name
     return f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', repr(model))}"
+
+
+def check_model(model: Callable, model_kwargs: dict[str, Any]) -> dict[str, torch.Size]:
+    """Check that ``model`` can stand in for ``brgm.model`` on this problem; return its latent sites' shapes.
+
+    It must take the arguments of ``brgm.model``, have a continuous latent site "w" of shape
+    (B, num_ws, w_dim) and record the clean images at a deterministic site "image" (B, C, H, W).
+    """
+    name = model_name(model)
+    try:
+        inspect.signature(model).bind(**model_kwargs)
+    except TypeError as err:
+        raise InputTypeError(
+            f"The model {name} must take the arguments of brgm.model {MODEL_ARGUMENTS}, but {err}; "
+            "give it that signature."
+        ) from None
+    try:
+        with torch.no_grad(), poutine.block():
+            trace = poutine.trace(model).get_trace(**model_kwargs)
+    except Exception as err:
+        first_line = (str(err).splitlines() or [""])[0]
+        raise InputError(
+            f"The model {name} fails on this problem ({type(err).__name__}: {first_line}); "
+            "check it against brgm.model."
+        ) from err
+    y, G = model_kwargs["y"], model_kwargs["generator"]
+    latents = {
+        site: node["value"].shape
+        for site, node in trace.nodes.items()
+        if node["type"] == "sample" and not node["is_observed"] and not site_is_subsample(node)
+    }
+    expected = torch.Size((y.shape[0], G.num_ws, G.w_dim))
+    if latents.get("w") != expected:
+        found = f"shape {tuple(latents['w'])}" if "w" in latents else "no such site"
+        raise InputError(
+            f"The model {name} needs a latent site 'w' of shape {tuple(expected)} (images, num_ws, w_dim), "
+            f"found {found}; sample w as brgm.model does."
+        )
+    image = trace.nodes.get("image")
+    clean_shape = (y.shape[0], G.channels, G.resolution, G.resolution)
+    if image is None or tuple(image["value"].shape) != clean_shape:
+        raise InputError(
+            f"The model {name} must record G(w) in [0, 1] as pyro.deterministic('image', ..., event_dim=3) "
+            f"of shape {clean_shape}; add that line as in brgm.model."
+        )
+    for site in latents:
+        if trace.nodes[site]["fn"].support.is_discrete:
+            raise InputError(
+                f"The model {name} has a discrete latent site {site!r}; SVI and MCMC here need continuous latents."
+            )
+    return latents
