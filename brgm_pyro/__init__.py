@@ -3,7 +3,7 @@
     import brgm_pyro as bp
     G = bp.load_generator("fashion-mnist-32")
     f = bp.forward.Downsample(factor=4, kernel="bicubic")
-    rec = bp.reconstruct(f(x), f, G)
+    rec = bp.reconstruct(f(x).clamp(0, 1), f, G)
 """
 
 from brgm_pyro import (

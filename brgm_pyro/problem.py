@@ -39,7 +39,8 @@ def check_images(y: torch.Tensor, name: str = "y") -> None:
     lo, hi = float(y.min()), float(y.max())
     if lo < 0.0 or hi > 1.0:
         raise InputError(
-            f"{name} has values in [{lo:.3g}, {hi:.3g}], outside [0, 1]; rescale it to [0, 1] first."
+            f"{name} has values in [{lo:.3g}, {hi:.3g}], outside [0, 1]; rescale it to [0, 1] first (a bicubic "
+            "Downsample of an image in [0, 1] overshoots a little: simulate y as f(x).clamp(0, 1))."
         )
 
 

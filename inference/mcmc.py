@@ -41,7 +41,6 @@ import pyro
 import torch
 from brgm_pyro.inference.laplace import (
     EIGEN_FLOOR,
-    MAX_LAPLACE_DIM,  # re-exported: the limit of precondition="auto" that the `brgm sample` help names
     LaplaceWhitening,
     fits_dense_hessian,
     initialize_at,
@@ -50,7 +49,7 @@ from pyro.infer import HMC, MCMC, NUTS
 
 from brgm_pyro.errors import InputError
 
-__all__ = ["KERNELS", "MAX_LAPLACE_DIM", "PRECONDITIONERS", "MCMCRun", "MCMCSettings", "run_mcmc"]
+__all__ = ["KERNELS", "PRECONDITIONERS", "MCMCRun", "MCMCSettings", "run_mcmc"]
 
 KERNELS = ("nuts", "hmc")
 PRECONDITIONERS = ("auto", "laplace", None)

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from brgm_pyro.inference.map import MAPSchedule
 from PIL import Image
 
 import brgm_pyro
 from brgm_pyro import io
-from brgm_pyro.checkpoints import save_generator
+from brgm_pyro.card import PriorCard
+from brgm_pyro.checkpoints import load_generator, save_generator
 from brgm_pyro.cli import main
 from brgm_pyro.cli import reconstruct as cli_reconstruct
 from brgm_pyro.cli.plan import _conversion_note
@@ -481,3 +483,14 @@ def test_train_prior_resumes_with_path_length_regularisation_switched_on(tmp_pat
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in log] == [0.004, 0.008, 0.024] and "pl" not in log[1] and "pl" in log[2]
     assert (run / "generator.safetensors").exists()
+
+
+def test_the_priors_card_schedule_is_the_default_and_single_fields_override_it(tmp_path):
+    card = PriorCard.of(load_generator("fashion-mnist-32")).schedule
+    low = tmp_path / "low.png"
+    io.write_image(low, torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(low), "--task", "superres", "--lr", "0.07", "--out", str(out), "--quiet"]) == 0
+    schedule = json.loads((out / "brgm.json").read_text())["settings"]["schedule"]
+    assert (schedule["steps"], schedule["rampdown"], schedule["lr"]) == (card.steps, card.rampdown, 0.07)
+    assert card.steps != MAPSchedule().steps  # the card's schedule, not the library's

@@ -232,7 +232,7 @@ def plan_job(
         if value is not None
     }
     params = replace(problem.params, **overrides)
-    schedule = MAPSchedule(**{k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None})
+    schedule = replace(problem.card.schedule, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None})
     generator_path = Path(source)
     settings = {
         "generator": {

@@ -24,7 +24,8 @@ from brgm_pyro.cli.common import (
 from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Mask
-from brgm_pyro.inference.mcmc import MAX_LAPLACE_DIM, MCMCSettings
+from brgm_pyro.inference.laplace import MAX_LAPLACE_DIM
+from brgm_pyro.inference.mcmc import MCMCSettings
 from brgm_pyro.inference.svi import GUIDES, SVISettings
 from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
 from brgm_pyro.models.variants import available_models, get_model
