@@ -1,7 +1,15 @@
+from pathlib import Path
+
 import pytest
 import torch
 
+from brgm_pyro import data
 from brgm_pyro.stylegan2 import StyleGAN2Generator, to_unit
+
+DATA_MISSING = (
+    "Fashion-MNIST is not installed: run `sudo apt-get install dataset-fashion-mnist` (`make test` does "
+    f"it as root), or set {data.DATA_DIR_ENV} to a folder holding its four files"
+)
 
 
 def tiny_generator(resolution: int = 16, channels: int = 1, seed: int = 0, **kwargs) -> StyleGAN2Generator:
@@ -25,3 +33,26 @@ def _threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def require_data(folder: Path | None) -> Path:
+    """``folder`` if it holds the four Fashion-MNIST files; otherwise the test is skipped, naming the fix."""
+    if folder is None or not data.is_complete(folder):
+        pytest.skip(DATA_MISSING)
+    return folder
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # pytest reports a skip at the test that was skipped; reported here instead, the skips for the
+    # missing data set fold into one line of the summary.
+    report = (yield).get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2].endswith(DATA_MISSING):
+        report.longrepr = (__file__, require_data.__code__.co_firstlineno, report.longrepr[2])
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """The folder of the real Fashion-MNIST files, checked against their checksums; never downloaded."""
+    require_data(data.local_dir())
+    return data.find_fashion_mnist(download=False)

@@ -24,8 +24,8 @@ from brgm_pyro.perceptual import FeatureNetwork, get_perceptual
 
 
 @pytest.fixture(scope="module")
-def test_images():
-    images, labels = load_fashion_mnist("test")
+def test_images(fashion_mnist_dir):
+    images, labels = load_fashion_mnist("test", root=fashion_mnist_dir)
     return images[:1000], labels[:1000]
 
 
