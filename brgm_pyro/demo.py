@@ -131,7 +131,7 @@ def run_demo(
         raise InputError(f"The examples are {tuple(truth.shape[1:])}, the generator makes "
                          f"({G.channels}, {G.resolution}, {G.resolution}) images; use the matching prior.")
     try:
-        from brgm_pyro.fmnist import FMNISTEval
+        from brgm_pyro.fmnist.evaluator import FMNISTEval
 
         evaluator = FMNISTEval()
     except (ImportError, FileNotFoundError, RuntimeError):
