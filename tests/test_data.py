@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_MISSING, require_data
+from conftest import DATA_MISSING, fake_fashion_mnist, idx_bytes, require_data
 
 from brgm_pyro import data
 
@@ -23,29 +23,10 @@ NAMES = list(data.FILES.values())
 N_TRAIN, N_TEST = 12, 4
 
 
-def _idx_bytes(array: np.ndarray) -> bytes:
-    magic = 2051 if array.ndim == 3 else 2049
-    header = np.array([magic, *array.shape], dtype=">u4").tobytes()
-    return header + array.astype(np.uint8).tobytes()
-
-
 @pytest.fixture
 def fake_files(monkeypatch):
     """Small idx files (12 training, 4 test images) whose MD5s replace the official ones."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": np.arange(N_TRAIN, dtype=np.uint8) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": np.arange(N_TEST, dtype=np.uint8) + 3,
-    }
-    gz = {}
-    for name, array in arrays.items():
-        raw = _idx_bytes(array)
-        gz[f"{name}.gz"] = gzip.compress(raw, mtime=0)
-        monkeypatch.setitem(data.RAW_MD5, name, hashlib.md5(raw).hexdigest())
-        monkeypatch.setitem(data.GZ_MD5, f"{name}.gz", hashlib.md5(gz[f"{name}.gz"]).hexdigest())
-    return arrays, gz
+    return fake_fashion_mnist(monkeypatch, N_TRAIN, N_TEST)
 
 
 @pytest.fixture
@@ -104,7 +85,7 @@ def test_plain_decompressed_files_count(isolated, fake_files):
     arrays, _ = fake_files
     data.SYSTEM_DIR.mkdir()
     for name, array in arrays.items():
-        (data.SYSTEM_DIR / name).write_bytes(_idx_bytes(array))
+        (data.SYSTEM_DIR / name).write_bytes(idx_bytes(array))
     _, labels = data.load_fashion_mnist("test")
     assert torch.equal(labels, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"].astype(np.int64)))
 
@@ -114,7 +95,7 @@ def test_corrupt_content_fails_checksum(isolated, fake_files, monkeypatch):
     env_dir = _fill(isolated / "env", gz)
     images = arrays["train-images-idx3-ubyte"].copy()
     images[0, 0, 0] ^= 0xFF
-    (env_dir / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(images)))
+    (env_dir / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
     monkeypatch.setenv(data.DATA_DIR_ENV, str(env_dir))
     with pytest.raises(data.DatasetError, match=r"train-images-idx3-ubyte\.gz fails its checksum check"):
         data.find_fashion_mnist(download=False)
