@@ -28,8 +28,9 @@ VAL_SIZE = 1004  # benchmarks/prior_quality.py inverts validation images from th
 # Script -> its tiny arguments (after settings NAME=VALUE of its environment, if any); {generator} is a
 # tiny saved generator, {tmp} the test's folder.
 SCRIPTS = {
-    "benchmarks/calibration.py": "--generator {generator} --num-images 1 --methods svi-lowrank --map-steps 2 "
-                                 "--svi-steps 2 --num-samples 4 --json {tmp}/calibration.json",
+    "benchmarks/calibration.py": "--generator {generator} --num-images 1 --methods svi-normal,nuts --num-samples 4 "
+                                 "--map-steps 2 --svi-steps 2 --warmup 2 --num-chains 2 --max-tree-depth 2 "
+                                 "--perceptual none --json {tmp}/calibration.json",
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
                           "--perceptual none --task inpaint --num-chains 2 --json {tmp}/together.json",
@@ -150,10 +151,14 @@ def check_nuts(printed, tmp_path, run):
 
 def check_calibration(printed, tmp_path, run):
     results = json.loads((tmp_path / "calibration.json").read_text())
+    assert "| superres | svi-normal |" in printed and "| inpaint (hole) | nuts |" in printed
     for task in ("superres", "inpaint"):
-        coverage = results[task]["svi-lowrank"]["coverage"]
-        assert set(coverage) == {"0.5", "0.9", "0.95"} and all(0 <= c <= 1 for c in coverage.values())
-    assert "| inpaint (hole) | svi-lowrank |" in printed
+        for method in ("svi-normal", "nuts"):
+            coverage = results[task][method]["coverage"]
+            assert set(coverage) == {"0.5", "0.9", "0.95"} and all(0 <= c <= 1 for c in coverage.values())
+            assert results[task][method]["images"] == 1
+    assert results["inpaint"]["nuts"]["std_ratio_hole_observed"] > 0
+    assert results["superres"]["nuts"]["mcmc"]["min_ess_bulk"] > 0
 
 
 def check_compare_priors(printed, tmp_path, run):
