@@ -37,6 +37,13 @@ def _package_files() -> set[str]:
     return files
 
 
+def _run(command: list) -> str:
+    """Run a setup step; its output is shown only when it fails."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
 def _build_wheel(tmp_path: Path) -> Path:
     """``pip wheel . --no-deps`` on a copy of the sources (the build writes into its source tree),
     without build isolation, so that it needs no network."""
@@ -46,8 +53,8 @@ def _build_wheel(tmp_path: Path) -> Path:
         shutil.copy2(REPO / name, source / name)
     for folder in {folder for folder in _source_folders().values() if folder.parent == REPO}:
         shutil.copytree(folder, source / folder.name, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-                    "--quiet", "--wheel-dir", str(tmp_path / "dist")], check=True, timeout=300)
+    _run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "--quiet",
+          "--wheel-dir", str(tmp_path / "dist")])
     (wheel,) = (tmp_path / "dist").glob("brgm_pyro-*.whl")
     return wheel
 
@@ -55,12 +62,11 @@ def _build_wheel(tmp_path: Path) -> Path:
 def _venv_with(wheel: Path, folder: Path) -> Path:
     """A new virtual environment holding the wheel; the dependencies are those of this interpreter,
     reused through a .pth file (which adds their folders, not the editable install of the repository)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    _run([sys.executable, "-m", "venv", "--without-pip", str(folder)])
     python = folder / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                    "--no-compile", "--quiet", str(wheel)], check=True, timeout=300)
-    site_packages = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                        capture_output=True, text=True, check=True).stdout.strip())
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--no-compile",
+          "--quiet", str(wheel)])
+    site_packages = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).strip())
     dependencies = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
     (site_packages / "zz-dependencies.pth").write_text("\n".join(dependencies) + "\n")
     return site_packages
