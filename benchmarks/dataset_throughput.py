@@ -1,8 +1,9 @@
 """Images per second of a whole-folder reconstruction: 1 and 2 processes (torchrun, gloo) on this CPU, batch 1 and 8.
 
-One run reconstructs the same folder of corrupted images (G's samples at 1/4 resolution) into a new
-output folder per row: one plain process using every core, then torchrun with 2 processes of one
-thread each, at each batch size; and on a CUDA machine one process on the GPU at batch 1, 8 and 32.
+One run reconstructs the same folder of corrupted images (G's samples at 1/4 resolution) with
+``brgm reconstruct-dataset`` into a new output folder per row: one plain process using every core,
+then torchrun with 2 processes of one thread each, at each batch size; and on a CUDA machine one
+process on the GPU at batch 1, 8 and 32.
 The rate is images / (last image's record - the attempt's start, from the manifest): it leaves out
 Python's start-up and the process group's set-up, which the "command s" column includes. The rows
 alternate between the settings, round after round (``--repeats``, the median shown), so that the
@@ -30,19 +31,9 @@ import torch
 
 import brgm_pyro as bp
 from brgm_pyro import io
-from brgm_pyro.dataset_run import reconstruct_dataset
 from brgm_pyro.manifest import read_manifest
 
 FACTOR = 4
-
-
-def worker(args: argparse.Namespace) -> None:
-    """One process of a row (started by this script, alone or under torchrun)."""
-    G = bp.load_generator(args.generator, device=args.device)
-    schedule = bp.MAPSchedule(steps=args.steps)
-    perceptual = None if args.perceptual == "none" else args.perceptual
-    reconstruct_dataset(args.inputs, args.out, bp.forward.Downsample(FACTOR), G, perceptual=perceptual,
-                        schedule=schedule, batch_size=args.batch_size, progress=False)
 
 
 def make_inputs(generator: str, folder: Path, num: int) -> None:
@@ -61,13 +52,13 @@ def images_per_second(out: Path) -> float:
 
 def run_row(args: argparse.Namespace, inputs: Path, out: Path, processes: int, threads: int, batch: int,
             device: str) -> dict:
-    own = [str(Path(__file__).resolve()), "--worker", "--inputs", str(inputs), "--out", str(out), "--generator",
-           args.generator, "--steps", str(args.steps), "--batch-size", str(batch), "--perceptual", args.perceptual,
-           "--device", device]
+    cli = ["-m", "brgm_pyro.cli", "reconstruct-dataset", str(inputs), "--out", str(out), "--generator",
+           args.generator, "--task", "superres", "--factor", str(FACTOR), "--steps", str(args.steps),
+           "--batch-size", str(batch), "--perceptual", args.perceptual, "--device", device, "--quiet"]
     if processes == 1:
-        command = [sys.executable, *own]
+        command = [sys.executable, *cli]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *own]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *cli]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     began = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -91,15 +82,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="rounds over the rows; the median rate is shown")
     parser.add_argument("--perceptual", default="auto", help="auto (the prior's card), none, or a name")
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        worker(args)
-        return
 
     cores = os.cpu_count() or 1
     rows_to_run = [(1, cores, batch, "cpu") for batch in args.batch_sizes]

@@ -39,6 +39,7 @@ import hashlib
 import os
 import platform
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -404,7 +405,7 @@ class _Worker:
         bar.close()
 
 
-def _settings(job: _Job, description: dict[str, Any] | None) -> dict[str, Any]:
+def _settings(job: _Job) -> dict[str, Any]:
     G = job.generator
     return {
         "generator": {
@@ -418,7 +419,6 @@ def _settings(job: _Job, description: dict[str, Any] | None) -> dict[str, Any]:
         "schedule": asdict(job.schedule),
         "posterior": asdict(job.posterior) if job.posterior is not None else None,
         "seed": job.seed,
-        "description": description or {},
     }
 
 
@@ -436,7 +436,6 @@ def reconstruct_dataset(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
-    description: dict[str, Any] | None = None,
 ) -> DatasetRun:
     """Reconstruct every image under ``input_dir`` into ``out`` (see the module docstring); call it in every
     process of a torchrun job, or in one plain process.
@@ -452,7 +451,6 @@ def reconstruct_dataset(
         seed: the run's seed; each image's own is ``image_seed(seed, name)``.
         force: run into a folder whose run had other settings, redoing every image.
         progress: show rank 0's progress bar.
-        description: JSON-able settings of the caller to record with the run's (e.g. the command line's).
     """
     input_dir, out = Path(input_dir), Path(out)
     for name, value, least in (("batch_size", batch_size, 1), ("seed", seed, 0)):
@@ -472,7 +470,7 @@ def reconstruct_dataset(
         input_dir, out, forward, G, problem.params, problem.perceptual, schedule, posterior,
         batch_size, seed, input_shape, settings={}, settings_id="",
     )
-    job.settings = _settings(job, description)
+    job.settings = _settings(job)
     job.settings_id = settings_id(job.settings)
     with process_group(G.w_avg.device) as ranks:
         identities = ranks.gather(job.settings_id)
@@ -499,6 +497,7 @@ def reconstruct_dataset(
                         "threads": torch.get_num_threads(),
                         "started": _now(),
                         "versions": _versions(),
+                        "argv": sys.argv,
                     }
                 )
             worker = _Worker(job, ranks, plan, records)

@@ -35,6 +35,7 @@ __all__ = ["Manifest", "RecordWriter", "new_attempt_id", "open_run", "read_manif
 FORMAT = "brgm-dataset/1"
 RUN_FILE = "run.json"
 RECORDS_DIR = "manifest"
+SHOWN_CHARS = 60  # of a changed setting's value, in the refusal's sentence
 
 
 def settings_id(settings: dict[str, Any]) -> str:
@@ -59,7 +60,9 @@ def _first_difference(old: Any, new: Any, where: str = "") -> str | None:
         return None
     if old == new:
         return None
-    return f"{where}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"
+    shown = [json.dumps(value, default=str) for value in (old, new)]
+    shown = [text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..." for text in shown]
+    return f"{where}: {shown[0]} -> {shown[1]}"
 
 
 def open_run(out: Path, settings: dict[str, Any], force: bool) -> str:

@@ -23,17 +23,6 @@ FACTOR = 2
 # The fields of a record that say where and when it was made, not what was computed.
 PROVENANCE = {"attempt", "rank", "world_size", "host", "pid", "finished", "seconds"}
 
-JOB = """
-import sys
-import brgm_pyro as bp
-from brgm_pyro.dataset_run import PosteriorRequest, reconstruct_dataset
-generator, inputs, out, steps, batch_size, samples = sys.argv[1:]
-posterior = PosteriorRequest("svi", int(samples), options={"guide": "normal", "steps": 4}) if int(samples) else None
-reconstruct_dataset(inputs, out, bp.forward.Downsample(2, "bicubic"), bp.load_generator(generator),
-                    perceptual=None, schedule=bp.MAPSchedule(steps=int(steps)), batch_size=int(batch_size),
-                    posterior=posterior, progress=False)
-"""
-
 
 @pytest.fixture(scope="module")
 def generator_file(tmp_path_factory):
@@ -65,21 +54,20 @@ def _done(out: Path) -> list[dict]:
     return [r for r in _records(out) if r["status"] == "done"] if (out / RECORDS_DIR).is_dir() else []
 
 
-def _command(generator_file, inputs, out, processes, steps, batch_size=2, samples=0, script=None):
-    args = [str(generator_file), str(inputs), str(out), str(steps), str(batch_size), str(samples)]
-    if processes == 1:
-        return [sys.executable, str(script), *args]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    return [*launcher, str(script), *args]
-
-
 @pytest.fixture
-def job(tmp_path, generator_file):
-    script = tmp_path / "job.py"
-    script.write_text(JOB)
+def job(generator_file):
+    """The command line of ``brgm reconstruct-dataset`` on the tiny generator: one plain process, or torchrun."""
 
-    def command(inputs, out, processes, steps, **kwargs):
-        return _command(generator_file, inputs, out, processes, steps, script=script, **kwargs)
+    def command(inputs, out, processes, steps, batch_size=2, samples=0):
+        options = ["reconstruct-dataset", str(inputs), "--out", str(out), "--generator", str(generator_file),
+                   "--task", "superres", "--factor", str(FACTOR), "--perceptual", "none", "--steps", str(steps),
+                   "--batch-size", str(batch_size), "--quiet"]
+        if samples:
+            options += ["--posterior", "svi", "--num-samples", str(samples), "--guide", "normal", "--svi-steps", "4"]
+        if processes == 1:
+            return [sys.executable, "-m", "brgm_pyro.cli", *options]
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        return [sys.executable, *launcher, "-m", "brgm_pyro.cli", *options]
 
     return command
 
@@ -88,6 +76,7 @@ def _run(argv, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def _reconstruct(inputs, out, generator_file, steps=3, **kwargs):
@@ -137,14 +126,16 @@ def test_list_images_is_sorted_recursive_and_skips_hidden_and_other_files(tmp_pa
 
 @pytest.mark.slow
 def test_two_processes_give_the_same_per_image_results_as_one(tmp_path, job):
-    """torchrun with 2 processes (gloo) against one plain process, posterior included: every PNG is the same
-    file, every posterior draw the same number, every metric and seed the same."""
+    """``torchrun --nproc_per_node 2 -m brgm_pyro.cli reconstruct-dataset`` (gloo) against one plain process,
+    posterior included: every PNG is the same file, every posterior draw the same number, every metric and
+    seed the same."""
     import arviz as az
 
     inputs = _write_inputs(tmp_path / "in", 5)
     one, two = tmp_path / "one", tmp_path / "two"
     _run(job(inputs, one, 1, steps=5, samples=3))
-    _run(job(inputs, two, 2, steps=5, samples=3))
+    printed = _run(job(inputs, two, 2, steps=5, samples=3)).stdout
+    assert printed.count("brgm: 5 image(s) reconstructed now") == 1  # rank 0 alone reports
     by_image = [{r["image"]: r for r in _records(out)} for out in (one, two)]
     assert {r["rank"] for r in by_image[1].values()} == {0, 1}
     assert sorted(by_image[0]) == sorted(by_image[1]) == list_images(inputs)
@@ -164,7 +155,8 @@ def test_two_processes_give_the_same_per_image_results_as_one(tmp_path, job):
 
 @pytest.mark.slow
 def test_a_run_killed_midway_resumes_with_every_image_done_exactly_once(tmp_path, job, generator_file):
-    """SIGKILL one rank of a 2-process torchrun run once it has finished an image, rerun the same command:
+    """SIGKILL one rank of a 2-process torchrun run of ``brgm reconstruct-dataset`` once it has finished an
+    image, rerun the same command:
     every image is done exactly once, the images done before the kill keep their files, no temporary file is
     left, the manifest is consistent and the outputs are those of an uninterrupted run."""
     inputs = _write_inputs(tmp_path / "in", 14)

@@ -193,15 +193,14 @@ def _add_map_options(optimiser: argparse._ArgumentGroup) -> None:
     optimiser.add_argument("--seed", type=nonnegative_int, default=0)
 
 
-def add_job_options(
+def add_run_options(
     parser: argparse.ArgumentParser, map_title: str
 ) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup, argparse._ArgumentGroup]:
-    """The options ``brgm reconstruct`` and ``brgm sample`` share, which ``plan.plan_job`` reads.
+    """The options of every reconstructing command (``reconstruct``, ``sample``, ``reconstruct-dataset``).
 
-    IMAGE..., the prior, the corruption, the model, the MAP and the output folder; returns the
-    groups (corruption, model, MAP), so that a command adds its own options next to their kin.
+    The prior, the corruption, the output folder, the model and the MAP; returns the groups
+    (corruption, model, MAP), so that a command adds its own options next to their kin.
     """
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="corrupted input images (PNG)")
     _add_generator_options(parser)
     corruption = _add_corruption_options(parser)
     _add_output_options(parser)
@@ -210,6 +209,15 @@ def add_job_options(
     optimiser = parser.add_argument_group(map_title)
     _add_map_options(optimiser)
     return corruption, model, optimiser
+
+
+def add_job_options(
+    parser: argparse.ArgumentParser, map_title: str
+) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup, argparse._ArgumentGroup]:
+    """The options ``brgm reconstruct`` and ``brgm sample`` share, which ``plan.plan_job`` reads:
+    IMAGE... and :func:`add_run_options`, whose groups it returns."""
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="corrupted input images (PNG)")
+    return add_run_options(parser, map_title)
 
 
 # ----------------------------------------------------------------------------- the error mapping
