@@ -37,7 +37,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-import platform
 import socket
 import sys
 import time
@@ -46,13 +45,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyro
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import brgm_pyro
 from brgm_pyro import io
 from brgm_pyro.distributed import Ranks, process_group
 from brgm_pyro.errors import InputError, InputTypeError
@@ -63,6 +59,7 @@ from brgm_pyro.models.variants import get_model
 from brgm_pyro.plotting import STD_CMAP, colorize
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import prepare_problem
+from brgm_pyro.provenance import versions
 from brgm_pyro.reconstruct import ReconstructionResult, reconstruct
 from brgm_pyro.sampling import DEFAULT_MODEL, METHODS, sample_posterior
 
@@ -180,16 +177,6 @@ def _check_folders(input_dir: Path, out: Path) -> None:
         )
     if out.exists() and not out.is_dir():
         raise InputError(f"The output folder {out} exists as a file; choose another output folder.")
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "brgm_pyro": brgm_pyro.__version__,
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _now() -> str:
@@ -345,16 +332,10 @@ class _Worker:
         if not readable:
             return
         began = time.perf_counter()
+        common = dict(params=job.params, perceptual=job.perceptual, progress=False)
         rec = reconstruct(
-            torch.stack(inputs),
-            job.forward,
-            job.generator,
-            params=job.params,
-            perceptual=job.perceptual,
-            schedule=job.schedule,
-            model=self.map_model,
-            seed=job.seed,
-            progress=False,
+            torch.stack(inputs), job.forward, job.generator, schedule=job.schedule, model=self.map_model,
+            seed=job.seed, **common,
         )
         map_seconds = (time.perf_counter() - began) / len(readable)
         for index, image in enumerate(readable):
@@ -366,19 +347,9 @@ class _Worker:
             if job.posterior is not None:
                 request = job.posterior
                 post = sample_posterior(
-                    one.y,
-                    job.forward,
-                    job.generator,
-                    method=request.method,
-                    num_samples=request.num_samples,
-                    model=request.model,
-                    params=job.params,
-                    perceptual=job.perceptual,
-                    map_result=one,
-                    sigma_reach=request.sigma_reach,
-                    seed=image_seed(job.seed, image),
-                    progress=False,
-                    **request.options,
+                    one.y, job.forward, job.generator, method=request.method, num_samples=request.num_samples,
+                    model=request.model, map_result=one, sigma_reach=request.sigma_reach,
+                    seed=image_seed(job.seed, image), **common, **request.options,
                 )
             try:
                 outputs, metrics = _write_outputs(job, self.stems[image], one, post)
@@ -496,7 +467,7 @@ def reconstruct_dataset(
                         "device": str(G.w_avg.device),
                         "threads": torch.get_num_threads(),
                         "started": _now(),
-                        "versions": _versions(),
+                        "versions": versions(),
                         "argv": sys.argv,
                     }
                 )

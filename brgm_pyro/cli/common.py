@@ -1,4 +1,4 @@
-"""What the ``brgm`` commands share: option groups, number types, output checks, versions, the error mapping.
+"""What the ``brgm`` commands share: option groups, number types, output checks, the error mapping.
 
 The error mapping is narrow on purpose: only a user's mistake ends as one line ``brgm: error:
 <sentence>`` with exit code 2. Those are the project's own input errors
@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
-import pyro
 import torch
 
-import brgm_pyro
 from brgm_pyro import io
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import _KERNEL_NAMES
@@ -117,17 +113,6 @@ def check_outputs(outputs: Sequence[Path], protected: Sequence[Path], force: boo
                     f"{path} already exists (from an earlier run?); pass --force to overwrite it, "
                     "or choose another --out."
                 )
-
-
-def versions() -> dict[str, str]:
-    """The versions a result depends on, recorded in every brgm.json."""
-    return {
-        "brgm_pyro": brgm_pyro.__version__,
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def note(message: str, quiet: bool) -> None:

@@ -26,13 +26,13 @@ from brgm_pyro.cli.common import (
     check_outputs,
     note,
     resolve_device,
-    versions,
 )
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample, Mask, Operator
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.problem import prepare_problem
+from brgm_pyro.provenance import versions
 from brgm_pyro.stylegan2 import StyleGAN2Generator, describe
 
 # The MAP's files per input NAME: NAME_<kind>.png.
