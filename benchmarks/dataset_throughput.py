@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--perceptual", default="auto", help="auto (the prior's card), none, or a name")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
+    if args.images < 2 * max(args.batch_sizes):
+        parser.error("--images must be at least twice the largest batch size, so that both processes get a batch")
 
     cores = os.cpu_count() or 1
     rows_to_run = [(1, cores, batch, "cpu") for batch in args.batch_sizes]

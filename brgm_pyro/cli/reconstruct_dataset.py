@@ -92,7 +92,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     notes = [] if args.generator is not None else [f"no --generator given: using the embedded prior {DEFAULT_PRIOR}."]
     size = G.resolution
     if args.task == "superres":
-        # Not inferred from an image, as brgm reconstruct does: one odd file must not set it for the folder.
+        # Unlike brgm reconstruct, not inferred from the inputs: one odd file must not set it for a folder.
         if args.factor is None:
             raise InputError("--task superres needs --factor for a folder (the factor is not inferred from "
                              "its images); add e.g. --factor 4.")
