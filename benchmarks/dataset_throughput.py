@@ -2,15 +2,14 @@
 
 One run reconstructs the same folder of corrupted images (G's samples at 1/4 resolution) with
 ``brgm reconstruct-dataset`` into a new output folder per row: one plain process using every core,
-then torchrun with 2 processes of one thread each, at each batch size; and on a CUDA machine one
-process on the GPU at batch 1, 8 and 32.
-The rate is images / (last image's record - the attempt's start, from the manifest): it leaves out
+one plain process of one thread, then torchrun with 2 processes of one thread each, at each batch
+size; and on a CUDA machine one process on the GPU at batch 1, 8 and 32. The rate is images / (last image's record - the attempt's start, from the manifest): it leaves out
 Python's start-up and the process group's set-up, which the "command s" column includes. The rows
 alternate between the settings, round after round (``--repeats``, the median shown), so that the
 machine's background load hits them alike; the load (``uptime``) before and after is printed with
 the table.
 
-    python benchmarks/dataset_throughput.py [--images 32] [--steps 100] [--batch-sizes 1 8]
+    python benchmarks/dataset_throughput.py [--images 16] [--steps 20] [--batch-sizes 1 8] [--repeats 2]
     python benchmarks/dataset_throughput.py --generator G.safetensors --images 4 --steps 2 --perceptual none
 """
 
@@ -76,10 +75,10 @@ def uptime() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generator", default="fashion-mnist-32")
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=100, help="MAP steps per image")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20, help="MAP steps per image")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=1, help="rounds over the rows; the median rate is shown")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds over the rows; the median rate is shown")
     parser.add_argument("--perceptual", default="auto", help="auto (the prior's card), none, or a name")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
@@ -88,6 +87,7 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     rows_to_run = [(1, cores, batch, "cpu") for batch in args.batch_sizes]
+    rows_to_run += [(1, 1, batch, "cpu") for batch in args.batch_sizes]
     rows_to_run += [(2, 1, batch, "cpu") for batch in args.batch_sizes]
     if torch.cuda.is_available():
         rows_to_run += [(1, cores, batch, "cuda") for batch in (1, 8, 32)]
@@ -96,8 +96,9 @@ def main() -> None:
         inputs = Path(scratch) / "inputs"
         inputs.mkdir()
         make_inputs(args.generator, inputs, args.images)
-        # Interleaved: 1 process, then 2, at each batch size in turn, round after round.
-        order = sorted(rows_to_run, key=lambda row: (row[3], row[2], row[0]))
+        # Interleaved: 1 process of every core, of one thread, then 2 processes, at each batch size in turn,
+        # round after round.
+        order = sorted(rows_to_run, key=lambda row: (row[3], row[2], row[0], -row[1]))
         runs = [
             run_row(args, inputs, Path(scratch) / f"out-{repeat}-{i}", *row)
             for repeat in range(args.repeats)
@@ -119,10 +120,11 @@ def main() -> None:
         each = ", ".join(f"{rate:.3f}" for rate in row["rates"])
         print(f"| {row['device']} | {row['processes']} x {row['threads']} | {row['batch']} | {row['rate']:.3f} | "
               f"{each} | {row['command_s']:.1f} |")
-    rate = {(r["device"], r["processes"], r["batch"]): r["rate"] for r in rows}
+    rate = {(r["device"], r["processes"], r["threads"], r["batch"]): r["rate"] for r in rows}
     for batch in args.batch_sizes:
+        two = rate["cpu", 2, 1, batch]
         print(f"batch {batch}: 2 processes x 1 thread / 1 process x {cores} threads = "
-              f"{rate['cpu', 2, batch] / rate['cpu', 1, batch]:.2f}")
+              f"{two / rate['cpu', 1, cores, batch]:.2f}; / 1 process x 1 thread = {two / rate['cpu', 1, 1, batch]:.2f}")
     if args.json:
         io.write_json(args.json, {"rows": rows, "load_before": load_before, "load_after": load_after})
 
