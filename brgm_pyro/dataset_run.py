@@ -436,7 +436,7 @@ def reconstruct_dataset(
         raise InputError(f"The corruption cannot apply to the generator's images: {err}") from None
     # Resolve the preset and the perceptual network once (the MAP of every batch then uses these).
     problem = prepare_problem(torch.zeros((1, *input_shape)), forward, G, params, perceptual)
-    schedule = schedule or MAPSchedule(**(getattr(G, "card", None) or {}).get("schedule", {}))
+    schedule = schedule or problem.card.schedule
     job = _Job(
         input_dir, out, forward, G, problem.params, problem.perceptual, schedule, posterior,
         batch_size, seed, input_shape, settings={}, settings_id="",
