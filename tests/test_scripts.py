@@ -32,6 +32,8 @@ SCRIPTS = {
                                  "--map-steps 2 --svi-steps 2 --warmup 2 --num-chains 2 --max-tree-depth 2 "
                                  "--perceptual none --json {tmp}/calibration.json",
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
+    "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
+                                        "--perceptual none --json {tmp}/throughput.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
                           "--perceptual none --task inpaint --num-chains 2 --json {tmp}/together.json",
     "benchmarks/posterior_speed.py": "--generator {generator} --repeats 1 --map-steps 3 --svi-steps 3",
@@ -227,9 +229,21 @@ def check_real_checkpoints(printed, tmp_path, run):
     assert "TensorFlow 1.x" in printed
 
 
+def check_dataset_throughput(printed, tmp_path, run):
+    """A plain process of every core, one of one thread and a 2-process torchrun job reconstruct the same folder,
+    and the table gives their rates and the ratios."""
+    assert "load before:" in printed
+    assert re.search(r"batch 2: 2 processes x 1 thread / 1 process x \d+ threads = [0-9.]+; / 1 process x 1 thread = ",
+                     printed)
+    rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
+    assert [(r["processes"], r["threads"], r["batch"]) for r in rows] == [(1, os.cpu_count(), 2), (1, 1, 2), (2, 1, 2)]
+    assert all(r["rate"] > 0 for r in rows)
+
+
 CHECKS = {
     "benchmarks/calibration.py": check_calibration,
     "benchmarks/compare_priors.py": check_compare_priors,
+    "benchmarks/dataset_throughput.py": check_dataset_throughput,
     "benchmarks/nuts.py": check_nuts,
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,
