@@ -239,8 +239,8 @@ def test_shipped_network_beats_its_classical_baseline_on_val_images(task, val_im
 # ----------------------------------------------------------------------------- training
 
 
-def _tiny_train(out_dir, epochs, log=print):
-    schedule = Schedule(batch_size=16, max_epochs=epochs)
+def _tiny_train(out_dir, epochs, log=print, lr=1e-3):
+    schedule = Schedule(lr=lr, batch_size=16, max_epochs=epochs)
     return train("inpaint", out_dir, config=dict(features=4, levels=2, blocks=1, max_features=8), schedule=schedule,
                  train_size=48, val_size=14, progress=False, log=log)  # fmt: skip
 
@@ -267,7 +267,10 @@ def test_training_writes_the_card_and_resumes_bit_identically(tmp_path):
     curves = (tmp_path / "resumed" / "supervised-inpaint-curves.csv").read_text().splitlines()
     assert curves[0] == "epoch,lr,train_l1,val_l1,val_psnr,seconds" and len(curves) == 3
     with pytest.raises(InputError, match="holds a run with other settings"):
-        _tiny_train(tmp_path / "resumed", epochs=3)
+        _tiny_train(tmp_path / "resumed", epochs=2, lr=3e-3)
+    # A higher epoch limit continues a run that the lower one stopped.
+    longer = _tiny_train(tmp_path / "resumed", epochs=3, log=lines.append)
+    assert longer["epochs"] == 3 and longer["history"][:2] == resumed["history"] and lines[-1].startswith("inpaint epoch 3")
 
 
 def test_train_script_runs_with_tiny_arguments(monkeypatch, tmp_path, capsys):

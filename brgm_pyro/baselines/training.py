@@ -16,7 +16,8 @@ those of the epoch with the lowest val L1. Training runs in bfloat16 autocast wh
 supports it (about twice as fast on one core); every reported figure is computed in float32.
 
 The state is saved atomically after every epoch (``STATE_DIR/.supervised-TASK.state.pt``), so an
-interrupted run resumes where it stopped; the outputs (weights, card .json and .md, curves .csv) are
+interrupted run resumes where it stopped (with another ``max_epochs`` if wanted: a lower limit stops
+it there, a higher one continues a run the lower one stopped); the outputs (weights, card .json and .md, curves .csv) are
 written atomically at the end.
 """
 
@@ -143,15 +144,30 @@ def _settings(task: str, config: dict, schedule: Schedule, seed: int, train_size
     }
 
 
+def _trajectory(settings: dict) -> dict:
+    """The settings that shape the run's trajectory: all but the epoch limit, which only cuts it short."""
+    schedule = {name: value for name, value in settings["schedule"].items() if name != "max_epochs"}
+    return {**settings, "schedule": schedule}
+
+
 def _load_state(path: Path, settings: dict) -> dict | None:
+    """The saved state of the run, if any, brought to the epoch limit of ``settings``.
+
+    A run may be resumed with another epoch limit: stopped where the new limit falls, or continued
+    when it was stopped by a lower one.
+    """
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["settings"] != settings:
+    if _trajectory(state["settings"]) != _trajectory(settings):
         raise InputError(
             f"{path} holds a run with other settings ({state['settings']}); resume with the same settings "
             "or choose another --state-dir."
         )
+    max_epochs = settings["schedule"]["max_epochs"]
+    if state["stopped"] is None or state["stopped"].startswith("epoch limit"):
+        state["stopped"] = f"epoch limit ({max_epochs})" if state["epoch"] >= max_epochs else None
+    state["settings"] = settings
     return state
 
 
