@@ -2,6 +2,7 @@
 
     python scripts/train_baselines.py                                # all four, into brgm_pyro/baselines/weights/
     python scripts/train_baselines.py --tasks sr-x8 --state-dir runs/  # one task, its resumable state in runs/
+    python scripts/train_baselines.py --report                       # the table of the shipped cards
     python scripts/train_baselines.py --tasks inpaint --train-size 256 --val-size 64 --max-epochs 1 \\
         --features 8 --blocks 1 --out-dir /tmp/nets                 # a tiny run
 
@@ -14,6 +15,7 @@ One CPU thread by default, so that it can run beside other work.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -25,24 +27,40 @@ from brgm_pyro.baselines.training import DEFAULT_CONFIGS, Schedule, train
 ARCHITECTURE_OPTIONS = ("features", "blocks")
 
 
+def report(cards: list[dict]) -> str:
+    """A markdown table of the cards: size, training, final figures and how flat the val curve ends."""
+    lines = [
+        "| network | parameters | epochs (kept) | stopped | hours | train L1 / PSNR | val L1 / PSNR "
+        "| classical val L1 / PSNR | val L1, last 5 epochs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for card in cards:
+        reference = card["val_reference"]
+        tail = " ".join(f"{row['val_l1']:.5f}" for row in card["history"][-5:])
+        lines.append(
+            f"| {card['name']} | {card['parameters']:,} | {card['epochs']} ({card['best_epoch']}) | {card['stopped']} "
+            f"| {card['seconds'] / 3600:.2f} | {card['train']['l1']:.5f} / {card['train']['psnr']:.2f} dB "
+            f"| {card['val']['l1']:.5f} / {card['val']['psnr']:.2f} dB "
+            f"| {reference['method']} {reference['l1']:.5f} / {reference['psnr']:.2f} dB | {tail} |"
+        )
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     schedule = Schedule(lr=args.lr, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience)
+    cards = []
     for task in args.tasks:
+        if args.report:
+            cards.append(json.loads((args.out_dir / f"supervised-{task}.json").read_text()))
+            continue
         config = dict(DEFAULT_CONFIGS[task])
         config.update({name: getattr(args, name) for name in ARCHITECTURE_OPTIONS if getattr(args, name) is not None})
-        card = train(
+        cards.append(train(
             task, args.out_dir, state_dir=args.state_dir, config=config, schedule=schedule,
             train_size=args.train_size, val_size=args.val_size, seed=args.seed, progress=not args.quiet,
-        )  # fmt: skip
-        print(
-            f"{card['name']}: {card['architecture']} with {card['parameters']:,} parameters, {card['epochs']} epochs "
-            f"in {card['seconds'] / 60:.1f} min ({card['stopped']}); kept epoch {card['best_epoch']}: "
-            f"train L1 {card['train']['l1']:.5f} / {card['train']['psnr']:.2f} dB, "
-            f"val L1 {card['val']['l1']:.5f} / {card['val']['psnr']:.2f} dB; "
-            f"{card['val_reference']['method']} val L1 {card['val_reference']['l1']:.5f} / "
-            f"{card['val_reference']['psnr']:.2f} dB"
-        )
+        ))  # fmt: skip
+    print(report(cards))
 
 
 if __name__ == "__main__":
@@ -61,4 +79,5 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--report", action="store_true", help="only print the table of the cards in --out-dir")
     main(parser.parse_args())

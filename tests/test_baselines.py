@@ -278,6 +278,11 @@ def test_train_script_runs_with_tiny_arguments(monkeypatch, tmp_path, capsys):
             "--features", "8", "--blocks", "1", "--quiet", "--out-dir", str(tmp_path)]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(ROOT / "scripts" / "train_baselines.py"), run_name="__main__")
-    printed = capsys.readouterr().out
-    assert "supervised-sr-x8: SuperResolutionNet with" in printed and "bicubic val L1" in printed
+    trained = capsys.readouterr().out
+    assert trained.startswith("sr-x8 epoch 1: lr 1.00e-03, train L1")
+    assert "\n| network | parameters |" in trained and "| supervised-sr-x8 |" in trained and "| bicubic 0." in trained
     assert (tmp_path / "supervised-sr-x8.safetensors").is_file() and (tmp_path / "supervised-sr-x8.md").is_file()
+    monkeypatch.setattr(sys, "argv", [*argv, "--report"])
+    runpy.run_path(str(ROOT / "scripts" / "train_baselines.py"), run_name="__main__")
+    table = capsys.readouterr().out
+    assert table.startswith("| network |") and trained.endswith(table)
