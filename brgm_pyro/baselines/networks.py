@@ -11,8 +11,11 @@ Both predict a correction to a simple reconstruction, so they start from a sensi
   (4x4 at 32 px) sees the whole image, so a missing half can be filled from the other half; the
   output is composited, x = m * y + (1 - m) * net, so observed pixels are kept exactly.
 
-Images are (B, C, H, W) in [0, 1]; the outputs are clamped to [0, 1]. Each network's constructor
-arguments are its ``config`` (a dict of ints), stored in the weight file's header.
+Images are (B, C, H, W) in [0, 1]; the outputs are clamped to [0, 1], except with ``clamp=False``,
+which training uses: a clamped output passes no gradient where it is clipped, and a network whose
+fill drifts below 0 everywhere would never recover. The last conv starts at zero, so an untrained
+network returns the simple reconstruction. Each network's constructor arguments are its ``config``
+(a dict of ints), stored in the weight file's header.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ __all__ = ["InpaintingNet", "ResidualBlock", "SuperResolutionNet"]
 
 def _conv(channels_in: int, channels_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1)
+
+
+def _zero_conv(channels_in: int, channels_out: int) -> nn.Conv2d:
+    conv = _conv(channels_in, channels_out)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
 
 
 class ResidualBlock(nn.Module):
@@ -76,13 +86,13 @@ class SuperResolutionNet(nn.Module):
             stages.append(ResidualBlock(next_width))
             width = next_width
         self.upsample = nn.Sequential(*stages)
-        self.tail = _conv(width, channels)
+        self.tail = _zero_conv(width, channels)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         size = (y.shape[-2] * self.factor, y.shape[-1] * self.factor)
         h = self.head(y)
-        residual = self.tail(self.upsample(h + self.body(h)))
-        return (bicubic_upsample(y, size) + residual).clamp(0, 1)
+        x = bicubic_upsample(y, size) + self.tail(self.upsample(h + self.body(h)))
+        return x.clamp(0, 1) if clamp else x
 
 
 class _Level(nn.Module):
@@ -131,9 +141,9 @@ class InpaintingNet(nn.Module):
             for level in range(levels)
         )
         self.decoder = nn.ModuleList(_Level(2 * widths[level], widths[level], 1, blocks) for level in range(levels))
-        self.tail = _conv(widths[0], channels)
+        self.tail = _zero_conv(widths[0], channels)
 
-    def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, mask: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         mask = mask.to(y.dtype).expand_as(y)
         observed = y * mask
         # The mean of the observed pixels is the U-Net's starting point for the missing ones.
@@ -146,5 +156,5 @@ class InpaintingNet(nn.Module):
         h = self.bottleneck(h)
         for level in reversed(range(len(self.decoder))):
             h = self.decoder[level](torch.cat([self.up[level](h), skips[level]], dim=1))
-        filled = (start + self.tail(h)).clamp(0, 1)
-        return mask * y + (1 - mask) * filled
+        filled = start + self.tail(h)
+        return mask * y + (1 - mask) * (filled.clamp(0, 1) if clamp else filled)

@@ -8,7 +8,7 @@ split and selects it on the val split; the test split is never read. Pairs:
   (:func:`~brgm_pyro.baselines.masks.random_masks`) for training, and the seven exact kinds in turn
   (:func:`~brgm_pyro.baselines.masks.cyclic_masks`, the evaluation's masks) for val.
 
-Schedule: Adam at ``lr``; after every epoch the val L1 (fp32, all val images) feeds
+Loss: L1 of the unclamped output (see :mod:`~brgm_pyro.baselines.networks`). Schedule: Adam at ``lr``; after every epoch the val L1 (fp32, all val images) feeds
 ``ReduceLROnPlateau`` (the rate times ``lr_factor`` after ``patience`` epochs without a relative
 improvement of ``threshold``). The run has converged when the rate would be cut for the
 ``max_reductions + 1``-th time: the val L1 has stalled at the smallest rate. The kept weights are
@@ -296,7 +296,7 @@ def train(
             else:
                 inputs = (train_y[rows],)
             with _autocast(bf16):
-                out = network(*(i.contiguous(memory_format=torch.channels_last) for i in inputs))
+                out = network(*(i.contiguous(memory_format=torch.channels_last) for i in inputs), clamp=False)
             loss = F.l1_loss(out.float(), clean)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
