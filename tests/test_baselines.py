@@ -179,6 +179,16 @@ def test_supervised_shapes_range_and_kept_pixels(tiny_weights):
     assert torch.equal(out * masks, y)
 
 
+def test_untrained_networks_start_from_the_simple_reconstruction(val_images):
+    f = Downsample(4)
+    y = f(val_images[:3]).clamp(0, 1)
+    torch.testing.assert_close(build_network("sr-x4", features=8, blocks=1)(y), baselines.get("bicubic")(y, f))
+    masks = cyclic_masks(3)
+    out = build_network("inpaint", features=4, levels=2, max_features=8)(val_images[:3] * masks, masks)
+    for image, truth, m in zip(out, val_images[:3], masks):
+        torch.testing.assert_close(image[m == 0], truth[m == 1].mean().expand(int((m == 0).sum())))
+
+
 def test_supervised_weight_files_round_trip_and_bad_files(tiny_weights, tmp_path):
     task, network = load_network(tiny_weights["sr-x4"])
     assert task == "sr-x4" and not network.training
