@@ -44,6 +44,8 @@ SCRIPTS = {
     "scripts/check_real_checkpoints.py": "",
     "scripts/ship_prior.py": "{generator} --name tiny --quality {tmp}/given-quality.json --hardware 'a test' "
                              "--priors-dir {tmp}/priors",
+    "scripts/train_baselines.py": "--tasks sr-x8 --train-size 32 --val-size 8 --max-epochs 1 --features 8 --blocks 1 "
+                                  "--quiet --out-dir {tmp}/nets",
     "scripts/train_feature_nets.py": "--epochs 1 --batch-size 16 --out-dir {tmp}/features --quiet",
     "scripts/train_prior_gpu.sh": "CHAINS=2 --dry-run 300",
 }
@@ -193,6 +195,15 @@ def check_ship_prior(printed, tmp_path, run):
     assert G.resolution == 32 and (tmp_path / "priors" / "tiny.md").read_text().startswith("# Model card: tiny")
 
 
+def check_train_baselines(printed, tmp_path, run):
+    """One epoch of a tiny network: the epoch line, then the card table; --report prints the same table."""
+    assert printed.startswith("sr-x8 epoch 1: lr 1.00e-03, train L1")
+    assert "\n| network | parameters |" in printed and "| supervised-sr-x8 |" in printed and "| bicubic 0." in printed
+    assert (tmp_path / "nets" / "supervised-sr-x8.safetensors").is_file() and (tmp_path / "nets" / "supervised-sr-x8.md").is_file()
+    table = run(f"--tasks sr-x8 --out-dir {tmp_path}/nets --report")
+    assert table.startswith("| network |") and printed.endswith(table)
+
+
 def check_train_feature_nets(printed, tmp_path, run):
     from brgm_pyro.fmnist.networks import load_feature_net
 
@@ -251,6 +262,7 @@ CHECKS = {
     "benchmarks/tune_defaults.py": check_tune_defaults,
     "scripts/check_real_checkpoints.py": check_real_checkpoints,
     "scripts/ship_prior.py": check_ship_prior,
+    "scripts/train_baselines.py": check_train_baselines,
     "scripts/train_feature_nets.py": check_train_feature_nets,
     "scripts/train_prior_gpu.sh": check_train_prior_gpu,
 }
