@@ -9,7 +9,8 @@ inputs y (simulated from Fashion-MNIST, or read from folders) are written as los
 back, so every method sees the 8-bit y a user's file would hold; each method reconstructs the images
 it has not finished, in batches, and writes ``METHOD/NAME.png`` and ``METHOD/NAME.json`` (seconds per
 image, the method's own diagnostics, e.g. PULSE's consistency check) for each; then the metrics are
-computed from the saved PNGs, so a run stopped and started again gives the same table as one run:
+computed from the saved PNGs, so a run stopped and started again gives the same table as one run
+(``results.md``, ``results.json``, and the grid ``results.png``: input | each method | truth):
 
     fmnist_eval_distance  the LPIPS-style distance of ``FMNISTEval`` to the truth (lower is better)
     class_fidelity        the evaluator's class of the output equals the true label (with labels)
@@ -100,11 +101,16 @@ class Method:
     told: Operator | None = None
     generator: Any = None
 
-    def record(self) -> dict[str, Any]:
+    def record(self, G: Any = None) -> dict[str, Any]:
+        """What made this row's outputs: the method, its options, the told f, and the prior with the
+        defaults of its card (so outputs made before a change of the defaults are never reused)."""
         record = {"name": self.name, "options": {k: repr(v) for k, v in sorted(self.options.items())},
                   "told": None if self.told is None else repr(self.told)}
-        if self.generator is not None:
-            record["generator"] = getattr(self.generator, "name", None) or repr(self.generator.config)
+        prior = self.generator if self.generator is not None else G
+        if prior is not None:
+            card = getattr(prior, "card", None) or {}
+            record["prior"] = {"name": getattr(prior, "name", None) or repr(prior.config),
+                               **{key: card.get(key) for key in ("params", "schedule", "perceptual", "sigma_reach")}}
         return record
 
 
@@ -239,10 +245,10 @@ def _per_image(details: dict[str, Any], count: int) -> list[dict[str, Any]]:
     return records
 
 
-def _check_method_folder(folder: Path, method: Method) -> None:
+def _check_method_folder(folder: Path, method: Method, G: Any) -> None:
     """Create the method's folder with its record, or check an earlier run used the same options."""
     record_file = folder / "method.json"
-    record = method.record()
+    record = method.record(G)
     if record_file.exists():
         earlier = json.loads(record_file.read_text())
         if earlier != record:
@@ -258,7 +264,7 @@ def _check_method_folder(folder: Path, method: Method) -> None:
 def _run_method(method: Method, setting: Setting, names: list[str], inputs: Path, out: Path, G: Any,
                 channels: int, batch_size: int, seed: int, bar: tqdm) -> None:
     folder = out / method.label
-    _check_method_folder(folder, method)
+    _check_method_folder(folder, method, G)
     todo = [name for name in names if not (folder / f"{name}.png").exists()]
     bar.update(len(names) - len(todo))
     run = baselines.get(method.name)
@@ -325,7 +331,7 @@ def _summarise(method: Method, setting: Setting, names: list[str], out: Path, tr
             details[key] = sum(float(v) for v in values) / len(values)
         elif all(v == values[0] for v in values):
             details[key] = values[0]
-    return {"mean": row, "per_image": scores, "details": details, "method": method.record(),
+    return {"mean": row, "per_image": scores, "details": details, "method": json.loads((folder / "method.json").read_text()),
             "batch": records[0]["batch"]}
 
 
@@ -382,6 +388,7 @@ def evaluate(
     grid_rows: int = 8,
     seed: int = 0,
     progress: bool = True,
+    report: str = "results",
 ) -> dict[str, Any]:
     """Run ``methods`` on the images of ``setting``, write their outputs, the tables and a grid into ``out``.
 
@@ -394,9 +401,11 @@ def evaluate(
             names (the dataset indices as text) and their classes (or None).
         evaluator: the ``FMNISTEval`` network for the distance and class fidelity (None: left out).
         batch_size: images per method call.
-        grid_rows: images shown in ``grid.png`` (input | each method | truth).
+        grid_rows: images shown in the grid (input | each method | truth).
         seed: the seed of the methods and of the simulated noise.
         progress: show a progress bar.
+        report: the name of the table and grid files, ``REPORT.md``, ``REPORT.json`` and ``REPORT.png``
+            (another name keeps the tables of other method lists in the same folder).
 
     Returns {"setting", "names", "table": label -> {"mean", "per_image", "details", "method", "batch"}}.
     """
@@ -427,10 +436,10 @@ def evaluate(
     bar.close()
     table = {m.label: _summarise(m, setting, names, out, truth, y, labels, evaluator, channels) for m in methods}
     result = {"setting": setting.record(), "names": names, "table": table}
-    io.write_json(out / "results.json", result)
-    io.atomic_write_text(out / "results.md", markdown_table(table))
+    io.write_json(out / f"{report}.json", result)
+    io.atomic_write_text(out / f"{report}.md", markdown_table(table))
     shown = names[:grid_rows]
     rows = [[y[i], *[_read(out / m.label, [name], channels)[0] for m in methods], truth[i]]
             for i, name in enumerate(shown)]
-    io.save_grid(out / "grid.png", rows, scale=4)
+    io.save_grid(out / f"{report}.png", rows, scale=4)
     return result

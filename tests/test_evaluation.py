@@ -54,7 +54,7 @@ def test_outputs_metrics_and_tables(G, images, tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["names"] == [f"{i:05d}" for i in range(5)] and set(saved["table"]) == {"bicubic", "brgm"}
     assert (tmp_path / "results.md").read_text().startswith("| method | fmnist-eval distance")
-    grid = io.read_image(tmp_path / "grid.png")
+    grid = io.read_image(tmp_path / "results.png")
     assert grid.shape[-2] == 2 + 5 * (16 * 4 + 2)  # 5 rows: input | bicubic | brgm | truth
 
 

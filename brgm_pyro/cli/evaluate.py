@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="compare BRGM with other methods on the same corrupted images (tables, outputs, grids)",
         description="Run every method that applies (or --methods) on corrupted images simulated from "
         "Fashion-MNIST, or given with --inputs/--truth, and write each output, a results table "
-        "(results.md, results.json) and a grid (input | each method | truth). Finished images are kept "
+        "(results.md, results.json) and a grid (results.png: input | each method | truth). Finished images are kept "
         "and skipped when the command runs again.",
     )
     parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
@@ -76,7 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"the prior of the generative methods (default {DEFAULT_PRIOR})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--batch-size", type=positive_int, default=25, help="images per method call (default 25)")
-    parser.add_argument("--grid-rows", type=positive_int, default=8, help="images in grid.png (default 8)")
+    parser.add_argument("--grid-rows", type=positive_int, default=8, help="images in results.png (default 8)")
     parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--quiet", action="store_true", help="hide the progress bar")
@@ -137,5 +137,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print((args.out / "results.md").read_text(), end="")
     print(f"brgm evaluate: {len(methods)} methods on {len(result['names'])} images in "
-          f"{time.perf_counter() - start:.0f} s; outputs, results.md / results.json and grid.png are in {args.out}/")
+          f"{time.perf_counter() - start:.0f} s; outputs, results.md / results.json and the grid results.png are in "
+          f"{args.out}/")
     return 0
