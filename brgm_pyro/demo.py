@@ -24,7 +24,6 @@ from brgm_pyro import forward as fw
 from brgm_pyro import io, metrics
 from brgm_pyro.checkpoints import load_generator
 from brgm_pyro.errors import InputError
-from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.reconstruct import reconstruct
 
 __all__ = ["TASKS", "Task", "bicubic_upsample", "run_demo", "evaluate_outputs"]
@@ -131,22 +130,18 @@ def run_demo(
         raise InputError(f"The examples are {tuple(truth.shape[1:])}, the generator makes "
                          f"({G.channels}, {G.resolution}, {G.resolution}) images; use the matching prior.")
     try:
-        from brgm_pyro.fmnist import FMNISTEval
+        from brgm_pyro.fmnist.evaluator import FMNISTEval
 
         evaluator = FMNISTEval()
     except (ImportError, FileNotFoundError, RuntimeError):
         evaluator = None
-    card = getattr(G, "card", {}) or {}
-    schedule = MAPSchedule(**card.get("schedule", {}))
-    if steps is not None:
-        schedule = MAPSchedule(**{**schedule.__dict__, "steps": steps})
     table: dict[str, dict[str, dict[str, float]]] = {}
     timings = {}
     for task in tasks:
         f = task.operator(G.resolution)
         y = f(truth).clamp(0, 1)
         start = time.perf_counter()
-        rec = reconstruct(y, f, G, schedule=schedule, progress=progress)
+        rec = reconstruct(y, f, G, steps=steps, progress=progress)  # the card's schedule
         timings[task.name] = round(time.perf_counter() - start, 2)
         if task.kind == "superres":
             baseline, baseline_name, shown_input = bicubic_upsample(y, G.resolution), "bicubic", y
@@ -161,7 +156,7 @@ def run_demo(
     result = {
         "generator": generator,
         "examples": [p.name for p in paths],
-        "schedule": schedule.__dict__,
+        "schedule": rec.schedule.__dict__,
         "params": rec.params.__dict__,
         "seconds_per_task": timings,
         "grid_columns": ["input", "baseline (bicubic / masked input)", "BRGM", "truth"],

@@ -519,34 +519,3 @@ def test_the_map_result_is_left_as_it_was(G16, inpainting):
     w = rec.w.clone()
     sample_posterior(y, f, G16, "svi", 2, perceptual=None, map_result=rec, steps=5, progress=False)
     assert torch.equal(rec.w, w)
-
-
-def test_calibration_benchmark_runs(G16, tmp_path, capsys, monkeypatch):
-    """benchmarks/calibration.py with tiny settings, on prior draws of a tiny generator."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    from brgm_pyro.checkpoints import save_generator
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "calibration.py"
-    spec = importlib.util.spec_from_file_location("calibration", path)
-    calibration = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "calibration", calibration)
-    spec.loader.exec_module(calibration)
-    save_generator(G16, tmp_path / "tiny.safetensors")
-    results = calibration.main([
-        "--generator", str(tmp_path / "tiny.safetensors"), "--data", "prior", "--num-images", "1", "--box", "6",
-        "--methods", "svi-normal,nuts", "--num-samples", "4", "--map-steps", "2", "--svi-steps", "2",
-        "--warmup", "2", "--num-chains", "2", "--max-tree-depth", "2", "--perceptual", "none",
-        "--json", str(tmp_path / "calibration.json"),
-    ])
-    printed = capsys.readouterr().out
-    assert "| superres | svi-normal |" in printed and "| inpaint (hole) | nuts |" in printed
-    for task in ("superres", "inpaint"):
-        for method in ("svi-normal", "nuts"):
-            assert set(results[task][method]["coverage"]) == {"0.5", "0.9", "0.95"}
-            assert results[task][method]["images"] == 1
-    assert results["inpaint"]["nuts"]["std_ratio_hole_observed"] > 0
-    saved = json.loads((tmp_path / "calibration.json").read_text())
-    assert saved["superres"]["nuts"]["mcmc"]["min_ess_bulk"] > 0
