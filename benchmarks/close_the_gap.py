@@ -41,6 +41,8 @@ def variants(G, other_prior, steps: int | None) -> list[evaluation.Method]:
         evaluation.Method("brgm", "brgm", common),
         evaluation.Method("brgm-mean", "brgm-mean", {"map_schedule": schedule}),
         evaluation.Method("brgm-mean-no-reach", "brgm-mean", {"map_schedule": schedule, "sigma_reach": None}),
+        evaluation.Method("brgm-mean-fixed-noise", "brgm-mean",
+                          {"map_schedule": schedule, "sigma_reach": None, "model": "brgm"}),
         evaluation.Method("brgm-4-starts", "brgm", {"schedule": replace(schedule, starts=4)}),
         evaluation.Method("brgm-2x-steps", "brgm", {"schedule": replace(schedule, steps=2 * schedule.steps)}),
         evaluation.Method("brgm-learned-noise", "brgm", {**common, "model": learned_noise.model}),
