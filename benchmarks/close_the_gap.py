@@ -1,7 +1,8 @@
 """What closes the gap between BRGM and a supervised network at low resolution, measured on the validation split.
 
 Each variant changes one thing of ``bp.reconstruct`` with the prior's defaults (its card): the
-posterior mean instead of the MAP, several MAP starts picked by posterior density, the pixel noise
+posterior mean instead of the MAP, several MAP starts picked by posterior density (from random
+mapping draws, or from the draws of highest posterior density among 64), the pixel noise
 level and the learned-noise likelihood, the perceptual term, the schedule, the prior. All run through
 ``brgm_pyro.evaluation`` on the same validation images (never the test split), next to the
 supervised network and PULSE, and the script prints one table per task.
@@ -44,6 +45,10 @@ def variants(G, other_prior, steps: int | None) -> list[evaluation.Method]:
         evaluation.Method("brgm-mean-fixed-noise", "brgm-mean",
                           {"map_schedule": schedule, "sigma_reach": None, "model": "brgm"}),
         evaluation.Method("brgm-4-starts", "brgm", {"schedule": replace(schedule, starts=4)}),
+        evaluation.Method("brgm-2-starts", "brgm", {"schedule": replace(schedule, starts=2)}),
+        evaluation.Method("brgm-8-starts", "brgm", {"schedule": replace(schedule, starts=8)}),
+        evaluation.Method("brgm-2-starts-of-64", "brgm", {"schedule": replace(schedule, starts=2, candidates=64)}),
+        evaluation.Method("brgm-4-starts-of-64", "brgm", {"schedule": replace(schedule, starts=4, candidates=64)}),
         evaluation.Method("brgm-2x-steps", "brgm", {"schedule": replace(schedule, steps=2 * schedule.steps)}),
         evaluation.Method("brgm-learned-noise", "brgm", {**common, "model": learned_noise.model}),
         evaluation.Method("brgm-no-percept", "brgm", {**common, "perceptual": None}),

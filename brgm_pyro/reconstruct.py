@@ -17,7 +17,7 @@ import pyro
 import torch
 from torch import nn
 
-from brgm_pyro.inference.map import MAPSchedule, run_map
+from brgm_pyro.inference.map import MAPSchedule, log_joint, run_map
 from brgm_pyro.models import brgm
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.stylegan2 import to_unit
@@ -114,15 +114,24 @@ def reconstruct(
     return map_reconstruction(problem, schedule, model, seed, progress)
 
 
-def _starting_points(G: nn.Module, batch: int, starts: int, seed: int) -> list[torch.Tensor]:
-    """w_avg, then ``starts - 1`` mapping draws (seeded by ``seed``), each (batch, num_ws, w_dim)."""
+def _starting_points(model: Callable, problem: Problem, schedule: MAPSchedule, seed: int) -> list[torch.Tensor]:
+    """w_avg, then ``starts - 1`` mapping draws (seeded by ``seed``), each (batch, num_ws, w_dim): drawn per
+    image, or with ``candidates`` the ones of highest posterior density per image among that many draws."""
+    G, batch = problem.generator, problem.y.shape[0]
     points = [G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()]
+    if schedule.starts == 1:
+        return points
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(starts - 1):
-        z = torch.randn(batch, G.z_dim, generator=generator).to(G.w_avg.device)
-        with torch.no_grad():
-            points.append(G.mapping(z).clone())
-    return points
+    with torch.no_grad():
+        if not schedule.candidates:
+            for _ in range(schedule.starts - 1):
+                points.append(G.mapping(torch.randn(batch, G.z_dim, generator=generator).to(G.w_avg.device)).clone())
+            return points
+        draws = G.mapping(torch.randn(schedule.candidates, G.z_dim, generator=generator).to(G.w_avg.device))
+        kwargs = problem.model_kwargs()
+        scores = torch.stack([log_joint(model, kwargs, w.expand(batch, -1, -1)) for w in draws])  # (C, B)
+        best = scores.topk(schedule.starts - 1, dim=0).indices  # (starts - 1, B)
+    return points + [draws[rank].clone() for rank in best]
 
 
 def _best_of_starts(
@@ -132,7 +141,7 @@ def _best_of_starts(
     at the lowest -log p (the highest posterior density)."""
     best_latents: dict[str, torch.Tensor] = {}
     best_losses: dict[str, torch.Tensor] = {}
-    for init_w in _starting_points(problem.generator, problem.y.shape[0], schedule.starts, seed):
+    for init_w in _starting_points(model, problem, schedule, seed):
         latents, losses = run_map(model, (), problem.model_kwargs(), init_w, schedule, progress=progress)
         if not best_losses:
             best_latents, best_losses = latents, losses

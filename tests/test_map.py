@@ -203,3 +203,32 @@ def test_several_starts_keep_the_run_of_highest_posterior_density(G32):
     assert three.schedule.starts == 3
     with pytest.raises(InputError, match="starts must be a positive integer"):
         MAPSchedule(starts=0)
+
+
+def test_screened_starts_are_the_candidates_of_highest_posterior_density(G32):
+    """log_joint is the MAP's -log p at the same point; with candidates, the extra starting points are, per
+    image, the draws of highest log p(w, y) among the candidates."""
+    from brgm_pyro.inference.map import log_joint
+    from brgm_pyro.models import brgm
+
+    from brgm_pyro.problem import prepare_problem
+    from brgm_pyro.reconstruct import _starting_points
+
+    f = fw.Downsample(4, "bicubic")
+    problem = prepare_problem(f(sample_images(G32, 3, seed=5)).clamp(0, 1), f, G32, perceptual=None)
+    kwargs = problem.model_kwargs()
+    init = G32.w_avg.expand(3, G32.num_ws, G32.w_dim).clone()
+    _, losses = run_map(brgm.model, (), kwargs, init, MAPSchedule(steps=1), progress=False)
+    assert torch.allclose(log_joint(brgm.model, kwargs, init), -losses["total"][0], rtol=1e-5)
+    schedule = MAPSchedule(starts=3, candidates=6)
+    points = _starting_points(brgm.model, problem, schedule, seed=0)
+    assert len(points) == 3 and torch.equal(points[0], init)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        draws = G32.mapping(torch.randn(6, G32.z_dim, generator=generator))
+    scores = torch.stack([log_joint(brgm.model, kwargs, w.expand(3, -1, -1)) for w in draws])
+    for point in points[1:]:
+        chosen = torch.stack([log_joint(brgm.model, kwargs, point)])
+        assert (chosen >= scores.topk(2, dim=0).values[-1] - 1e-4).all()
+    with pytest.raises(InputError, match="candidates"):
+        MAPSchedule(starts=5, candidates=2)
