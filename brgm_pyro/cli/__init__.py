@@ -17,12 +17,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import brgm_pyro
-from brgm_pyro.cli import convert, demo, evaluate, info, reconstruct, sample, train_prior
+from brgm_pyro.cli import (
+    convert,
+    demo,
+    evaluate,
+    info,
+    reconstruct,
+    reconstruct_dataset,
+    report,
+    sample,
+    train_prior,
+)
 from brgm_pyro.cli.common import ArgumentParser, UsageError, report_bad_input, run_command
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (reconstruct, sample, demo, evaluate, train_prior, info, convert)
+COMMANDS = (reconstruct, sample, reconstruct_dataset, report, demo, evaluate, train_prior, info, convert)
 
 
 def build_parser() -> ArgumentParser:
