@@ -40,6 +40,7 @@ from torch import nn
 
 from brgm_pyro.discrepancy import check_linear, sample_reach_residual
 from brgm_pyro.errors import InputError, InputTypeError
+from brgm_pyro.forward import per_draw
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, choose_guide, draw_latents, run_svi
@@ -178,7 +179,7 @@ def _resolve_sigma_reach(sigma_reach: float | str | None, problem: Problem, mode
             "pass sigma_reach=None."
         )
     G = problem.generator
-    check_linear(problem.forward, (1, G.channels, G.resolution, G.resolution), device=problem.y.device)
+    check_linear(problem.forward, (problem.y.shape[0], G.channels, G.resolution, G.resolution), device=problem.y.device)
     return float(sigma_reach)
 
 
@@ -356,7 +357,7 @@ def add_reach(
     """G(w) + r for each draw, r ~ p(r | y, w) (``brgm_pyro.discrepancy``), clamped to [0, 1]: (S, B, C, H, W) on the CPU."""
     num, batch = images.shape[:2]
     device = problem.y.device
-    f = problem.forward
+    f = per_draw(problem.forward, batch)
     noise = draws.get("sigma_pixel")
     gen = torch.Generator().manual_seed(10_007 + seed)
     out = []

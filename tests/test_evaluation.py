@@ -152,6 +152,18 @@ def test_cli_evaluates_inputs_made_elsewhere(G, saved_generator, tmp_path, capsy
     assert not (out / "inputs").exists()  # the given inputs are read where they are
 
 
+def test_cli_starts_adds_a_row_of_several_map_starts(G, saved_generator, tmp_path, capsys):
+    inputs, truth = _folders(G, tmp_path)
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--inputs", str(inputs), "--truth", str(truth), "--task", "superres", "--factor", "4",
+                 "--methods", "bicubic", "--starts", "3", "--generator", saved_generator, "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert "| bicubic |" in capsys.readouterr().out
+    record = json.loads((out / "brgm-3-starts" / "method.json").read_text())
+    assert record["name"] == "brgm" and "starts=3" in record["options"]["schedule"]
+    assert sorted(p.name for p in (out / "brgm-3-starts").glob("*.png")) == ["a.png", "b.png"]
+
+
 @pytest.mark.parametrize("arguments, sentence", [
     (["--task", "superres", "--factor", "4", "--methods", "nearest"], "Unknown baseline 'nearest'"),
     (["--task", "inpaint", "--methods", "pulse"], "does not apply to inpaint"),

@@ -3,6 +3,7 @@
     brgm evaluate --task superres --factor 8 --out eval-x8/                    100 test images, every method
     brgm evaluate --task inpaint --masks all --num-images 20 --split val --out eval-inpaint/
     brgm evaluate --inputs low/ --truth high/ --task superres --factor 4 --methods bicubic,brgm --out eval/
+    brgm evaluate --task superres --factor 8 --methods brgm --starts 4 --out eval-x8/   also brgm-4-starts
 
 The evaluation itself is :mod:`brgm_pyro.evaluation`; this module reads the command line into a
 setting and a list of methods. A run that is stopped keeps its finished images; the same command
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from brgm_pyro.cli.common import (
@@ -72,6 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     images.add_argument("--inputs", type=Path, metavar="DIR", help="corrupted inputs made elsewhere (PNG)")
     images.add_argument("--truth", type=Path, metavar="DIR", help="their true images, same file names")
     parser.add_argument("--methods", metavar="NAME,...", help="methods to run (default: all that apply)")
+    parser.add_argument("--starts", type=positive_int, default=1, metavar="N",
+                        help="also run brgm with N MAP runs per image, the one of highest posterior density kept "
+                        "(row brgm-N-starts; MAPSchedule.starts)")
     parser.add_argument("--generator", default=DEFAULT_PRIOR, metavar="PATH_OR_NAME",
                         help=f"the prior of the generative methods (default {DEFAULT_PRIOR})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -113,6 +118,7 @@ def _setting(args: argparse.Namespace, size: int):
 
 def run(args: argparse.Namespace) -> int:
     from brgm_pyro import evaluation
+    from brgm_pyro.card import PriorCard
     from brgm_pyro.checkpoints import load_generator
     from brgm_pyro.data import load_fashion_mnist
     from brgm_pyro.fmnist import FMNISTEval
@@ -121,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
     names = None if args.methods is None else [name.strip() for name in args.methods.split(",") if name.strip()]
     methods = evaluation.default_methods(args.task, names)
     G = load_generator(args.generator).to(resolve_device(args.device)).requires_grad_(False)
+    if args.starts > 1:
+        schedule = replace(PriorCard.of(G).schedule, starts=args.starts)
+        methods.append(evaluation.Method(f"brgm-{args.starts}-starts", "brgm", {"schedule": schedule}))
     setting = _setting(args, G.resolution)
     truth = labels = image_names = None
     if setting.files is None:
