@@ -104,7 +104,7 @@ class Method:
     def record(self, G: Any = None) -> dict[str, Any]:
         """What made this row's outputs: the method, its options, the told f, and the prior with the
         defaults of its card (so outputs made before a change of the defaults are never reused)."""
-        record = {"name": self.name, "options": {k: repr(v) for k, v in sorted(self.options.items())},
+        record = {"name": self.name, "options": {k: _option_text(v) for k, v in sorted(self.options.items())},
                   "told": None if self.told is None else repr(self.told)}
         prior = self.generator if self.generator is not None else G
         if prior is not None:
@@ -112,6 +112,14 @@ class Method:
             record["prior"] = {"name": getattr(prior, "name", None) or repr(prior.config),
                                **{key: card.get(key) for key in ("params", "schedule", "perceptual", "sigma_reach")}}
         return record
+
+
+def _option_text(value: Any) -> str:
+    """An option as the record keeps it: a function by its module and name (its repr holds an address that
+    differs in every process, so a rerun would never match its own record)."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
 
 
 def superres_setting(factor: int, kernel: str = "bicubic", blur: float | None = None, noise: float = 0.0) -> Setting:

@@ -105,6 +105,13 @@ def test_a_folder_keeps_one_setting_and_one_set_of_options_per_label(G, images, 
         _evaluate(G, images, tmp_path, methods=[evaluation.Method("brgm", "brgm", {"steps": 4})])
 
 
+def test_a_function_option_is_recorded_by_its_name():
+    from brgm_pyro.models import learned_noise
+
+    record = evaluation.Method("brgm-learned-noise", "brgm", {"model": learned_noise.model}).record()
+    assert record["options"]["model"] == "brgm_pyro.models.learned_noise.model"
+
+
 def test_inpainting_applies_the_mask_kinds_in_turn(G, images, tmp_path):
     setting = evaluation.inpaint_setting(("centre-box", "right-half"), size=16)
     _evaluate(G, images, tmp_path, methods=[evaluation.Method("brgm", "brgm", {"steps": 2})], setting=setting)
