@@ -98,7 +98,7 @@ def main() -> None:
 
             def pyro_run(steps, problem=problem, init=init):
                 schedule = MAPSchedule(steps=steps, lr=0.05)
-                return run_map(brgm.model, (), problem.model_kwargs(), init, schedule, progress=False)[0]
+                return run_map(brgm.model, (), problem.model_kwargs(), init, schedule, progress=False)[0]["w"]
 
             def plain_run(steps, problem=problem, init=init):
                 return plain_map(problem, init, MAPSchedule(steps=steps, lr=0.05))

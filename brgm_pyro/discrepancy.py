@@ -31,6 +31,8 @@ different model of y.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -56,7 +58,7 @@ def check_linear(f: nn.Module, shape: tuple[int, ...], device: torch.device | st
 
 def sample_reach_residual(
     residual: torch.Tensor,
-    f: nn.Module,
+    f: Callable[[torch.Tensor], torch.Tensor],
     observed: torch.Tensor,
     image_shape: tuple[int, ...],
     sigma_reach: float,

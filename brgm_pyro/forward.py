@@ -21,7 +21,7 @@ dropped and the remaining ones renormalised to sum 1 (Pillow's rule, so "bicubic
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import index
 
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 
 from brgm_pyro.errors import InputError, InputTypeError
 
-__all__ = ["Blur", "Compose", "Downsample", "Identity", "Mask", "Operator"]
+__all__ = ["Blur", "Compose", "Downsample", "Identity", "Mask", "Operator", "per_draw"]
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -442,6 +442,16 @@ class Mask(Operator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check(x)
         return self.mask.to(device=x.device, dtype=x.dtype) * x
+
+
+def per_draw(f: Operator, batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """f on draws stacked draw-major, (S * batch, C, H, W) as ``(S, batch, ...).flatten(0, 1)``: each draw's
+    ``batch`` images go through f together, so that a mask of one image stays that image's."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([f(part) for part in x.split(batch)])
+
+    return apply
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import pyro
 import torch
 from torch import nn
 
-from brgm_pyro.inference.map import MAPSchedule, run_map
+from brgm_pyro.inference.map import MAPSchedule, log_joint, run_map
 from brgm_pyro.models import brgm
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.stylegan2 import to_unit
@@ -40,6 +40,8 @@ class ReconstructionResult:
         data_consistency: per image, RMSE and PSNR (dB) between f(image) and y on observed
             pixels: how far the reconstruction is from explaining the input (paper Fig. 8).
         params, schedule: the model parameters and the optimiser schedule used.
+        latents: the MAP of the model's latents other than w, name -> value per image (a
+            variant's, e.g. the blur width "sigma_b" (B,) of ``unknown-blur``); empty for brgm.model.
     """
 
     image: torch.Tensor
@@ -52,6 +54,7 @@ class ReconstructionResult:
     params: brgm.BRGMParams
     schedule: MAPSchedule
     settings: dict[str, Any] = field(default_factory=dict)
+    latents: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary: settings, final loss terms and data consistency per image."""
@@ -61,6 +64,7 @@ class ReconstructionResult:
             "settings": self.settings,
             "final_losses": {k: v[-1].tolist() for k, v in self.losses.items()},
             "data_consistency": {k: v.tolist() for k, v in self.data_consistency.items()},
+            "latents": {k: v.tolist() for k, v in self.latents.items()},
         }
 
 
@@ -110,14 +114,57 @@ def reconstruct(
     return map_reconstruction(problem, schedule, model, seed, progress)
 
 
+def _starting_points(model: Callable, problem: Problem, schedule: MAPSchedule, seed: int) -> list[torch.Tensor]:
+    """w_avg, then ``starts - 1`` mapping draws (seeded by ``seed``), each (batch, num_ws, w_dim): drawn per
+    image, or with ``candidates`` the ones of highest posterior density per image among that many draws."""
+    G, batch = problem.generator, problem.y.shape[0]
+    points = [G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()]
+    if schedule.starts == 1:
+        return points
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if not schedule.candidates:
+            for _ in range(schedule.starts - 1):
+                points.append(G.mapping(torch.randn(batch, G.z_dim, generator=generator).to(G.w_avg.device)).clone())
+            return points
+        draws = G.mapping(torch.randn(schedule.candidates, G.z_dim, generator=generator).to(G.w_avg.device))
+        kwargs = problem.model_kwargs()
+        scores = torch.stack([log_joint(model, kwargs, w.expand(batch, -1, -1)) for w in draws])  # (C, B)
+        best = scores.topk(schedule.starts - 1, dim=0).indices  # (starts - 1, B)
+    return points + [draws[rank].clone() for rank in best]
+
+
+def _best_of_starts(
+    model: Callable, problem: Problem, schedule: MAPSchedule, seed: int, progress: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``run_map`` from each starting point; per image, the latents and loss trace of the run that ends
+    at the lowest -log p (the highest posterior density)."""
+    best_latents: dict[str, torch.Tensor] = {}
+    best_losses: dict[str, torch.Tensor] = {}
+    for init_w in _starting_points(model, problem, schedule, seed):
+        latents, losses = run_map(model, (), problem.model_kwargs(), init_w, schedule, progress=progress)
+        if not best_losses:
+            best_latents, best_losses = latents, losses
+            continue
+        better = losses["total"][-1] < best_losses["total"][-1]
+        for name, value in latents.items():
+            keep = better.to(value.device).reshape(-1, *([1] * (value.dim() - 1)))
+            best_latents[name] = torch.where(keep, value, best_latents[name])
+        best_losses = {name: torch.where(better, value, best_losses[name]) for name, value in losses.items()}
+    return best_latents, best_losses
+
+
 def map_reconstruction(
     problem: Problem, schedule: MAPSchedule | None = None, model: Callable | None = None, seed: int = 0,
     progress: bool = True,
 ) -> ReconstructionResult:
-    """The MAP w of a prepared problem (``prepare_problem``), from w = w_avg, with G(w) and f(G(w)).
+    """The MAP w of a prepared problem (``prepare_problem``), from w = w_avg (and more starting points
+    with ``schedule.starts``), with G(w) and f(G(w)).
 
     ``schedule`` None takes the prior card's (``MAPSchedule()`` without a card); ``model``, ``seed``
-    and ``progress`` are those of :func:`reconstruct`.
+    and ``progress`` are those of :func:`reconstruct`. A model that infers a parameter of the
+    corruption (``model.corruption``; unknown-blur: the blur width) gives f(G(w)) under f at that
+    parameter's MAP.
     """
     schedule = schedule or problem.card.schedule
     model = model or brgm.model
@@ -129,12 +176,14 @@ def map_reconstruction(
         model = collapsed.model
     G = problem.generator
     pyro.set_rng_seed(seed)
-    init_w = G.w_avg.expand(problem.y.shape[0], G.num_ws, G.w_dim).clone()
     with frozen(G):
-        w, losses = run_map(model, (), problem.model_kwargs(), init_w, schedule, progress=progress)
+        latents, losses = _best_of_starts(model, problem, schedule, seed, progress)
+        w = latents.pop("w")
+        corruption = getattr(model, "corruption", None)
+        forward = corruption(problem.forward, latents) if corruption is not None else problem.forward
         with torch.no_grad():
             image = to_unit(G.synthesis(w), clamp=True)
-            y_rec = problem.forward(image)
+            y_rec = forward(image)
     return ReconstructionResult(
         image=image.cpu(),
         w=w.cpu(),
@@ -150,4 +199,5 @@ def map_reconstruction(
             "seed": seed,
             "generator": getattr(G, "name", None) or G.config,
         },
+        latents={name: value.cpu() for name, value in latents.items()},
     )

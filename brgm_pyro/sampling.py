@@ -40,6 +40,7 @@ from torch import nn
 
 from brgm_pyro.discrepancy import check_linear, sample_reach_residual
 from brgm_pyro.errors import InputError, InputTypeError
+from brgm_pyro.forward import per_draw
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, choose_guide, draw_latents, run_svi
@@ -110,7 +111,7 @@ def sample_posterior(
     settings = _resolve_settings(method, num_samples, chunk_size, settings, options)
     model = get_model(model)
     problem = prepare_problem(y, f, G, params, perceptual)
-    sigma_reach = _resolve_sigma_reach(sigma_reach, problem)
+    sigma_reach = _resolve_sigma_reach(sigma_reach, problem, model)
     inferred, latents = _inferred_model(model, problem)
     timings: dict[str, float] = {}
     if map_result is None:
@@ -159,18 +160,26 @@ def _resolve_settings(
     return replace(settings, **overrides)
 
 
-def _resolve_sigma_reach(sigma_reach: float | str | None, problem: Problem) -> float | None:
-    """The std of the reach residual: "auto" is the prior card's; a value needs a linear f."""
+def _resolve_sigma_reach(sigma_reach: float | str | None, problem: Problem, model: Callable) -> float | None:
+    """The std of the reach residual: "auto" is the prior card's; a value needs a linear f that is known.
+    A model that infers a parameter of f (``model.corruption``) has no known f to condition the residual
+    on, so "auto" is off for it."""
+    inferred_corruption = getattr(model, "corruption", None) is not None
     if sigma_reach == "auto":
-        sigma_reach = problem.card.sigma_reach
+        sigma_reach = None if inferred_corruption else problem.card.sigma_reach
     elif isinstance(sigma_reach, (bool, str)) or not (sigma_reach is None or 0 <= sigma_reach < math.inf):
         raise InputError(
             f"sigma_reach must be 'auto', None, 0 or a positive number (std per clean pixel), got {sigma_reach!r}."
         )
     if not sigma_reach:
         return None
+    if inferred_corruption:
+        raise InputError(
+            f"The model {model_name(model)} infers the corruption, but the reach term (sigma_reach) needs f known; "
+            "pass sigma_reach=None."
+        )
     G = problem.generator
-    check_linear(problem.forward, (1, G.channels, G.resolution, G.resolution), device=problem.y.device)
+    check_linear(problem.forward, (problem.y.shape[0], G.channels, G.resolution, G.resolution), device=problem.y.device)
     return float(sigma_reach)
 
 
@@ -203,9 +212,11 @@ def _check_map_result(map_result: Any, problem: Problem) -> None:
 
 
 def _initial_values(latents: dict[str, torch.Size], rec: ReconstructionResult, device: torch.device) -> dict:
-    """Where the inference starts: the MAP w and, for a latent noise level, the MAP's residual RMSE.
-    Copies, as a guide may take them as its parameters and update them in place."""
+    """Where the inference starts: the MAP of w and of the model's other latents (a blur width), and, for
+    a latent noise level, the MAP's residual RMSE. Copies, as a guide may take them as its parameters and
+    update them in place."""
     values = {"w": rec.w.detach().to(device, copy=True)}
+    values.update({name: value.detach().to(device, copy=True) for name, value in rec.latents.items() if name in latents})
     if "sigma_pixel" in latents:
         rmse = rec.data_consistency["rmse"].clamp_min(1e-3).to(device, copy=True)
         values["sigma_pixel"] = rmse.reshape(latents["sigma_pixel"])
@@ -346,7 +357,7 @@ def add_reach(
     """G(w) + r for each draw, r ~ p(r | y, w) (``brgm_pyro.discrepancy``), clamped to [0, 1]: (S, B, C, H, W) on the CPU."""
     num, batch = images.shape[:2]
     device = problem.y.device
-    f = problem.forward
+    f = per_draw(problem.forward, batch)
     noise = draws.get("sigma_pixel")
     gen = torch.Generator().manual_seed(10_007 + seed)
     out = []

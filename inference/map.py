@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from brgm_pyro.errors import InputError
 
-__all__ = ["MAPSchedule", "run_map", "TERM_NAMES", "lr_factor"]
+__all__ = ["MAPSchedule", "TERM_NAMES", "log_joint", "lr_factor", "run_map"]
 
 # Model site -> name of the term in the paper's Eq. 9.
 TERM_NAMES = {"w": "prior", "colinear": "colinear", "y": "pixel", "y_features": "percept"}
@@ -39,6 +39,11 @@ class MAPSchedule:
 
     ``lr(t) = lr * min(1, t / rampup) * (0.5 - 0.5 cos(pi * min(1, (1 - t) / rampdown)))`` for
     ``t = step / steps``; ``rampup = rampdown = 0`` gives a constant rate (the authors' code).
+    ``starts`` > 1 runs the MAP that many times per image, from w_avg and from ``starts - 1`` draws
+    of the mapping network, and keeps per image the run of highest posterior density (lowest final
+    -log p), never a choice by the truth (``brgm_pyro.reconstruct.map_reconstruction``). With
+    ``candidates`` > 0 those draws are the ``starts - 1`` of highest posterior density per image
+    among ``candidates`` mapping draws (one batched evaluation of -log p each, no optimisation).
     """
 
     steps: int = 300
@@ -46,10 +51,21 @@ class MAPSchedule:
     rampup: float = 0.05
     rampdown: float = 0.25
     betas: tuple[float, float] = (0.9, 0.999)
+    starts: int = 1
+    candidates: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.steps, int) and self.steps >= 1):
-            raise InputError(f"steps must be a positive integer, got {self.steps!r}.")
+        for name in ("steps", "starts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
+                raise InputError(f"{name} must be a positive integer, got {value!r}.")
+        if isinstance(self.candidates, bool) or not (isinstance(self.candidates, int) and self.candidates >= 0):
+            raise InputError(f"candidates must be a non-negative integer, got {self.candidates!r}.")
+        if 0 < self.candidates < self.starts - 1:
+            raise InputError(
+                f"candidates ({self.candidates}) must be at least starts - 1 ({self.starts - 1}), the draws "
+                "kept; raise candidates or set it to 0."
+            )
         if not self.lr > 0:
             raise InputError(f"The learning rate must be positive, got {self.lr!r}.")
 
@@ -101,6 +117,15 @@ def _per_image(term: torch.Tensor) -> torch.Tensor:
     return term.reshape(-1, term.shape[-1]).sum(0) if term.dim() else term
 
 
+@torch.no_grad()
+def log_joint(model: Callable, model_kwargs: dict, w: torch.Tensor) -> torch.Tensor:
+    """log p(w, y) per image, (B,), of ``model(**model_kwargs)`` at w (B, L, D); any other latent at a draw
+    of its prior. Each term is Pyro's own (scaled, masked) site log density, as in the MAP."""
+    trace = poutine.trace(poutine.condition(model, data={"w": w})).get_trace(**model_kwargs)
+    trace.compute_log_prob(site_filter=_is_term)
+    return sum(_per_image(site["log_prob"]) for site in trace.nodes.values() if "log_prob" in site)
+
+
 def run_map(
     model: Callable,
     model_args: tuple,
@@ -108,11 +133,13 @@ def run_map(
     init_w: torch.Tensor,
     schedule: MAPSchedule,
     progress: bool = True,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Optimise w of ``model(*model_args, **model_kwargs)`` from ``init_w`` (B, L, D).
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Optimise the latents of ``model(*model_args, **model_kwargs)``, w from ``init_w`` (B, L, D) and any
+    other latent from its prior median.
 
-    Returns the MAP w (B, L, D) and the loss trace: term name -> (steps, B) tensor of
-    ``-log p`` contributions (nats) per image, plus ``"total"``.
+    Returns the MAP of every latent site, name -> value ("w": (B, L, D); a variant's other latents,
+    such as an unknown blur width, in their own shapes), and the loss trace: term name -> (steps, B)
+    tensor of ``-log p`` contributions (nats) per image, plus ``"total"``.
     """
     pyro.clear_param_store()
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"w": init_w.detach().clone()}))
@@ -139,5 +166,5 @@ def run_map(
     losses = {name: torch.stack(values).cpu() for name, values in trace.items()}
     losses["total"] = sum(losses.values())
     with torch.no_grad():
-        w = guide.median(*model_args, **model_kwargs)["w"].detach()
-    return w, losses
+        latents = {name: value.detach() for name, value in guide.median(*model_args, **model_kwargs).items()}
+    return latents, losses

@@ -117,7 +117,7 @@ def draw_sigma_pixel(images: torch.Tensor, model_kwargs: dict) -> dict[str, torc
     y, forward, params = model_kwargs["y"], model_kwargs["forward"], model_kwargs["params"]
     rss = []
     for chunk in images.split(64):
-        y_clean = forward(chunk.to(y.device).flatten(0, 1)).reshape(chunk.shape[0], *y.shape)
+        y_clean = torch.stack([forward(draw) for draw in chunk.to(y.device)])
         rss_chunk, n = _residual(y, y_clean, model_kwargs.get("observed"))
         rss.append(rss_chunk)
     rss = torch.cat(rss)

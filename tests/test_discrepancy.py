@@ -114,3 +114,16 @@ def test_nonlinear_f_with_the_reach_term_is_refused(G16):
     with pytest.raises(ValueError, match="not linear"):
         sample_posterior(y, Clip(), G16, "svi", 2, sigma_reach=0.1, perceptual=None,
                          map_schedule=bp.MAPSchedule(steps=1), steps=1, progress=False)
+
+
+def test_the_reach_term_takes_one_mask_per_image(G16):
+    # The linearity check and the residual's draws run on each image with its own mask.
+    f = fw.Mask(torch.stack([fw.Mask.half(16, "left").mask, fw.Mask.center_box(16, 8).mask])[:, None])
+    y = f(sample_images(G16, 2, seed=4))
+    post = sample_posterior(y, f, G16, "svi", 16, sigma_reach=0.2, perceptual=None,
+                            map_schedule=bp.MAPSchedule(steps=10), steps=10, progress=False, seed=0)
+    assert post.samples.shape == (16, 2, 1, 16, 16)
+    for image in range(2):
+        hole = f.mask[image, 0] == 0
+        std = post.std[image, 0]
+        assert std[hole].mean() > 0.1 > std[~hole].mean()

@@ -10,6 +10,7 @@ from pyro import poutine
 
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
+from brgm_pyro.errors import InputError
 from brgm_pyro.metrics import psnr
 
 PIXEL_ONLY = bp.BRGMParams(sigma_pixel=0.003, sigma_percept=1.0, kappa=0.0)
@@ -111,7 +112,8 @@ def test_map_honours_poutine_scale_and_subsampling_plates(model, scale, used):
     tau, sigma, batch = 1.0, 0.5, 3
     y = torch.randn(6, batch, 2, 3, generator=torch.Generator().manual_seed(0))
     init = torch.zeros(batch, 2, 3)
-    w, losses = run_map(model, (y,), {}, init, MAPSchedule(steps=400, lr=0.05), progress=False)
+    latents, losses = run_map(model, (y,), {}, init, MAPSchedule(steps=400, lr=0.05), progress=False)
+    w = latents["w"]
     observations = y[used]
     exact = scale * observations.sum(0) / sigma**2 / (1 / tau**2 + scale * observations.shape[0] / sigma**2)
     assert torch.allclose(w, exact, atol=1e-4)
@@ -187,3 +189,46 @@ def test_bad_inputs_get_clear_errors(G16, make_y, f, message):
 def test_unknown_kernel():
     with pytest.raises(ValueError, match="kernel"):
         fw.Downsample(2, kernel="lanczos7")
+
+
+def test_several_starts_keep_the_run_of_highest_posterior_density(G32):
+    """starts=3 runs the MAP from w_avg and two mapping draws and keeps, per image, the lowest final -log p:
+    never worse than the single start from w_avg (the first of them), and one of the runs' results."""
+    f = fw.Downsample(4, "bicubic")
+    y = f(sample_images(G32, 3, seed=5)).clamp(0, 1)
+    one = bp.reconstruct(y, f, G32, perceptual=None, schedule=MAPSchedule(steps=15, lr=0.1), progress=False)
+    three = bp.reconstruct(y, f, G32, perceptual=None, schedule=MAPSchedule(steps=15, lr=0.1, starts=3),
+                           progress=False)
+    assert (three.losses["total"][-1] <= one.losses["total"][-1] + 1e-6).all()
+    assert three.schedule.starts == 3
+    with pytest.raises(InputError, match="starts must be a positive integer"):
+        MAPSchedule(starts=0)
+
+
+def test_screened_starts_are_the_candidates_of_highest_posterior_density(G32):
+    """log_joint is the MAP's -log p at the same point; with candidates, the extra starting points are, per
+    image, the draws of highest log p(w, y) among the candidates."""
+    from brgm_pyro.inference.map import log_joint
+    from brgm_pyro.models import brgm
+
+    from brgm_pyro.problem import prepare_problem
+    from brgm_pyro.reconstruct import _starting_points
+
+    f = fw.Downsample(4, "bicubic")
+    problem = prepare_problem(f(sample_images(G32, 3, seed=5)).clamp(0, 1), f, G32, perceptual=None)
+    kwargs = problem.model_kwargs()
+    init = G32.w_avg.expand(3, G32.num_ws, G32.w_dim).clone()
+    _, losses = run_map(brgm.model, (), kwargs, init, MAPSchedule(steps=1), progress=False)
+    assert torch.allclose(log_joint(brgm.model, kwargs, init), -losses["total"][0], rtol=1e-5)
+    schedule = MAPSchedule(starts=3, candidates=6)
+    points = _starting_points(brgm.model, problem, schedule, seed=0)
+    assert len(points) == 3 and torch.equal(points[0], init)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        draws = G32.mapping(torch.randn(6, G32.z_dim, generator=generator))
+    scores = torch.stack([log_joint(brgm.model, kwargs, w.expand(3, -1, -1)) for w in draws])
+    for point in points[1:]:
+        chosen = torch.stack([log_joint(brgm.model, kwargs, point)])
+        assert (chosen >= scores.topk(2, dim=0).values[-1] - 1e-4).all()
+    with pytest.raises(InputError, match="candidates"):
+        MAPSchedule(starts=5, candidates=2)

@@ -12,6 +12,7 @@ from brgm_pyro.inference import laplace
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings
 from brgm_pyro.models import brgm, variants
+from brgm_pyro.models.unknown_blur import UnknownBlur
 from conftest import sample_images, tiny_generator
 from torch import nn
 
@@ -390,11 +391,14 @@ def test_single_draw_and_batch_of_one(G16, inpainting):
 @pytest.mark.parametrize("name", variants.available_models())
 def test_every_registered_variant_samples(G16, inpainting, name):
     f, x, y = inpainting
+    if name == "unknown-blur":  # its f is a blur of unknown width before the known rest
+        f = UnknownBlur(f, 1.0)
     post = sample_posterior(y, f, G16, "svi", 3, model=name, perceptual=None,
                             map_schedule=bp.MAPSchedule(steps=3), steps=3, progress=False)
     assert post.settings["model"] == name
     assert torch.isfinite(post.samples).all()
     assert ("sigma_pixel" in post.latents) == (name == "learned-noise")
+    assert ("sigma_b" in post.latents) == (name == "unknown-blur")
 
 
 def laplace_model(y, forward, generator, params, observed=None, perceptual=None, y_features=None):

@@ -28,9 +28,13 @@ VAL_SIZE = 1004  # benchmarks/prior_quality.py inverts validation images from th
 # Script -> its tiny arguments (after settings NAME=VALUE of its environment, if any); {generator} is a
 # tiny saved generator, {tmp} the test's folder.
 SCRIPTS = {
+    "benchmarks/ablation.py": "--generator {generator} --split val --images 2 --steps 2 --perceptual fmnist "
+                              "--out {tmp}/ablation --quiet",
     "benchmarks/calibration.py": "--generator {generator} --num-images 1 --methods svi-normal,nuts --num-samples 4 "
                                  "--map-steps 2 --svi-steps 2 --warmup 2 --num-chains 2 --max-tree-depth 2 "
                                  "--perceptual none --json {tmp}/calibration.json",
+    "benchmarks/close_the_gap.py": "--generator {generator} --other-prior none --images 2 --steps 2 --competitors '' "
+                                   "--tasks superres-x8 --only brgm,brgm-4-starts --out {tmp}/gap --quiet",
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
     "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
                                         "--perceptual none --json {tmp}/throughput.json",
@@ -39,7 +43,11 @@ SCRIPTS = {
     "benchmarks/posterior_speed.py": "--generator {generator} --repeats 1 --map-steps 3 --svi-steps 3",
     "benchmarks/prior_quality.py": "--generator {generator} --samples 8 --invert 2 --invert-steps 2 "
                                    "--grid {tmp}/grid.png --json {tmp}/quality.json",
+    "benchmarks/shifted_corruptions.py": "--generator {generator} --split val --images 2 --widths 1,2 --steps 2 "
+                                         "--posterior --competitors '' --out {tmp}/shifted --quiet",
     "benchmarks/speed.py": "--steps 3 --repeats 1 --batches 1 2",
+    "benchmarks/steps_quality.py": "--generator {generator} --images 2 --tasks superres-x4 --authors-steps 1,2 "
+                                   "--card-steps 1 --out {tmp}/steps --quiet",
     "benchmarks/tune_defaults.py": "--generator {generator} --images 1 --steps 1 --json {tmp}/tuning.json",
     "scripts/check_real_checkpoints.py": "",
     "scripts/ship_prior.py": "{generator} --name tiny --quality {tmp}/given-quality.json --hardware 'a test' "
@@ -240,6 +248,33 @@ def check_real_checkpoints(printed, tmp_path, run):
     assert "TensorFlow 1.x" in printed
 
 
+def check_ablation(printed, tmp_path, run):
+    for task in ("superres-x8", "inpaint"):
+        table = json.loads((tmp_path / "ablation" / task / "ablation.json").read_text())["table"]
+        assert list(table) == ["projector", "projector+fixed-noise", "projector+w-plus", "projector+pixel",
+                               "projector+prior", "projector+colinear", "brgm"]
+        assert (tmp_path / "ablation" / task / "ablation.png").exists()
+    assert printed.count("| projector+colinear |") == 2
+
+
+def check_close_the_gap(printed, tmp_path, run):
+    assert "| brgm-4-starts |" in printed
+    table = json.loads((tmp_path / "gap" / "superres-x8" / "results.json").read_text())["table"]
+    assert set(table) == {"brgm", "brgm-4-starts"}
+
+
+def check_shifted_corruptions(printed, tmp_path, run):
+    recovered = json.loads((tmp_path / "shifted" / "recovered.json").read_text())
+    assert set(recovered) == {"1.0", "2.0"}
+    for entries in recovered.values():
+        assert set(entries) == {"brgm-unknown-blur", "brgm-mean-unknown-blur"}
+        assert all(entry["median_sigma_b"] > 0 for entry in entries.values())
+    assert "| 2 | brgm-unknown-blur |" in printed
+
+
+def check_steps_quality(printed, tmp_path, run):
+    assert "| authors | 2 |" in printed and "| card | 1 |" in printed
+
 def check_dataset_throughput(printed, tmp_path, run):
     """A plain process of every core, one of one thread and a 2-process torchrun job reconstruct the same folder,
     and the table gives their rates and the ratios."""
@@ -252,6 +287,10 @@ def check_dataset_throughput(printed, tmp_path, run):
 
 
 CHECKS = {
+    "benchmarks/ablation.py": check_ablation,
+    "benchmarks/close_the_gap.py": check_close_the_gap,
+    "benchmarks/shifted_corruptions.py": check_shifted_corruptions,
+    "benchmarks/steps_quality.py": check_steps_quality,
     "benchmarks/calibration.py": check_calibration,
     "benchmarks/compare_priors.py": check_compare_priors,
     "benchmarks/dataset_throughput.py": check_dataset_throughput,

@@ -11,14 +11,20 @@ name           task            method
 bicubic        super-res.      Pillow's bicubic upsampling (:mod:`.bicubic`)
 biharmonic     inpainting      scikit-image's ``inpaint_biharmonic`` (:mod:`.biharmonic`)
 supervised     both            networks trained on Fashion-MNIST pairs (:mod:`.supervised`)
+pulse          super-res.      PULSE on G, latents on spheres (:mod:`.pulse`)
+projector      both            StyleGAN2's projector through f (:mod:`.projector`)
+brgm           both            BRGM's MAP, ``bp.reconstruct`` (:mod:`.brgm`)
+brgm-mean      both            BRGM's posterior mean, ``bp.sample_posterior`` (:mod:`.brgm`)
 =============  ==============  ===============================================================
+
+``tasks(name)`` says which tasks ("superres", "inpaint") a method is made for.
 
 Example:
     >>> import torch
     >>> from brgm_pyro import baselines
     >>> from brgm_pyro.forward import Downsample
     >>> baselines.available()
-    ('bicubic', 'biharmonic', 'supervised')
+    ('bicubic', 'biharmonic', 'supervised', 'pulse', 'projector', 'brgm', 'brgm-mean')
     >>> method = baselines.get("bicubic")
     >>> method(torch.rand(2, 1, 8, 8), Downsample(4)).shape
     torch.Size([2, 1, 32, 32])
@@ -32,14 +38,34 @@ import torch
 
 from brgm_pyro.baselines.bicubic import bicubic
 from brgm_pyro.baselines.biharmonic import biharmonic
+from brgm_pyro.baselines.brgm import brgm_map, brgm_mean
+from brgm_pyro.baselines.projector import projector
+from brgm_pyro.baselines.pulse import pulse
 from brgm_pyro.baselines.supervised import supervised
 from brgm_pyro.errors import InputError, InputTypeError
 
-__all__ = ["Method", "available", "get"]
+__all__ = ["Method", "available", "get", "tasks"]
 
 Method = Callable[..., torch.Tensor]
 
-_METHODS: dict[str, Method] = {"bicubic": bicubic, "biharmonic": biharmonic, "supervised": supervised}
+_METHODS: dict[str, Method] = {
+    "bicubic": bicubic,
+    "biharmonic": biharmonic,
+    "supervised": supervised,
+    "pulse": pulse,
+    "projector": projector,
+    "brgm": brgm_map,
+    "brgm-mean": brgm_mean,
+}
+_TASKS: dict[str, tuple[str, ...]] = {
+    "bicubic": ("superres",),
+    "biharmonic": ("inpaint",),
+    "supervised": ("superres", "inpaint"),
+    "pulse": ("superres",),
+    "projector": ("superres", "inpaint"),
+    "brgm": ("superres", "inpaint"),
+    "brgm-mean": ("superres", "inpaint"),
+}
 
 
 def available() -> tuple[str, ...]:
@@ -54,3 +80,9 @@ def get(name: str) -> Method:
     if name not in _METHODS:
         raise InputError(f"Unknown baseline {name!r}; choose one of {', '.join(_METHODS)}.")
     return _METHODS[name]
+
+
+def tasks(name: str) -> tuple[str, ...]:
+    """The tasks ("superres", "inpaint") the method registered as ``name`` is made for."""
+    get(name)
+    return _TASKS[name]

@@ -2,6 +2,7 @@
 
     brgm reconstruct low/*.png --task superres --factor 4 --out rec/
     brgm reconstruct holes/*.png --generator G.safetensors --task inpaint --mask mask.png --out rec/
+    brgm evaluate --task superres --factor 8 --out eval-x8/
 
 Each command is a module of this package with ``add_parser(subparsers)`` (its options) and
 ``run(args) -> exit code``; what they share is in :mod:`brgm_pyro.cli.common`, and the planning
@@ -16,12 +17,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import brgm_pyro
-from brgm_pyro.cli import convert, demo, info, reconstruct, reconstruct_dataset, report, sample, train_prior
+from brgm_pyro.cli import (
+    convert,
+    demo,
+    evaluate,
+    info,
+    reconstruct,
+    reconstruct_dataset,
+    report,
+    sample,
+    train_prior,
+)
 from brgm_pyro.cli.common import ArgumentParser, UsageError, report_bad_input, run_command
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (reconstruct, sample, reconstruct_dataset, report, demo, train_prior, info, convert)
+COMMANDS = (reconstruct, sample, reconstruct_dataset, report, demo, evaluate, train_prior, info, convert)
 
 
 def build_parser() -> ArgumentParser:
