@@ -18,9 +18,12 @@ from brgm_pyro.perceptual import LPIPSVGG, FeatureNetwork
 
 __all__ = [
     "check_images",
+    "credible_interval",
+    "image_level_coverage",
     "interval_coverage",
     "lpips_distance",
     "mae",
+    "probability_integral_transform",
     "psnr",
     "rmse",
     "spearman_std_error",
@@ -158,19 +161,26 @@ def _selection(mask: torch.Tensor | None, shape: torch.Size, name: str) -> torch
     return selected
 
 
-def _central_interval(sorted_samples: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower and upper sample quantiles at (1 -+ level) / 2 along dim 0, with linear interpolation
-    between order statistics (numpy's default); torch.quantile refuses tensors over 2^24 elements."""
+def _quantile(sorted_samples: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile along dim 0 of sorted samples, with linear interpolation between order
+    statistics (numpy's default); torch.quantile refuses tensors over 2^24 elements."""
     last = sorted_samples.shape[0] - 1
+    position = q * last
+    below = int(position)
+    above = min(below + 1, last)
+    fraction = position - below
+    return sorted_samples[below] + fraction * (sorted_samples[above] - sorted_samples[below])
 
-    def quantile(q: float) -> torch.Tensor:
-        position = q * last
-        below = int(position)
-        above = min(below + 1, last)
-        fraction = position - below
-        return sorted_samples[below] + fraction * (sorted_samples[above] - sorted_samples[below])
 
-    return quantile((1 - level) / 2), quantile((1 + level) / 2)
+def _central_interval(sorted_samples: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper sample quantiles at (1 -+ level) / 2 along dim 0."""
+    return _quantile(sorted_samples, (1 - level) / 2), _quantile(sorted_samples, (1 + level) / 2)
+
+
+def credible_interval(samples: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The central interval of probability ``level`` of draws (S, ...) along dim 0, between their
+    (1 -+ level) / 2 quantiles (numpy's interpolation, as ``Posterior.interval``): (lower, upper)."""
+    return _central_interval(samples.sort(dim=0).values, level)
 
 
 def interval_coverage(
@@ -218,6 +228,58 @@ def interval_coverage(
             inside[selected].float().mean() if selected is not None else inside.float().mean()
         )
     return coverage
+
+
+def probability_integral_transform(
+    samples: torch.Tensor, truth: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The randomised rank of each true pixel among its S posterior draws, in [0, 1]: (B, C, H, W).
+
+    u = (L + V (E + 1)) / (S + 1), with L the draws below the truth, E the draws equal to it and V
+    uniform on [0, 1] (ties, e.g. draws clamped to 0 on a black background, are split at random).
+    If the truth is exchangeable with the draws, u is uniform on [0, 1] whatever S, so the fraction
+    of pixels with |u - 1/2| <= p / 2 is p at every level p: the posterior's calibration without
+    the bias of an interval read off S order statistics (a central 90% interval between numpy's
+    quantiles of 32 exchangeable draws holds the next one with probability 0.82, of 16 draws 0.79).
+    """
+    interval_coverage(samples, truth, (0.5,))  # the same checks of shapes and values
+    below = (samples < truth).sum(0)
+    equal = (samples == truth).sum(0)
+    jitter = torch.rand(truth.shape, generator=generator, dtype=torch.float64)
+    return ((below + jitter * (equal + 1)) / (samples.shape[0] + 1)).to(truth.dtype)
+
+
+def image_level_coverage(
+    samples: torch.Tensor, truth: torch.Tensor, levels: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+) -> torch.Tensor:
+    """Whether each true image lies inside the posterior's ball of probability p around its mean.
+
+    The ball of image b at level p is {x : MSE(x, mean_b) <= r_p}, with r_p the p-quantile of
+    MSE(x_s, mean_-s) over the draws s, where mean_-s leaves draw s out (so that a draw is scored
+    against a mean it is not part of, as the truth is; with the full mean the draws' MSE is low by a
+    factor (S - 1) / S). The quantile is the order statistic of rank p (S + 1), interpolated, so
+    that a truth exchangeable with the S draws falls below it with probability p exactly (numpy's
+    default rank 1 + p (S - 1) would give 0.88 for p = 0.9 and S = 32). A calibrated posterior holds the truth in the ball of level p for a
+    fraction p of the images (the image-level coverage curve of Tachella and Pereyra's
+    equivariant bootstrap).
+
+    Args:
+        samples: posterior draws (S, B, C, H, W), S >= 2.
+        truth: true images (B, C, H, W).
+        levels: probabilities in (0, 1).
+
+    Returns a bool tensor (B, len(levels)).
+    """
+    interval_coverage(samples, truth, levels)  # the same checks of shapes, values and levels
+    draws = samples.shape[0]
+    mean = samples.mean(0)
+    leave_one_out = (draws * mean - samples) / (draws - 1)
+    spread = (samples - leave_one_out).square().flatten(2).mean(-1)  # (S, B)
+    error = (truth - mean).square().flatten(1).mean(-1)  # (B,)
+    ordered = spread.sort(0).values
+    ranks = [min(max((p * (draws + 1) - 1) / (draws - 1), 0.0), 1.0) for p in levels]
+    radius = torch.stack([_quantile(ordered, q) for q in ranks], dim=-1)
+    return error[:, None] <= radius
 
 
 def spearman_std_error(std: torch.Tensor, abs_error: torch.Tensor, mask: torch.Tensor | None = None) -> float:

@@ -186,3 +186,46 @@ def test_spearman_std_error_errors():
         metrics.spearman_std_error(torch.ones(1, 1, 4, 4), std)
     with pytest.raises(ValueError, match="NaN"):
         metrics.spearman_std_error(std, torch.full_like(std, float("inf")))
+
+
+def test_probability_integral_transform_is_uniform_for_exchangeable_draws_whatever_their_number():
+    """With S draws and a truth from the same distribution the randomised rank is uniform, so the
+    central p of it holds a fraction p of the pixels, where an interval read off 16 order
+    statistics holds far less; ties from clamping (a black background) do not break it."""
+    generator = torch.Generator().manual_seed(4)
+    for draws in (8, 16, 64):
+        values = (0.2 * torch.randn(draws + 1, 50, 1, 16, 16, generator=generator)).clamp(0, 1)
+        u = metrics.probability_integral_transform(values[1:], values[0], generator)
+        assert u.shape == values[0].shape and 0 <= float(u.min()) and float(u.max()) <= 1
+        for level in (0.5, 0.9):
+            assert float(((u - 0.5).abs() <= level / 2).float().mean()) == pytest.approx(level, abs=0.01)
+    centre = values[1:].mean(0)
+    overconfident = metrics.probability_integral_transform(centre + 0.3 * (values[1:] - centre), values[0], generator)
+    assert float(((overconfident - 0.5).abs() <= 0.45).float().mean()) < 0.6
+    with pytest.raises(ValueError, match="S >= 2"):
+        metrics.probability_integral_transform(values[:1], values[0])
+
+
+def test_credible_interval_matches_numpy_quantiles():
+    samples = torch.randn(9, 2, 1, 5, 5, generator=torch.Generator().manual_seed(5))
+    lower, upper = metrics.credible_interval(samples, 0.8)
+    expected = np.quantile(samples.numpy(), [0.1, 0.9], axis=0)
+    np.testing.assert_allclose(lower.numpy(), expected[0], rtol=1e-6)
+    np.testing.assert_allclose(upper.numpy(), expected[1], rtol=1e-6)
+
+
+def test_image_level_coverage_follows_the_diagonal_when_calibrated_and_not_otherwise():
+    generator = torch.Generator().manual_seed(6)
+    draws, images = 16, 4000
+    centre = torch.rand(images, 1, 4, 4, generator=generator)
+    scale = 0.02 + 0.1 * torch.rand(images, 1, 1, 1, generator=generator)  # every image its own spread
+    values = (centre + scale * torch.randn(draws + 1, images, 1, 4, 4, generator=generator)).clamp(0, 1)
+    levels = (0.1, 0.5, 0.9)
+    covered = metrics.image_level_coverage(values[1:], values[0], levels)
+    assert covered.shape == (images, 3) and covered.dtype == torch.bool
+    for k, level in enumerate(levels):
+        assert float(covered[:, k].float().mean()) == pytest.approx(level, abs=0.025)
+    narrow = centre + 0.5 * (values[1:] - centre)
+    assert float(metrics.image_level_coverage(narrow, values[0], (0.9,)).float().mean()) < 0.3
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        metrics.image_level_coverage(values[1:], values[0], (1.0,))

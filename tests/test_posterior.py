@@ -521,8 +521,10 @@ def test_the_map_result_is_left_as_it_was(G16, inpainting):
     assert torch.equal(rec.w, w)
 
 
-def test_calibration_benchmark_runs(G16, tmp_path, capsys, monkeypatch):
-    """benchmarks/calibration.py with tiny settings, on prior draws of a tiny generator."""
+def test_calibration_benchmark_runs_resumes_and_reports(G16, tmp_path, capsys, monkeypatch):
+    """benchmarks/calibration.py with tiny settings, on prior draws of a tiny generator: every task and
+    region is reported, a second run finds the images done and samples nothing, and the report
+    holds the coverage readings, quartiles and image-level curve."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -535,18 +537,26 @@ def test_calibration_benchmark_runs(G16, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "calibration", calibration)
     spec.loader.exec_module(calibration)
     save_generator(G16, tmp_path / "tiny.safetensors")
-    results = calibration.main([
-        "--generator", str(tmp_path / "tiny.safetensors"), "--data", "prior", "--num-images", "1", "--box", "6",
-        "--methods", "svi-normal,nuts", "--num-samples", "4", "--map-steps", "2", "--svi-steps", "2",
-        "--warmup", "2", "--num-chains", "2", "--max-tree-depth", "2", "--perceptual", "none",
-        "--json", str(tmp_path / "calibration.json"),
-    ])
+    argv = [
+        "--generator", str(tmp_path / "tiny.safetensors"), "--data", "prior", "--num-images", "1",
+        "--tasks", "superres-x4,inpaint-free", "--methods", "svi-normal,nuts", "--num-samples", "4",
+        "--map-steps", "2", "--svi-steps", "2", "--warmup", "2", "--num-chains", "2", "--max-tree-depth", "2",
+        "--perceptual", "none", "--out", str(tmp_path / "out"), "--json", str(tmp_path / "calibration.json"),
+        "--figure", str(tmp_path / "reliability.png"),
+    ]
+    results = calibration.main(argv)
     printed = capsys.readouterr().out
-    assert "| superres | svi-normal |" in printed and "| inpaint (hole) | nuts |" in printed
-    for task in ("superres", "inpaint"):
+    assert printed.count("svi-laplace") == 0 and "| inpaint-free | nuts | unpinned | 1 |" in printed
+    assert "| superres-x4 | svi-normal | pinned |" not in printed  # super-resolution pins no pixel
+    for task in ("superres-x4", "inpaint-free"):
         for method in ("svi-normal", "nuts"):
-            assert set(results[task][method]["coverage"]) == {"0.5", "0.9", "0.95"}
-            assert results[task][method]["images"] == 1
-    assert results["inpaint"]["nuts"]["std_ratio_hole_observed"] > 0
-    saved = json.loads((tmp_path / "calibration.json").read_text())
-    assert saved["superres"]["nuts"]["mcmc"]["min_ess_bulk"] > 0
+            r = results[f"{task}/{method}"]
+            assert r["images"] == 1 and set(r["regions"]["unpinned"]["interval"]) == {"0.5", "0.8", "0.9", "0.95"}
+            assert len(r["image_level"]) == 9 and len(r["quartiles"]) == 4
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[-1])["mcmc"]["min_ess_bulk"] > 0
+    again = calibration.main(argv)
+    assert "image 0:" not in capsys.readouterr().out  # nothing sampled again
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 4
+    assert again == results
