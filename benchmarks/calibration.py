@@ -202,8 +202,9 @@ def sample_images(args: argparse.Namespace) -> None:
     done = done_images(results, key)
     perceptual = None if args.perceptual == "none" else args.perceptual
     schedule = map_schedule(args, G)
-    for task in args.tasks:
-        for index in range(args.first, args.first + args.num_images):
+    # Image by image, every task of an image in turn, so that a run stopped early covers all tasks.
+    for index in range(args.first, args.first + args.num_images):
+        for task in args.tasks:
             todo = [m for m in args.methods if (args.data, task, m, index) not in done]
             if not todo:
                 continue
