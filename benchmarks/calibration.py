@@ -46,6 +46,7 @@ from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.variants import available_models, get_model
 
 import brgm_pyro as bp
+from brgm_pyro import conformal
 from brgm_pyro.io import atomic_path
 from brgm_pyro.leverage import unpinned_pixels
 from brgm_pyro.masks import free_form_mask
@@ -110,6 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration"), help="folder of results.jsonl and draws/")
     parser.add_argument("--report-only", action="store_true", help="report what OUT holds, sample nothing")
+    parser.add_argument("--calibrate-on", default=None, metavar="FIRST:COUNT",
+                        help="also report intervals calibrated on the validation images FIRST.. recorded in OUT")
     parser.add_argument("--figure", type=Path, default=None, help="save the reliability diagram here (PNG)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
@@ -242,14 +245,17 @@ def sample_images(args: argparse.Namespace) -> None:
                 print(f"{args.data} {task} {name} image {index}: {seconds:.1f} s (MAP {map_seconds:.1f} s)", flush=True)
 
 
-def load_group(args: argparse.Namespace, key: str) -> dict[tuple[str, str], list[dict]]:
-    """The recorded images of this split and these settings, with their draws: (task, method) -> records."""
+def load_group(args: argparse.Namespace, key: str, data: str | None = None,
+               wanted: range | None = None) -> dict[tuple[str, str], list[dict]]:
+    """The recorded images of this split (``data``, default ``args.data``) and settings, with their
+    draws: (task, method) -> records."""
     results = args.out / "results.jsonl"
+    data = data or args.data
+    wanted = wanted if wanted is not None else range(args.first, args.first + args.num_images)
     groups: dict[tuple[str, str], list[dict]] = {}
-    wanted = range(args.first, args.first + args.num_images)
     for line in results.read_text().splitlines() if results.exists() else []:
         record = json.loads(line)
-        if (record["key"] != key or record["data"] != args.data or record["task"] not in args.tasks
+        if (record["key"] != key or record["data"] != data or record["task"] not in args.tasks
                 or record["method"] not in args.methods or record["index"] not in wanted):
             continue
         record.update(torch.load(args.out / "draws" / record["draws"]))
@@ -263,7 +269,7 @@ def region_masks(record: dict) -> dict[str, torch.Tensor | None]:
             "pinned": ~unpinned if (~unpinned).any() else None}
 
 
-def mean(values: list[float]) -> float:
+def average(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
@@ -300,8 +306,8 @@ def evaluate(records: list[dict], seed: int = 0) -> dict:
         if not store["width90"]:
             continue
         out["regions"][region] = {
-            "interval": {str(p): mean(v) for p, v in store["interval"].items()},
-            "rank": {str(p): mean(v) for p, v in store["rank"].items()},
+            "interval": {str(p): average(v) for p, v in store["interval"].items()},
+            "rank": {str(p): average(v) for p, v in store["rank"].items()},
             "median_width90": float(torch.cat(store["width90"]).median()),
         }
     if pooled_std:
@@ -315,12 +321,85 @@ def evaluate(records: list[dict], seed: int = 0) -> dict:
             for q in range(4) if (quartile == q).any()
         ]
     out["image_level"] = {str(p): float(v) for p, v in zip(IMAGE_LEVELS, torch.stack(image_covered).float().mean(0))}
-    out["psnr_mean"] = mean([float(psnr(r["samples"].mean(0)[None], r["truth"][None])[0]) for r in records])
-    out["psnr_map"] = mean([float(psnr(r["map"][None], r["truth"][None])[0]) for r in records])
-    out["seconds_per_image"] = mean([r["seconds"] for r in records])
+    out["psnr_mean"] = average([float(psnr(r["samples"].mean(0)[None], r["truth"][None])[0]) for r in records])
+    out["psnr_map"] = average([float(psnr(r["map"][None], r["truth"][None])[0]) for r in records])
+    out["seconds_per_image"] = average([r["seconds"] for r in records])
     if "sigma_pixel" in records[0]:
-        out["sigma_pixel_mean"] = mean([r["sigma_pixel"] for r in records])
+        out["sigma_pixel_mean"] = average([r["sigma_pixel"] for r in records])
     return out
+
+
+def family(task: str) -> str:
+    """The task family a calibration is made for (``conformal.task_family``): every mask is "inpaint"."""
+    return "inpaint" if task.startswith("inpaint") else task
+
+
+def fit_calibrations(records: list[dict]) -> tuple[conformal.Calibration, conformal.Calibration]:
+    """The calibration of the std-scaled intervals and that of constant-width ones, from validation records."""
+    fitted = []
+    for scale in (None, torch.ones(())):
+        scores = [conformal.image_scores(r["samples"], r["truth"], r["unpinned"], scale) for r in records]
+        fitted.append(conformal.fit(scores, family(records[0]["task"]), "benchmark", {}, records[0]["samples"].shape[0],
+                                    levels=LEVELS + IMAGE_LEVELS[:4] + IMAGE_LEVELS[5:8]))
+    return fitted[0], fitted[1]
+
+
+def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
+                        constant: conformal.Calibration) -> dict:
+    """Coverage, widths and the image-level curve of the calibrated intervals on (test) records, and the
+    median width of constant-width intervals calibrated on the same images (module notes)."""
+    per_region = {r: {"cover": {p: [] for p in LEVELS}, "width90": [], "constant90": [], "constant_cover90": []}
+                  for r in REGIONS}
+    image_covered = []
+    for record in records:
+        samples, truth, unpinned = record["samples"], record["truth"], record["unpinned"].bool()
+        centre, std = samples.mean(0), samples.std(0)
+        bounds = {p: calibration.interval(centre, std, unpinned, p) for p in LEVELS}
+        flat = constant.interval(centre, torch.ones_like(std), unpinned, 0.9)
+        for region, mask in region_masks(record).items():
+            if mask is None:
+                continue
+            store = per_region[region]
+            for p, (lower, upper) in bounds.items():
+                store["cover"][p].append(float(((lower <= truth) & (truth <= upper))[mask].float().mean()))
+            store["width90"].append((bounds[0.9][1] - bounds[0.9][0])[mask])
+            store["constant90"].append((flat[1] - flat[0])[mask])
+            store["constant_cover90"].append(float(((flat[0] <= truth) & (truth <= flat[1]))[mask].float().mean()))
+        score = conformal.image_scores(samples, truth, unpinned).image
+        image_covered.append([score <= calibration.image_scales[p] for p in IMAGE_LEVELS])
+    out: dict = {"calibration_images": calibration.images, "regions": {}}
+    for region, store in per_region.items():
+        if store["width90"]:
+            out["regions"][region] = {
+                "cover": {str(p): average(v) for p, v in store["cover"].items()},
+                "median_width90": float(torch.cat(store["width90"]).median()),
+                "mean_width90": float(torch.cat(store["width90"]).mean()),
+                "constant_median_width90": float(torch.cat(store["constant90"]).median()),
+                "constant_mean_width90": float(torch.cat(store["constant90"]).mean()),
+                "constant_cover90": average(store["constant_cover90"]),
+            }
+    out["image_level"] = {str(p): average([float(c[k]) for c in image_covered]) for k, p in enumerate(IMAGE_LEVELS)}
+    out["scales90"] = {region: calibration.scales[region][0.9] for region in conformal.REGIONS}
+    return out
+
+
+def calibrated_tables(report: dict) -> str:
+    lines = ["| task | method | region | calibration images | " + " | ".join(f"cover {p}" for p in LEVELS)
+             + " | median / mean width 90% | constant width: cover 90%, median / mean width |",
+             "|" + "---|" * (6 + len(LEVELS))]
+    for (task, method), r in report.items():
+        for region, v in r["regions"].items():
+            lines.append(f"| {task} | {method} | {region} | {r['calibration_images']} | "
+                         + " | ".join(f"{v['cover'][str(p)]:.3f}" for p in LEVELS)
+                         + f" | {v['median_width90']:.3f} / {v['mean_width90']:.3f} | {v['constant_cover90']:.3f}, "
+                         f"{v['constant_median_width90']:.3f} / {v['constant_mean_width90']:.3f} |")
+    lines += ["", "| task | method | lambda 90% unpinned / pinned | " + " | ".join(f"image {p}" for p in IMAGE_LEVELS)
+              + " |", "|" + "---|" * (3 + len(IMAGE_LEVELS))]
+    for (task, method), r in report.items():
+        scales = " / ".join(f"{v:.2f}" for v in r["scales90"].values())
+        lines.append(f"| {task} | {method} | {scales} | "
+                     + " | ".join(f"{r['image_level'][str(p)]:.2f}" for p in IMAGE_LEVELS) + " |")
+    return "\n".join(lines)
 
 
 def tables(report: dict) -> str:
@@ -391,6 +470,19 @@ def main(argv: list[str] | None = None) -> dict:
     if args.figure is not None and report:
         reliability_figure(report, args.figure)
     keyed = {f"{task}/{method}": r for (task, method), r in report.items()}
+    if args.calibrate_on:
+        first, count = (int(v) for v in args.calibrate_on.split(":"))
+        val_args = argparse.Namespace(**{**vars(args), "data": "val"})
+        val = load_group(args, settings_key(val_args), "val", range(first, first + count))
+        calibrated = {}
+        for task, method in report:
+            pool = [r for (t, m), rs in val.items() if family(t) == family(task) and m == method for r in rs]
+            if pool:
+                calibrated[(task, method)] = evaluate_calibrated(groups[(task, method)], *fit_calibrations(pool))
+        print("\nCalibrated on validation images " + args.calibrate_on + " (per task family):\n"
+              + calibrated_tables(calibrated))
+        for (task, method), r in calibrated.items():
+            keyed[f"{task}/{method}"]["calibrated"] = r
     if args.json is not None:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(keyed, indent=2) + "\n")

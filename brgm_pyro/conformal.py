@@ -111,18 +111,22 @@ class ImageScores:
     image: float
 
 
-def image_scores(samples: torch.Tensor, truth: torch.Tensor, unpinned: torch.Tensor) -> ImageScores:
+def image_scores(
+    samples: torch.Tensor, truth: torch.Tensor, unpinned: torch.Tensor, scale: torch.Tensor | None = None
+) -> ImageScores:
     """Scores of one image from its posterior draws (S, C, H, W), truth (C, H, W) and unpinned mask (C, H, W).
 
-    A pixel whose draws all agree (s = 0) scores 0 if the truth equals them and infinity otherwise:
-    no multiplier can widen a zero-width interval.
+    The pixel scores are |x - m| / s with s the draws' std, or ``scale`` instead of s (ones give the
+    scores of a constant-width interval, the comparison the std map must beat). A pixel whose s is
+    0 scores 0 if the truth equals m and infinity otherwise: no multiplier widens a zero-width interval.
     """
     if samples.dim() != 4 or samples.shape[0] < 2 or samples.shape[1:] != truth.shape:
         raise InputError(
             f"image_scores needs draws (S, C, H, W) with S >= 2 and a truth (C, H, W) of their image shape, got "
             f"{tuple(samples.shape)} and {tuple(truth.shape)}."
         )
-    mean, std = samples.mean(0), samples.std(0)
+    mean = samples.mean(0)
+    std = samples.std(0) if scale is None else scale.expand_as(mean)
     error = (truth - mean).abs()
     ratio = torch.where(std > 0, error / std.clamp_min(torch.finfo(std.dtype).tiny),
                         torch.where(error > 0, torch.inf, 0.0))

@@ -5,6 +5,6 @@ the same signature, selectable by name through ``variants.get_model``; ``observa
 pixel and perceptual likelihoods they share.
 """
 
-from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, observation, variants
+from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, observation, reach, variants
 
-__all__ = ["brgm", "heavy_tail", "learned_noise", "no_colinear", "observation", "variants"]
+__all__ = ["brgm", "heavy_tail", "learned_noise", "no_colinear", "observation", "reach", "variants"]

@@ -5,6 +5,7 @@ and ``check_model``, what any model must be to stand in for ``brgm.model``.
     learned-noise  sigma_pixel is a per-image latent with a conjugate prior (``learned_noise.model``)
     heavy-tail     Student-t prior on w (``heavy_tail.model``)
     no-colinear    no colinearity factor between the w_l (``no_colinear.model``)
+    reach          the prior's reach in the likelihood, sigma_pixel a latent (``reach.model``)
 
 Any Pyro model with the signature of ``brgm.model`` can be passed instead of a name, or registered
 with :func:`register_model`.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear
+from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, reach
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
@@ -32,6 +33,7 @@ MODELS: dict[str, Callable] = {
     "learned-noise": learned_noise.model,
     "heavy-tail": heavy_tail.model,
     "no-colinear": no_colinear.model,
+    "reach": reach.model,
 }
 
 
