@@ -51,9 +51,11 @@ then P(MSE(x, m) <= r_p) >= p for an exchangeable new image (and <= p + 1 / (n +
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,8 +63,11 @@ from torch import nn
 
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample, Mask
+from brgm_pyro.io import atomic_path
+from brgm_pyro.metrics import leave_one_out_mse
 
 __all__ = [
+    "CARD_KEY",
     "LEVELS",
     "REGIONS",
     "Calibration",
@@ -71,15 +76,21 @@ __all__ = [
     "fingerprint",
     "fit",
     "image_scores",
+    "load_calibrations",
+    "procedure",
+    "read_calibrations",
     "risk_controlling_scale",
+    "save_calibration",
     "task_family",
 ]
 
 LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 """The levels a calibration holds multipliers for: 0.05, 0.10, ..., 0.95."""
 REGIONS = ("unpinned", "pinned")
-SETTINGS = ("method", "guide", "model", "sigma_reach", "params", "perceptual")
+SETTINGS = ("method", "guide", "model", "sigma_reach", "params", "perceptual", "map_schedule")
 """The posterior settings a calibration is valid for (all must match), besides its minimum number of draws."""
+CARD_KEY = "calibration"
+"""Where a card (or a calibration file) keeps its calibrations: task -> record."""
 
 
 def task_family(f: nn.Module) -> str | None:
@@ -91,6 +102,13 @@ def task_family(f: nn.Module) -> str | None:
         suffix = "" if f.kernel_name == "bicubic" else f"-{f.kernel_name}"
         return f"superres-x{f.factor}{suffix}"
     return None
+
+
+def procedure(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``Posterior.settings`` that a calibration must share with a posterior (``SETTINGS``)."""
+    chosen = {name: settings.get(name) for name in SETTINGS}
+    chosen["guide"] = (settings.get("inference") or {}).get("guide") if settings.get("method") == "svi" else None
+    return chosen
 
 
 def fingerprint(G: nn.Module) -> str:
@@ -131,9 +149,7 @@ def image_scores(
     ratio = torch.where(std > 0, error / std.clamp_min(torch.finfo(std.dtype).tiny),
                         torch.where(error > 0, torch.inf, 0.0))
     unpinned = unpinned.bool().expand_as(truth)
-    draws = samples.shape[0]
-    leave_one_out = (draws * mean - samples) / (draws - 1)
-    expected = float((samples - leave_one_out).square().mean())
+    expected = float(leave_one_out_mse(samples[:, None]).mean())
     return ImageScores(
         pixels={"unpinned": ratio[unpinned], "pinned": ratio[~unpinned]},
         image=float(error.square().mean()) / max(expected, torch.finfo(torch.float32).tiny),
@@ -228,12 +244,13 @@ class Calibration:
         return self.image_scales[self._check_level(level)] * expected_mse
 
     def check(self, task: str | None, prior: str, settings: dict[str, Any], num_samples: int) -> str | None:
-        """Why this calibration does not hold for a posterior of ``task``, ``prior`` and ``settings``
-        with ``num_samples`` draws: one sentence, or None when it holds."""
+        """Why this calibration does not hold for a posterior of ``task``, ``prior`` and
+        ``settings`` (``Posterior.settings``) with ``num_samples`` draws: a clause, or None when it holds."""
         if task != self.task:
             return f"it is for the task {self.task}, and this posterior's task is {task or 'not a calibrated kind'}"
         if prior != self.prior:
             return f"it is for another prior (fingerprint {self.prior}, this one {prior})"
+        settings = procedure(settings)
         differ = [name for name in SETTINGS if _jsonable(settings.get(name)) != _jsonable(self.settings.get(name))]
         if differ:
             return "it is for other posterior settings (" + ", ".join(
@@ -272,7 +289,49 @@ def _infinite(value: float | None) -> float:
 
 
 def _jsonable(value: Any) -> Any:
-    return value if not isinstance(value, dict) else {k: _jsonable(v) for k, v in sorted(value.items())}
+    """``value`` as JSON would give it back (tuples become lists), for comparing settings."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def read_calibrations(card: dict[str, Any]) -> dict[str, Calibration]:
+    """The calibrations a card (or a calibration file's dict) holds, by task."""
+    records = card.get(CARD_KEY) or {}
+    if not isinstance(records, dict):
+        raise InputError(f"The card's {CARD_KEY!r} entry must map tasks to calibration records; make it with `brgm calibrate`.")
+    return {task: Calibration.from_dict(record) for task, record in records.items()}
+
+
+def load_calibrations(path: str | Path) -> dict[str, Calibration]:
+    """The calibrations in a JSON file written by ``brgm calibrate`` (or a prior's card), by task."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not JSON ({err}); give the file `brgm calibrate` wrote.") from None
+    if not isinstance(card, dict) or CARD_KEY not in card:
+        raise InputError(f"{path} holds no {CARD_KEY!r} entry; give the file `brgm calibrate` wrote, or a prior's card.")
+    return read_calibrations(card)
+
+
+def save_calibration(path: str | Path, calibration: Calibration, replace: bool = False) -> Path:
+    """Add ``calibration`` to the JSON file at ``path`` (a prior's card or a calibration file), atomically.
+
+    Everything else in the file is kept; a new file holds only the calibration. A calibration of
+    the same task already there is replaced only with ``replace=True``.
+    """
+    path = Path(path)
+    card: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    records = dict(card.get(CARD_KEY) or {})
+    if calibration.task in records and not replace:
+        raise InputError(
+            f"{path} already holds a calibration for {calibration.task}; pass replace=True (--replace) to replace it, "
+            "or write to another file."
+        )
+    records[calibration.task] = calibration.to_dict()
+    card[CARD_KEY] = dict(sorted(records.items()))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+    return path
 
 
 def fit(
@@ -288,7 +347,7 @@ def fit(
     if not scores:
         raise InputError("A calibration needs at least one validation image; give the images to calibrate on.")
     return Calibration(
-        task=task, prior=prior, settings={name: settings.get(name) for name in SETTINGS},
+        task=task, prior=prior, settings=_jsonable(procedure(settings)),
         min_samples=num_samples, images=len(scores), data=data,
         scales={region: {p: risk_controlling_scale([s.pixels[region] for s in scores], p) for p in levels}
                 for region in REGIONS},

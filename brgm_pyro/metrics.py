@@ -21,8 +21,10 @@ __all__ = [
     "credible_interval",
     "image_level_coverage",
     "interval_coverage",
+    "leave_one_out_mse",
     "lpips_distance",
     "mae",
+    "mse_ball_radius",
     "probability_integral_transform",
     "psnr",
     "rmse",
@@ -281,14 +283,27 @@ def image_level_coverage(
     Returns a bool tensor (B, len(levels)).
     """
     interval_coverage(samples, truth, levels)  # the same checks of shapes, values and levels
+    error = (truth - samples.mean(0)).square().flatten(1).mean(-1)  # (B,)
+    return error[:, None] <= mse_ball_radius(samples, levels)
+
+
+def leave_one_out_mse(samples: torch.Tensor) -> torch.Tensor:
+    """MSE(x_s, mean_-s) of each draw against the mean of the other draws: (S, B) for draws (S, B, C, H, W).
+
+    A truth exchangeable with the draws has MSE(x, mean) distributed like these, up to a factor
+    (1 + 1/S) / (1 + 1/(S - 1)) (against the full mean, a draw's MSE is low by (S - 1) / S).
+    """
     draws = samples.shape[0]
-    mean = samples.mean(0)
-    leave_one_out = (draws * mean - samples) / (draws - 1)
-    spread = (samples - leave_one_out).square().flatten(2).mean(-1)  # (S, B)
-    error = (truth - mean).square().flatten(1).mean(-1)  # (B,)
-    ordered = spread.sort(0).values
-    radius = torch.stack([_order_statistic(ordered, p * (draws + 1)) for p in levels], dim=-1)
-    return error[:, None] <= radius
+    leave_one_out = (draws * samples.mean(0) - samples) / (draws - 1)
+    return (samples - leave_one_out).square().flatten(2).mean(-1)
+
+
+def mse_ball_radius(samples: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
+    """The radius r_p of the posterior's MSE ball of level p around the mean, per image: (B, len(levels)),
+    the order statistic of rank p (S + 1) of :func:`leave_one_out_mse` (see :func:`image_level_coverage`)."""
+    ordered = leave_one_out_mse(samples).sort(0).values
+    draws = samples.shape[0]
+    return torch.stack([_order_statistic(ordered, p * (draws + 1)) for p in levels], dim=-1)
 
 
 def spearman_std_error(std: torch.Tensor, abs_error: torch.Tensor, mask: torch.Tensor | None = None) -> float:

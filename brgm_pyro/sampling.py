@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -38,18 +39,20 @@ import torch
 from pyro.infer import Predictive
 from torch import nn
 
+from brgm_pyro.conformal import Calibration, fingerprint, load_calibrations, task_family
 from brgm_pyro.discrepancy import check_linear, sample_reach_residual
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, choose_guide, draw_latents, run_svi
+from brgm_pyro.leverage import unpinned_pixels
 from brgm_pyro.models.brgm import BRGMParams, Collapsed
 from brgm_pyro.models.variants import check_model, get_model, model_name
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
 
-__all__ = ["DEFAULT_MODEL", "METHODS", "sample_posterior"]
+__all__ = ["DEFAULT_MODEL", "METHODS", "attach_calibration", "sample_posterior"]
 
 METHODS = ("svi", "nuts", "hmc")
 DEFAULT_MODEL = "learned-noise"
@@ -70,6 +73,7 @@ def sample_posterior(
     map_schedule: MAPSchedule | None = None,
     settings: SVISettings | MCMCSettings | None = None,
     sigma_reach: float | str | None = "auto",
+    calibration: Calibration | str | Path | None = "auto",
     chunk_size: int = 64,
     seed: int = 0,
     progress: bool = True,
@@ -103,6 +107,12 @@ def sample_posterior(
         sigma_reach: std of the prior's reach residual per clean pixel (``brgm_pyro.discrepancy``):
             "auto" takes the prior card's ``sigma_reach`` (off for priors without one), None or 0
             turns the term off, a positive number sets it. Needs a linear f.
+        calibration: the calibration of the intervals (``brgm_pyro.conformal``) that
+            ``post.interval`` and ``post.error_radius`` use by default: "auto" takes the prior card's
+            for this task when it holds for this posterior (same prior, procedure and at least as many
+            draws; otherwise the posterior's own intervals, and ``post.calibration_note`` says why),
+            None none, a :class:`~brgm_pyro.conformal.Calibration` or the path of a file written by
+            ``brgm calibrate`` one that must hold (else InputError).
         chunk_size: draws per Predictive call when computing the images.
         seed: seed of Pyro and torch for this run.
         progress: show progress bars.
@@ -111,6 +121,8 @@ def sample_posterior(
     model = get_model(model)
     problem = prepare_problem(y, f, G, params, perceptual)
     sigma_reach = _resolve_sigma_reach(sigma_reach, problem)
+    # One value of the reach for the likelihood (models that have it there) and the predictive.
+    problem = replace(problem, params=replace(problem.params, sigma_reach=sigma_reach or 0.0))
     inferred, latents = _inferred_model(model, problem)
     timings: dict[str, float] = {}
     if map_result is None:
@@ -130,8 +142,58 @@ def sample_posterior(
             with _timed(timings, "reach_s"):
                 predictive = add_reach(images, inference.draws, problem, sigma_reach, chunk_size, seed)
     inference.diagnostics.update(timings)
-    return _posterior(problem, map_result, inference, images, predictive, sigma_reach,
-                      method=method, model=model_name(model), seed=seed, chunk_size=chunk_size)
+    posterior = _posterior(problem, map_result, inference, images, predictive, sigma_reach,
+                           method=method, model=model_name(model), seed=seed, chunk_size=chunk_size)
+    return attach_calibration(posterior, problem, calibration)
+
+
+def attach_calibration(
+    posterior: Posterior, problem: Problem, calibration: Calibration | str | Path | None
+) -> Posterior:
+    """``posterior`` with its task, unpinned pixels and the calibration its intervals use (see
+    ``sample_posterior``), and a note saying which intervals these are."""
+    posterior.task = task_family(problem.forward)
+    G = problem.generator
+    if posterior.task is not None:
+        clean_shape = (problem.y.shape[0], G.channels, G.resolution, G.resolution)
+        posterior.unpinned = unpinned_pixels(problem.forward, clean_shape).cpu().expand(clean_shape)
+    explicit = calibration is not None and not (isinstance(calibration, str) and calibration == "auto")
+    if calibration is None:
+        posterior.calibration_note = "The posterior's own intervals: calibration=None."
+        return posterior
+    if isinstance(calibration, (str, Path)) and explicit:
+        found = load_calibrations(calibration)
+        if posterior.task not in found:
+            raise InputError(
+                f"{calibration} holds calibrations for {', '.join(sorted(found)) or 'no task'}, not for this "
+                f"posterior's task {posterior.task or '(not a calibrated kind)'}; calibrate this task with `brgm calibrate`."
+            )
+        calibration = found[posterior.task]
+    elif not explicit:
+        calibration = problem.card.calibrations.get(posterior.task) if posterior.task else None
+        if calibration is None:
+            posterior.calibration_note = (
+                f"The posterior's own intervals: the prior's card has no calibration for "
+                f"{posterior.task or 'this corruption'}."
+            )
+            return posterior
+    elif not isinstance(calibration, Calibration):
+        raise InputTypeError(
+            f"calibration must be 'auto', None, a Calibration or the path of a calibration file, got "
+            f"{type(calibration).__name__}."
+        )
+    reason = calibration.check(posterior.task, fingerprint(G), posterior.settings, posterior.num_samples)
+    if reason is not None:
+        if explicit:
+            raise InputError(f"This calibration does not hold for this posterior: {reason}; calibrate it with `brgm calibrate`.")
+        posterior.calibration_note = f"The posterior's own intervals: the card's calibration for {posterior.task} does not apply, {reason}."
+        return posterior
+    posterior.calibration = calibration
+    posterior.calibration_note = (
+        f"Calibrated intervals: {posterior.task}, {calibration.images} validation images ({calibration.data})."
+        if calibration.data else f"Calibrated intervals: {posterior.task}, {calibration.images} validation images."
+    )
+    return posterior
 
 
 def _resolve_settings(
@@ -290,6 +352,7 @@ def _posterior(
             "seed": seed,
             "chunk_size": chunk_size,
             "sigma_reach": sigma_reach,
+            "perceptual": type(problem.perceptual).__name__ if problem.perceptual is not None else None,
         },
     )
     if method != "svi":

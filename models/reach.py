@@ -15,58 +15,35 @@ the observed pixels) and the posterior of w excludes the images G(w) close to th
 (``benchmarks/undercoverage.py``, reach). Here a w whose G(w) misses y by about sigma_reach stays
 plausible, which is Kennedy and O'Hagan's point for calibration with a model discrepancy. The
 predictive draws of the clean image are G(w) + r with r | y, w as before, so the whole posterior
-is that of one joint model. sigma_reach is the prior card's.
+is that of one joint model. ``params.sigma_reach`` is the prior card's (``sample_posterior`` sets it).
 """
 
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
-import torch
-from brgm_pyro.models.brgm import BRGMParams, colinearity
-from brgm_pyro.models.learned_noise import noise_prior
-from torch import nn
+from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.models.learned_noise import noise_and_image
+from brgm_pyro.models.observation import observe_features
+from torch import Tensor, nn
 
 from brgm_pyro.discrepancy import reach_log_likelihood
 from brgm_pyro.errors import InputError
-from brgm_pyro.stylegan2 import to_unit
 
 __all__ = ["model"]
 
 
-def _sigma_reach(generator: nn.Module) -> float:
-    value = (getattr(generator, "card", None) or {}).get("sigma_reach")
-    if not value:
-        raise InputError(
-            "model='reach' needs the prior's sigma_reach from its card, and this generator has none; "
-            "measure it with benchmarks/prior_quality.py, or use model='learned-noise'."
-        )
-    return float(value)
-
-
-def model(
-    y: torch.Tensor,
-    forward: nn.Module,
-    generator: nn.Module,
-    params: BRGMParams,
-    observed: torch.Tensor | None = None,
-    perceptual: nn.Module | None = None,
-    y_features: torch.Tensor | None = None,
-) -> torch.Tensor:
+def model(y: Tensor, forward: nn.Module, generator: nn.Module, params: BRGMParams,
+          observed: Tensor | None = None, perceptual: nn.Module | None = None,
+          y_features: Tensor | None = None) -> Tensor:
     """BRGM with the reach in the likelihood and a latent ``sigma_pixel`` (B,); arguments as
-    :func:`brgm_pyro.models.brgm.model`. Returns G(w) in [0, 1], (B, C, H, W)."""
-    batch = y.shape[0]
-    sigma_reach = _sigma_reach(generator)
-    prior_loc = generator.w_avg.expand(generator.num_ws, generator.w_dim)
-    with pyro.plate("images", batch):
-        sigma_pixel = pyro.sample("sigma_pixel", noise_prior(params, batch, y))
-        w = pyro.sample("w", dist.Normal(prior_loc, generator.w_std).to_event(2))
-        pyro.factor("colinear", params.kappa * colinearity(w))
-        x = pyro.deterministic("image", to_unit(generator.synthesis(w)), event_dim=3)
-        y_clean = forward(x)
-        pyro.factor("y", reach_log_likelihood(y - y_clean, forward, observed, sigma_pixel, sigma_reach))
-        if perceptual is not None:
-            pyro.sample(
-                "y_features", dist.Normal(perceptual(y_clean), params.sigma_percept).to_event(1), obs=y_features
-            )
+    :func:`brgm_pyro.models.brgm.model`, with ``params.sigma_reach`` > 0. Returns G(w) in [0, 1]."""
+    if not params.sigma_reach > 0:
+        raise InputError(
+            "model='reach' needs params.sigma_reach > 0, the prior's reach; sample_posterior sets it from the "
+            "prior's card (or its sigma_reach argument), or use model='learned-noise' for a prior without one."
+        )
+    with pyro.plate("images", y.shape[0]):
+        sigma_pixel, x, y_clean = noise_and_image(y, forward, generator, params)
+        pyro.factor("y", reach_log_likelihood(y - y_clean, forward, observed, sigma_pixel, params.sigma_reach))
+        observe_features(y_features, y_clean, perceptual, params.sigma_percept)
     return x

@@ -90,16 +90,18 @@ def test_image_level_quantile_covers_whole_images_at_every_level():
 
 def test_the_record_round_trips_through_json_and_says_where_it_does_not_hold():
     draws, truths = too_narrow_posterior(20, 8, truth_factor=1.0, seed=5)
-    settings = {"method": "svi", "guide": "laplace", "model": "learned-noise", "sigma_reach": 0.06,
-                "params": {"sigma_pixel": 0.005, "kappa": 0.0, "sigma_percept": 0.3}, "perceptual": "fmnist"}
+    settings = {"method": "svi", "inference": {"guide": "laplace", "steps": 300}, "model": "reach", "sigma_reach": 0.06,
+                "params": {"sigma_pixel": 0.005, "kappa": 0.0, "sigma_percept": 0.3}, "perceptual": "FMNISTPercept",
+                "map_schedule": {"steps": 150, "lr": 0.1, "betas": (0.9, 0.999)}, "seed": 3}
     calibration = conformal.fit(scores_of(draws, truths), "superres-x4", "abc", settings, 16, data="20 images")
     again = Calibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
     assert again == calibration and again.scales["pinned"][0.5] == math.inf
     assert calibration.check("superres-x4", "abc", settings, 16) is None
-    assert calibration.check("superres-x4", "abc", settings, 64) is None
+    assert calibration.check("superres-x4", "abc", {**settings, "seed": 4}, 64) is None  # the seed is no setting
     assert "task superres-x4" in calibration.check("inpaint", "abc", settings, 16)
     assert "another prior" in calibration.check("superres-x4", "xyz", settings, 16)
-    assert "guide 'laplace' instead of 'normal'" in calibration.check("superres-x4", "abc", {**settings, "guide": "normal"}, 16)
+    other_guide = {**settings, "inference": {"guide": "normal", "steps": 300}}
+    assert "guide 'laplace' instead of 'normal'" in calibration.check("superres-x4", "abc", other_guide, 16)
     assert "at least 16 draws" in calibration.check("superres-x4", "abc", settings, 8)
 
 
