@@ -234,6 +234,7 @@ def sample_images(args: argparse.Namespace) -> None:
                     "data": args.data, "task": task, "method": name, "index": index, "key": key,
                     "draws": draws.name, "seconds": seconds, "map_seconds": map_seconds,
                     "sigma_reach": post.sigma_reach, "unpinned_fraction": float(unpinned.float().mean()),
+                    "settings": post.settings,
                 }
                 if "sigma_pixel" in post.latents:
                     record["sigma_pixel"] = float(post.latents["sigma_pixel"].mean())

@@ -52,11 +52,20 @@ from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
 
-__all__ = ["DEFAULT_MODEL", "METHODS", "attach_calibration", "sample_posterior"]
+__all__ = ["DEFAULT_MODEL", "METHODS", "attach_calibration", "resolve_model", "sample_posterior"]
 
 METHODS = ("svi", "nuts", "hmc")
-DEFAULT_MODEL = "learned-noise"
-"""The model ``sample_posterior`` and ``brgm sample`` use unless told otherwise (see ``sample_posterior``)."""
+DEFAULT_MODEL = "auto"
+"""The model ``sample_posterior`` and ``brgm sample`` use unless told otherwise: "reach" where the
+prior has a reach (its card's ``sigma_reach``, or the caller's), else "learned-noise" (:func:`resolve_model`)."""
+
+
+def resolve_model(model: str | Callable | None, sigma_reach: float | None) -> str | Callable | None:
+    """``model`` with "auto" resolved: the reach in the likelihood ("reach") when there is a reach to
+    put there, else the noise level inferred alone ("learned-noise"); any other model unchanged."""
+    if isinstance(model, str) and model == "auto":
+        return "reach" if sigma_reach else "learned-noise"
+    return model
 
 
 def sample_posterior(
@@ -92,12 +101,14 @@ def sample_posterior(
             "hmc" (:mod:`brgm_pyro.inference.mcmc`).
         num_samples: draws from the fitted guide (SVI), or kept draws per chain (MCMC, which
             returns ``num_chains * num_samples`` draws, as Pyro's MCMC does).
-        model: a registered model name ("brgm", "learned-noise", "heavy-tail", "no-colinear") or a
-            Pyro model with the signature of ``brgm.model`` (None: ``brgm.model``). The default,
-            "learned-noise", infers sigma_pixel per image, so the noise level also takes up the
-            prior's misfit to y; with the reach term this is what makes the credible intervals
-            calibrated on real images (README, *Calibration*). "brgm" is the paper's model with the
-            fixed sigma_pixel, which gives intervals that are too narrow on real images.
+        model: a registered model name ("reach", "learned-noise", "brgm", "heavy-tail",
+            "no-colinear"), "auto", or a Pyro model with the signature of ``brgm.model`` (None:
+            ``brgm.model``). The default, "auto", is "reach" for a prior with a reach (the card's
+            ``sigma_reach``, or the ``sigma_reach`` given): the reach residual in the likelihood and
+            sigma_pixel inferred per image, so that a w whose G(w) misses y by the prior's reach stays
+            plausible (docs/results/calibration.md: it covers more of the unobserved pixels than
+            "learned-noise", which "auto" takes for a prior without a reach). "brgm" is the paper's
+            model with the fixed sigma_pixel, whose intervals are far too narrow on real images.
         map_result: a MAP reconstruction of this y to start from (skips the MAP).
         map_schedule: the MAP's Adam schedule (default: the prior card's, else ``MAPSchedule()``).
         settings: :class:`~brgm_pyro.inference.svi.SVISettings` or
@@ -118,9 +129,9 @@ def sample_posterior(
         progress: show progress bars.
     """
     settings = _resolve_settings(method, num_samples, chunk_size, settings, options)
-    model = get_model(model)
     problem = prepare_problem(y, f, G, params, perceptual)
     sigma_reach = _resolve_sigma_reach(sigma_reach, problem)
+    model = get_model(resolve_model(model, sigma_reach))
     # One value of the reach for the likelihood (models that have it there) and the predictive.
     problem = replace(problem, params=replace(problem.params, sigma_reach=sigma_reach or 0.0))
     inferred, latents = _inferred_model(model, problem)
