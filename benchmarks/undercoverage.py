@@ -44,11 +44,12 @@ from calibration import (
 from calibration import parse_args as calibration_args
 
 import brgm_pyro as bp
+from brgm_pyro.card import PriorCard
 from brgm_pyro.io import atomic_path
 from brgm_pyro.metrics import probability_integral_transform
 from brgm_pyro.problem import frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, data_consistency
-from brgm_pyro.sampling import sample_posterior
+from brgm_pyro.sampling import resolve_model, sample_posterior
 from brgm_pyro.stylegan2 import to_unit
 
 ANALYSES = ("reach", "modes", "noise")
@@ -155,7 +156,8 @@ def modes(G: torch.nn.Module, cal: argparse.Namespace, task: str, index: int, st
     default posterior from the best other start, against the recorded default posterior."""
     x, f, y = observation(cal, G, task, index)
     x = x[0]
-    model = get_model(cal.model)
+    reach = PriorCard.of(G).sigma_reach if cal.sigma_reach == "auto" else cal.sigma_reach
+    model = get_model(resolve_model(cal.model, reach))
     schedule = map_schedule(cal, G)
     gen = torch.Generator().manual_seed(7 + index)
     z = torch.randn(starts - 1, G.z_dim, generator=gen)
