@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -136,9 +137,10 @@ def reach(G: torch.nn.Module, cal: argparse.Namespace, indices: list[int]) -> li
 
 
 def map_from(G: torch.nn.Module, y: torch.Tensor, f: torch.nn.Module, model, init_w: torch.Tensor,
-             schedule: MAPSchedule, cal: argparse.Namespace) -> ReconstructionResult:
+             schedule: MAPSchedule, cal: argparse.Namespace, reach: float | None) -> ReconstructionResult:
     """The MAP of p(w | y) started at ``init_w`` (``bp.reconstruct`` always starts at w_avg)."""
     problem = prepare_problem(y, f, G, cal.preset, None if cal.perceptual == "none" else cal.perceptual)
+    problem = replace(problem, params=replace(problem.params, sigma_reach=reach or 0.0))
     inferred = getattr(model, "collapsed", None)
     inferred = inferred.model if inferred is not None else model
     with frozen(G):
@@ -165,7 +167,7 @@ def modes(G: torch.nn.Module, cal: argparse.Namespace, task: str, index: int, st
         inits = [G.w_avg.expand(1, G.num_ws, G.w_dim).clone()] + [w[None] for w in G.mapping(z)]
     default = calibration_draws(cal, task, index)
     hole = default["unpinned"].bool()
-    maps = [map_from(G, y, f, model, init_w, schedule, cal) for init_w in inits]
+    maps = [map_from(G, y, f, model, init_w, schedule, cal, reach) for init_w in inits]
     objective = [float(rec.losses["total"][-1, 0]) for rec in maps]
     best = min(range(1, starts), key=lambda k: objective[k])
     method, options = method_options(cal, cal.methods[0])

@@ -119,3 +119,38 @@ def test_nuts_benchmark_pools_chains_run_apart(nuts_benchmark, monkeypatch, caps
     monkeypatch.setattr(sys, "argv", ["nuts.py", "--merge", str(tmp_path / "c0.nc")])
     with pytest.raises(SystemExit, match="at least two chains"):
         nuts.main()
+
+
+def test_undercoverage_benchmark_measures_reach_modes_and_noise(monkeypatch, tmp_path, capsys):
+    """benchmarks/undercoverage.py on the draws benchmarks/calibration.py recorded for a tiny 32 px
+    generator (random images standing in for the test split): every analysis reports, resumably."""
+    import torch
+    from conftest import tiny_generator
+
+    import brgm_pyro as bp
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    calibration = _load("calibration", monkeypatch)
+    monkeypatch.setitem(sys.modules, "calibration", calibration)
+    undercoverage = _load("undercoverage", monkeypatch)
+    G = tiny_generator(32).requires_grad_(False)
+    G.compute_w_stats(num_samples=256)
+    path = str(bp.save_generator(G, tmp_path / "g.safetensors"))
+    images = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(calibration, "truth_image", lambda args, G, index: images[index : index + 1])
+    shared = ["--generator", path, "--data", "test", "--num-images", "2", "--tasks", "superres-x4,inpaint-free",
+              "--num-samples", "4", "--map-steps", "2", "--svi-steps", "2", "--perceptual", "none",
+              "--sigma-reach", "0.05", "--methods", "svi-normal"]
+    calibration.main(shared + ["--out", str(tmp_path / "cal")])
+    argv = ["--calibration-out", str(tmp_path / "cal"), "--out", str(tmp_path / "uc"), "--starts", "2",
+            "--figure", str(tmp_path / "reach.png"), "--json", str(tmp_path / "uc.json")] + shared
+    first = undercoverage.main(argv)
+    printed = capsys.readouterr().out
+    assert "residual correlation by lag" in printed and "| inpaint-free | 2 |" in printed
+    assert len(first["reach"]) == 2 and len(first["modes"]) == len(first["noise"]) == 4
+    assert {"cover90_generator_vs_fit", "rms_unpinned"} <= set(first["reach"][0]["superres-x4"])
+    assert (tmp_path / "reach.png").stat().st_size > 0
+    lines = (tmp_path / "uc" / "results.jsonl").read_text().splitlines()
+    again = undercoverage.main(argv)
+    assert (tmp_path / "uc" / "results.jsonl").read_text().splitlines() == lines  # nothing measured again
+    assert len(again["modes"]) == 4
