@@ -16,7 +16,8 @@ images, tasks and settings) and measures three candidate causes on the same imag
   residual's spatial correlation, and the rank coverage on observed pixels.
 
 One JSON line per (analysis, task, image) in ``OUT/results.jsonl`` (resumable); ``--figure`` saves
-the reach figure (residual maps, RMS by intensity, correlation by lag).
+the reach figure (residual maps, RMS by intensity, correlation by lag), ``--modes-figure`` the
+MAPs of each start next to the truth and the posterior's std.
 
     python benchmarks/undercoverage.py --data test --num-images 8 --tasks inpaint-box,inpaint-free,superres-x4 \\
         --calibration-out runs/calibration --out runs/undercoverage --figure runs/reach.png
@@ -64,7 +65,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Nam
     parser.add_argument("--calibration-out", type=Path, default=Path("runs/calibration"))
     parser.add_argument("--out", type=Path, default=Path("runs/undercoverage"))
     parser.add_argument("--starts", type=int, default=6, help="MAP starting points of the modes analysis")
-    parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None, help="the reach figure (PNG)")
+    parser.add_argument("--modes-figure", type=Path, default=None, help="the modes figure (PNG)")
     parser.add_argument("--json", type=Path, default=None)
     own, rest = parser.parse_known_args(argv)
     own.analyses = own.analyses.split(",")
@@ -181,6 +183,8 @@ def modes(G: torch.nn.Module, cal: argparse.Namespace, task: str, index: int, st
 
     return {
         "index": index, "task": task, "neg_log_joint": objective, "best_other": best,
+        "truth": x.tolist(), "maps": [rec.image[0].tolist() for rec in maps],
+        "std": default["samples"].std(0).tolist(),
         "map_error_rms_unpinned": [rms(rec.image[0] - x) for rec in maps],
         "map_difference_rms_unpinned": [rms(rec.image[0] - maps[0].image[0]) for rec in maps[1:]],
         "std_rms_unpinned": rms(default["samples"].std(0)),
@@ -276,6 +280,31 @@ def mean_or_dash(values: list[float]) -> str:
     return f"{sum(values) / len(values):.4f}" if values else "-"
 
 
+def modes_figure(records: list[dict], path: Path) -> None:
+    """Per image (rows): the truth, the MAP from each start with its -log p, and the default posterior's std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = records[:4]
+    columns = 2 + len(shown[0]["maps"])
+    figure, axes = plt.subplots(len(shown), columns, figsize=(1.6 * columns, 1.8 * len(shown)), squeeze=False)
+    for row, r in zip(axes, shown):
+        panels = [(r["truth"], f"truth {r['task']} {r['index']}", "gray", 1.0)]
+        panels += [(m, f"start {k}: {r['neg_log_joint'][k]:.0f}", "gray", 1.0) for k, m in enumerate(r["maps"])]
+        panels.append((r["std"], "posterior std", "magma", 0.2))
+        for ax, (image, title, cmap, top) in zip(row, panels):
+            ax.imshow(torch.tensor(image)[0], cmap=cmap, vmin=0, vmax=top)
+            ax.set_title(title, fontsize=6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120)
+    plt.close(figure)
+
+
 def reach_figure(records: list[dict], path: Path, card_sigma_reach: float | None) -> None:
     import matplotlib
 
@@ -308,7 +337,8 @@ def reach_figure(records: list[dict], path: Path, card_sigma_reach: float | None
     axes[0][-1].set_title("residual RMS by truth intensity", fontsize=8)
     axes[1][-1].plot(LAGS, [sum(r["correlation"][str(lag)] for r in records) / len(records) for lag in LAGS], "o-")
     axes[1][-1].axhline(0, color="0.6", lw=1)
-    axes[1][-1].set(xlabel="lag (pixels)", title="residual correlation (i.i.d.: 0)")
+    axes[1][-1].set(xlabel="lag (pixels)")
+    axes[1][-1].set_title("residual correlation by lag", fontsize=8)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=120)
@@ -352,9 +382,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(summarise(wanted, card_sigma_reach))
     if own.figure is not None and wanted.get("reach"):
         reach_figure(wanted["reach"], own.figure, card_sigma_reach)
+    if own.modes_figure is not None and wanted.get("modes"):
+        modes_figure(wanted["modes"], own.modes_figure)
     if own.json is not None:
         with atomic_path(own.json) as tmp:
-            tmp.write_text(json.dumps({k: [{n: v for n, v in r.items() if n not in ("residual", "fit")}
+            tmp.write_text(json.dumps({k: [{n: v for n, v in r.items() if n not in ("residual", "fit", "truth", "maps", "std")}
                                            for r in rs] for k, rs in wanted.items()}, indent=2) + "\n")
     return wanted
 

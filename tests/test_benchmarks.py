@@ -143,13 +143,14 @@ def test_undercoverage_benchmark_measures_reach_modes_and_noise(monkeypatch, tmp
               "--sigma-reach", "0.05", "--methods", "svi-normal"]
     calibration.main(shared + ["--out", str(tmp_path / "cal")])
     argv = ["--calibration-out", str(tmp_path / "cal"), "--out", str(tmp_path / "uc"), "--starts", "2",
-            "--figure", str(tmp_path / "reach.png"), "--json", str(tmp_path / "uc.json")] + shared
+            "--figure", str(tmp_path / "reach.png"), "--modes-figure", str(tmp_path / "modes.png"),
+            "--json", str(tmp_path / "uc.json")] + shared
     first = undercoverage.main(argv)
     printed = capsys.readouterr().out
     assert "residual correlation by lag" in printed and "| inpaint-free | 2 |" in printed
     assert len(first["reach"]) == 2 and len(first["modes"]) == len(first["noise"]) == 4
     assert {"cover90_generator_vs_fit", "rms_unpinned"} <= set(first["reach"][0]["superres-x4"])
-    assert (tmp_path / "reach.png").stat().st_size > 0
+    assert (tmp_path / "reach.png").stat().st_size > 0 and (tmp_path / "modes.png").stat().st_size > 0
     lines = (tmp_path / "uc" / "results.jsonl").read_text().splitlines()
     again = undercoverage.main(argv)
     assert (tmp_path / "uc" / "results.jsonl").read_text().splitlines() == lines  # nothing measured again
