@@ -91,6 +91,8 @@ def check_model(model: Callable, model_kwargs: dict[str, Any]) -> dict[str, torc
     try:
         with torch.no_grad(), poutine.block():
             trace = poutine.trace(model).get_trace(**model_kwargs)
+    except InputError:
+        raise  # the model's own sentence about its input is the clearest one
     except Exception as err:
         first_line = (str(err).splitlines() or [""])[0]
         raise InputError(

@@ -37,7 +37,7 @@ def calibrated(G, tmp_path_factory):
 def test_calibrate_fits_on_the_posteriors_it_samples_and_resumes(G, calibrated):
     calibration, path, folder = calibrated
     assert calibration.task == "inpaint" and calibration.images == 12 and calibration.min_samples == 4
-    assert calibration.prior == conformal.fingerprint(G) and calibration.settings["model"] == "learned-noise"
+    assert calibration.prior == conformal.fingerprint(G) and calibration.settings["model"] == "reach"
     assert len(list(folder.iterdir())) == 12
     again = calibrate(sample_images(G, 12, seed=11), lambda i: free_form_mask(16, seed=i), G, 4,
                       data="12 prior images", scores_dir=folder, progress=False, **QUICK)

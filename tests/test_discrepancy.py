@@ -79,7 +79,9 @@ def test_sample_posterior_adds_the_reach_residual(G16):
     f = fw.Mask.center_box(16, 8)
     x = sample_images(G16, 1, seed=4)
     y = f(x)
-    common = dict(perceptual=None, map_schedule=bp.MAPSchedule(steps=10), steps=10, progress=False, seed=0)
+    # learned-noise in both, so that sigma_reach changes only the predictive, not the posterior of w.
+    common = dict(model="learned-noise", perceptual=None, map_schedule=bp.MAPSchedule(steps=10), steps=10,
+                  progress=False, seed=0)
     off = sample_posterior(y, f, G16, "svi", 16, sigma_reach=None, **common)
     on = sample_posterior(y, f, G16, "svi", 16, sigma_reach=0.2, **common)
     assert off.sigma_reach is None and off.generator_samples is off.samples
@@ -150,14 +152,16 @@ def test_reach_model_needs_the_cards_sigma_reach_and_widens_the_posterior_of_w(m
     x = sample_images(G, 1, seed=5)
     f = fw.Mask.center_box(16, 6)
     y = f(x)
-    with pytest.raises(ValueError, match="needs the prior's sigma_reach"):
+    with pytest.raises(ValueError, match=r"^model='reach' needs params.sigma_reach > 0"):
         sample_posterior(y, f, G, "svi", 4, model="reach", perceptual=None, steps=2, progress=False, sigma_reach=None,
                          map_schedule=bp.MAPSchedule(steps=2))
     G.card = {"sigma_reach": 0.1}
-    rec = bp.reconstruct(y, f, G, perceptual=None, steps=30, progress=False, model=reach.model)
+    # reconstruct takes the reach from its params (sample_posterior sets them from the card).
+    rec = bp.reconstruct(y, f, G, params=bp.BRGMParams(sigma_reach=0.1), perceptual=None, steps=30, progress=False,
+                         model=reach.model)
     spread = {}
     for name in ("learned-noise", "reach"):
         post = sample_posterior(y, f, G, "svi", 32, model=name, perceptual=None, map_result=rec, steps=60,
-                                progress=False, sigma_reach=None)
+                                progress=False)
         spread[name] = float(post.generator_samples.std(0).mean())
     assert spread["reach"] > 1.2 * spread["learned-noise"]
