@@ -22,7 +22,7 @@ settings. Per task and method it gives:
 * with ``--figure``, a reliability diagram (nominal against rank coverage, unpinned and pinned).
 
 Tasks: ``superres-x4``, ``superres-x8`` (bicubic), ``inpaint-box`` (a centred ``--box`` square) and
-``inpaint-free`` (a seeded free-form mask per image, ``brgm_pyro.masks``; ``superres`` and
+``inpaint-free`` (a seeded free-form mask per image, ``brgm_pyro.free_form_masks``; ``superres`` and
 ``inpaint`` mean ``superres-x{--factor}`` and ``inpaint-box``). ``--data val`` / ``test`` take
 Fashion-MNIST validation / test images; ``--data prior`` takes G(w) of prior draws, for which the
 model is exactly right, so any miscalibration there is the inference's.
@@ -46,9 +46,9 @@ from brgm_pyro.models.variants import available_models
 
 import brgm_pyro as bp
 from brgm_pyro import conformal
+from brgm_pyro.free_form_masks import free_form_mask
 from brgm_pyro.io import atomic_path
 from brgm_pyro.leverage import unpinned_pixels
-from brgm_pyro.masks import free_form_mask
 from brgm_pyro.metrics import (
     credible_interval,
     image_level_coverage,

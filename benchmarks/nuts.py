@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--num-chains", type=int, default=2)
     parser.add_argument("--max-tree-depth", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--map-steps", type=int, default=None, help="MAP steps (default: the prior's card)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--init-jitter", type=float, default=None,
@@ -143,7 +144,7 @@ def main() -> None:
     # The MAP is seeded --seed; chain k of the run is seeded --seed + k, so --chain K alone draws
     # exactly what chain K of the same run with all chains would.
     rec = bp.reconstruct(y, f, G, params=params, perceptual=perceptual, model=get_model(args.model), seed=args.seed,
-                         progress=args.progress)
+                         steps=args.map_steps, progress=args.progress)
     map_s = time.perf_counter() - began
     post = bp.sample_posterior(
         y, f, G, "nuts", args.num_samples, model=args.model, params=params, map_result=rec,

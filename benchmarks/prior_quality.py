@@ -20,7 +20,7 @@ import time
 import brgm_pyro as bp
 from brgm_pyro import io
 from brgm_pyro.data import CLASS_NAMES, load_fashion_mnist
-from brgm_pyro.fmnist import FMNISTEval, class_histogram, fid
+from brgm_pyro.fmnist.evaluator import FMNISTEval, class_histogram, fid
 from brgm_pyro.metrics import psnr
 
 INVERT_FIRST = 1000

@@ -22,7 +22,7 @@ import brgm_pyro as bp
 from brgm_pyro import io
 from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.demo import evaluate_outputs
-from brgm_pyro.fmnist import FMNISTEval
+from brgm_pyro.fmnist.evaluator import FMNISTEval
 
 GRID = {
     "sigma_pixel": [0.005, 0.01, 0.02, 0.05],

@@ -3,7 +3,9 @@
 The four official files are looked for, in this order, in
 
 1. the folder named by the environment variable ``BRGM_DATA_DIR``,
-2. :data:`SYSTEM_DIR`, where Debian's package ``dataset-fashion-mnist`` puts them,
+2. :func:`system_dir`: :data:`SYSTEM_DIR`, where Debian's package ``dataset-fashion-mnist`` puts
+   them, or the folder named by ``BRGM_SYSTEM_DATA_DIR`` instead (set but empty: none, which hides
+   an installed data set, as on a machine without it),
 3. the package cache :func:`cache_dir` (``$XDG_CACHE_HOME/brgm_pyro/fashion-mnist``),
 
 and otherwise downloaded from :data:`BASE_URL` into the cache. A folder counts only when it
@@ -39,6 +41,7 @@ from brgm_pyro.errors import DatasetError, InputError
 from brgm_pyro.io import atomic_path
 
 DATA_DIR_ENV = "BRGM_DATA_DIR"
+SYSTEM_DIR_ENV = "BRGM_SYSTEM_DATA_DIR"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -84,11 +87,18 @@ IMAGE_SIZE = 28
 _IDX_MAGIC = {2049: 1, 2051: 3}  # unsigned-byte idx files: magic number -> number of dimensions
 
 
-
 def cache_dir() -> Path:
     """The download cache: ``$XDG_CACHE_HOME/brgm_pyro/fashion-mnist`` (default ``~/.cache/...``)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "brgm_pyro" / "fashion-mnist"
+
+
+def system_dir() -> Path | None:
+    """The system-wide folder: ``BRGM_SYSTEM_DATA_DIR`` if set (empty: None), else :data:`SYSTEM_DIR`."""
+    setting = os.environ.get(SYSTEM_DIR_ENV)
+    if setting is None:
+        return Path(SYSTEM_DIR)
+    return Path(setting).expanduser() if setting else None
 
 
 def candidate_dirs() -> list[Path]:
@@ -96,8 +106,9 @@ def candidate_dirs() -> list[Path]:
     dirs = []
     if os.environ.get(DATA_DIR_ENV):
         dirs.append(Path(os.environ[DATA_DIR_ENV]).expanduser())
-    dirs += [Path(SYSTEM_DIR), cache_dir()]
-    return dirs
+    if (system := system_dir()) is not None:
+        dirs.append(system)
+    return [*dirs, cache_dir()]
 
 
 def _file_in(folder: Path, name: str) -> Path | None:
@@ -108,7 +119,8 @@ def _file_in(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _is_complete(folder: Path) -> bool:
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds all four files (their content is checked only when they are read)."""
     return all(_file_in(folder, name) is not None for name in FILES.values())
 
 
@@ -209,6 +221,11 @@ def _download(url: str, destination: Path, expected_md5: str) -> None:
             )
 
 
+def local_dir() -> Path | None:
+    """The first of :func:`candidate_dirs` that holds all four files, not yet verified, or None."""
+    return next((folder for folder in candidate_dirs() if is_complete(folder)), None)
+
+
 def find_fashion_mnist(download: bool = True) -> Path:
     """The folder holding the four Fashion-MNIST files, downloading them into the cache if needed.
 
@@ -216,9 +233,8 @@ def find_fashion_mnist(download: bool = True) -> Path:
     checking every file's checksum. Raises :class:`DatasetError` when a file fails the check,
     or when nothing is found and the download is disabled or impossible (offline).
     """
-    for folder in candidate_dirs():
-        if _is_complete(folder):
-            return _verify_folder(folder)
+    if (folder := local_dir()) is not None:
+        return _verify_folder(folder)
     if not download:
         raise _not_found_error("downloading is disabled")
     target = cache_dir()
@@ -268,7 +284,7 @@ def load_fashion_mnist(
         folder = find_fashion_mnist()
     else:
         folder = Path(root)
-        if not _is_complete(folder):
+        if not is_complete(folder):
             raise DatasetError(
                 f"{folder} does not hold all four Fashion-MNIST files ({', '.join(GZ_MD5)}); "
                 "pass root=None to search the usual places."

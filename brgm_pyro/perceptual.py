@@ -33,6 +33,7 @@ __all__ = [
     "FeatureNetwork",
     "MissingWeightsError",
     "available_perceptual",
+    "check_images",
     "get_perceptual",
     "register_perceptual",
     "vgg16_weights_path",
@@ -90,7 +91,8 @@ def _ensure_vgg16_weights() -> str:
     return path
 
 
-def _check_images(images: torch.Tensor) -> None:
+def check_images(images: torch.Tensor) -> None:
+    """Raise InputError unless ``images`` is a float tensor (B, C, H, W) with C = 1 or 3."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InputError(
@@ -164,7 +166,7 @@ class LPIPSVGG(FeatureNetwork):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [0, 1] -> (B, 3, H', W') in [0, 1] at the size VGG sees."""
-        _check_images(images)
+        check_images(images)
         height, width = images.shape[-2:]
         if max(height, width) > self.max_size:
             scale = self.max_size / max(height, width)

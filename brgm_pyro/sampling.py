@@ -52,7 +52,7 @@ from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
 
-__all__ = ["DEFAULT_MODEL", "METHODS", "attach_calibration", "resolve_model", "sample_posterior"]
+__all__ = ["DEFAULT_MODEL", "METHODS", "attach_calibration", "posterior_model", "resolve_model", "sample_posterior"]
 
 METHODS = ("svi", "nuts", "hmc")
 DEFAULT_MODEL = "auto"
@@ -129,11 +129,7 @@ def sample_posterior(
         progress: show progress bars.
     """
     settings = _resolve_settings(method, num_samples, chunk_size, settings, options)
-    problem = prepare_problem(y, f, G, params, perceptual)
-    sigma_reach = _resolve_sigma_reach(sigma_reach, problem)
-    model = get_model(resolve_model(model, sigma_reach))
-    # One value of the reach for the likelihood (models that have it there) and the predictive.
-    problem = replace(problem, params=replace(problem.params, sigma_reach=sigma_reach or 0.0))
+    model, problem, sigma_reach = posterior_model(model, sigma_reach, prepare_problem(y, f, G, params, perceptual))
     inferred, latents = _inferred_model(model, problem)
     timings: dict[str, float] = {}
     if map_result is None:
@@ -230,6 +226,16 @@ def _resolve_settings(
     if method != "svi":
         overrides = {**overrides, "kernel": method, "num_samples": num_samples}
     return replace(settings, **overrides)
+
+
+def posterior_model(model: str | Callable | None, sigma_reach: float | str | None,
+                    problem: Problem) -> tuple[Callable, Problem, float | None]:
+    """What :func:`sample_posterior` runs for its ``model`` and ``sigma_reach`` arguments: the model with
+    "auto" resolved, the problem with that reach in its params and the reach ("auto": the card's)."""
+    sigma_reach = _resolve_sigma_reach(sigma_reach, problem)
+    # One value of the reach for the likelihood (models that have it there) and the predictive.
+    problem = replace(problem, params=replace(problem.params, sigma_reach=sigma_reach or 0.0))
+    return get_model(resolve_model(model, sigma_reach)), problem, sigma_reach
 
 
 def _resolve_sigma_reach(sigma_reach: float | str | None, problem: Problem) -> float | None:

@@ -58,13 +58,16 @@ def main() -> None:
     parser.add_argument("--hardware", default="2-core CPU (no GPU)")
     parser.add_argument("--steps", type=int, default=None, help="override the default MAP steps of the card")
     parser.add_argument("--steps-note", default=None, help="why --steps differs from the tuning (required with it)")
+    parser.add_argument("--priors-dir", type=Path, default=PRIORS_DIR,
+                        help="the folder of registered priors to ship into (default: the package's)")
     args = parser.parse_args()
     if (args.steps is None) != (args.steps_note is None):
         parser.error("--steps and --steps-note go together: say on which images and by how much the steps were chosen")
 
     G = bp.load_generator(args.checkpoint)
-    target = PRIORS_DIR / f"{args.name}.safetensors"
-    card_path = PRIORS_DIR / f"{args.name}.json"
+    priors_dir = io.ensure_output_dir(args.priors_dir)
+    target = priors_dir / f"{args.name}.safetensors"
+    card_path = priors_dir / f"{args.name}.json"
     previous = json.loads(card_path.read_text()) if card_path.exists() else {}
     info = dict(G.info)
     card = {
@@ -109,9 +112,9 @@ def main() -> None:
     card = {k: v for k, v in card.items() if v is not None}
     bp.save_generator(G, target, info=info)
     samples = G.sample(64, seed=0)
-    io.save_grid(PRIORS_DIR / card["samples_grid"], [list(samples[r * 8 : (r + 1) * 8]) for r in range(8)], scale=2)
+    io.save_grid(priors_dir / card["samples_grid"], [list(samples[r * 8 : (r + 1) * 8]) for r in range(8)], scale=2)
     io.write_json(card_path, card)
-    io.atomic_write_text(PRIORS_DIR / f"{args.name}.md", model_card_markdown(card))
+    io.atomic_write_text(priors_dir / f"{args.name}.md", model_card_markdown(card))
     print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) and {card_path}")
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from brgm_pyro.fmnist import FEATURES_DIR, train_feature_net
+from brgm_pyro.fmnist import FEATURES_DIR
 from brgm_pyro.io import ensure_output_dir
+from brgm_pyro.training.feature_nets import train_feature_net
 
 SEEDS = {"percept": 1, "eval": 2}
 

@@ -1,7 +1,18 @@
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
+from brgm_pyro import data
 from brgm_pyro.stylegan2 import StyleGAN2Generator, to_unit
+
+DATA_MISSING = (
+    "Fashion-MNIST is not installed: run `sudo apt-get install dataset-fashion-mnist` (`make test` does "
+    f"it as root), or set {data.DATA_DIR_ENV} to a folder holding its four files"
+)
 
 
 def tiny_generator(resolution: int = 16, channels: int = 1, seed: int = 0, **kwargs) -> StyleGAN2Generator:
@@ -25,3 +36,52 @@ def _threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8 images (N, H, W) or labels (N,)) as an idx file, the format of Fashion-MNIST."""
+    magic = 2051 if array.ndim == 3 else 2049
+    header = np.array([magic, *array.shape], dtype=">u4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def fake_fashion_mnist(monkeypatch, train: int, test: int, seed: int = 0) -> tuple[dict, dict]:
+    """The four Fashion-MNIST files made of ``train`` + ``test`` random images (labels counting 0-9),
+    whose MD5s replace the official ones while the test runs: (arrays by name, gzipped bytes by file name)."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": np.arange(train, dtype=np.uint8) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(test) + 3).astype(np.uint8) % 10,
+    }
+    gz = {}
+    for name, array in arrays.items():
+        raw = idx_bytes(array)
+        gz[f"{name}.gz"] = gzip.compress(raw, mtime=0)
+        monkeypatch.setitem(data.RAW_MD5, name, hashlib.md5(raw).hexdigest())
+        monkeypatch.setitem(data.GZ_MD5, f"{name}.gz", hashlib.md5(gz[f"{name}.gz"]).hexdigest())
+    return arrays, gz
+
+
+def require_data(folder: Path | None) -> Path:
+    """``folder`` if it holds the four Fashion-MNIST files; otherwise the test is skipped, naming the fix."""
+    if folder is None or not data.is_complete(folder):
+        pytest.skip(DATA_MISSING)
+    return folder
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # pytest reports a skip at the test that was skipped; reported here instead, the skips for the
+    # missing data set fold into one line of the summary.
+    report = (yield).get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2].endswith(DATA_MISSING):
+        report.longrepr = (__file__, require_data.__code__.co_firstlineno, report.longrepr[2])
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """The folder of the real Fashion-MNIST files, checked against their checksums; never downloaded."""
+    require_data(data.local_dir())
+    return data.find_fashion_mnist(download=False)

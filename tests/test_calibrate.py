@@ -10,7 +10,7 @@ import brgm_pyro as bp
 from brgm_pyro import conformal
 from brgm_pyro.calibrate import calibrate
 from brgm_pyro.forward import Downsample, Mask
-from brgm_pyro.masks import free_form_mask
+from brgm_pyro.free_form_masks import free_form_mask
 from brgm_pyro.sampling import sample_posterior
 
 QUICK = dict(perceptual=None, map_schedule=bp.MAPSchedule(steps=3), steps=3, sigma_reach=0.05)

@@ -7,9 +7,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from brgm_pyro import fmnist
 from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.fmnist import (
+    FEATURES_DIR,
     FMNISTEval,
     FMNISTPercept,
     class_fidelity,
@@ -18,14 +18,18 @@ from brgm_pyro.fmnist import (
     fid,
     frechet_distance,
     frechet_distance_gaussians,
+    networks,
+    percept,
+    resize_to_input,
 )
+from brgm_pyro.fmnist import evaluator as evaluator_module
 from brgm_pyro.forward import Blur
 from brgm_pyro.perceptual import FeatureNetwork, get_perceptual
 
 
 @pytest.fixture(scope="module")
-def test_images():
-    images, labels = load_fashion_mnist("test")
+def test_images(fashion_mnist_dir):
+    images, labels = load_fashion_mnist("test", root=fashion_mnist_dir)
     return images[:1000], labels[:1000]
 
 
@@ -82,7 +86,7 @@ def test_low_resolution_images_are_seen_as_their_pixel_replication(phi):
 def test_resizing_replicates_pixels_as_nearest_exact_interpolation(size):
     small = torch.rand(2, 1, *size)
     expected = torch.nn.functional.interpolate(small, size=(32, 32), mode="nearest-exact")
-    torch.testing.assert_close(fmnist.resize_to_input(small), expected, rtol=0, atol=0)
+    torch.testing.assert_close(resize_to_input(small), expected, rtol=0, atol=0)
 
 
 def test_evaluator_stays_frozen_inside_a_training_module(evaluator, test_images):
@@ -116,6 +120,13 @@ def test_distance_is_zero_for_equal_images_and_grows_with_corruption(network, ph
 def test_get_perceptual_finds_the_fmnist_network():
     assert isinstance(get_perceptual("fmnist"), FMNISTPercept)
     assert isinstance(get_perceptual("FMNIST"), FMNISTPercept)
+
+
+def test_the_package_names_its_parts():
+    assert (evaluator_module.FMNISTEval, percept.FMNISTPercept) == (FMNISTEval, FMNISTPercept)
+    assert (evaluator_module.fid, evaluator_module.class_histogram, networks.resize_to_input) == (fid, class_histogram, resize_to_input)
+    assert feature_net_path("eval").parent == FEATURES_DIR == networks.FEATURES_DIR
+    assert FEATURES_DIR.is_dir() and FEATURES_DIR.name == "features"
 
 
 def test_the_name_fmnist_works_without_importing_the_module_first():
@@ -194,4 +205,4 @@ def test_missing_or_foreign_weights_are_refused_in_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="not a Fashion-MNIST 'percept' network"):
         FMNISTPercept(feature_net_path("eval"))
     with pytest.raises(ValueError, match=r"grayscale images of shape \(B, 1, H, W\)"):
-        fmnist.resize_to_input(torch.rand(2, 3, 32, 32))
+        resize_to_input(torch.rand(2, 3, 32, 32))

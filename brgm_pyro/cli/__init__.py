@@ -16,12 +16,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import brgm_pyro
-from brgm_pyro.cli import calibrate, convert, demo, info, reconstruct, sample, train_prior
+from brgm_pyro.cli import (
+    calibrate,
+    convert,
+    demo,
+    info,
+    reconstruct,
+    reconstruct_dataset,
+    report,
+    sample,
+    train_prior,
+)
 from brgm_pyro.cli.common import ArgumentParser, UsageError, report_bad_input, run_command
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (reconstruct, sample, calibrate, demo, train_prior, info, convert)
+COMMANDS = (reconstruct, sample, calibrate, reconstruct_dataset, report, demo, train_prior, info, convert)
 
 
 def build_parser() -> ArgumentParser:

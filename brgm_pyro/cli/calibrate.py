@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import brgm_pyro as bp
@@ -22,12 +21,13 @@ from brgm_pyro.cli.common import (
     note,
     resolve_device,
 )
-from brgm_pyro.cli.sample import add_posterior_options, inference_options
+from brgm_pyro.cli.plan import resolve_model
+from brgm_pyro.cli.sample import add_sampling_options, inference_options
 from brgm_pyro.conformal import read_calibrations, save_calibration, task_family
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample, Mask
-from brgm_pyro.masks import free_form_mask
-from brgm_pyro.problem import prepare_problem
+from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.sampling import METHODS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,14 +48,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     corruption = add_corruption_options(parser)
     corruption.add_argument(
         "--free-form", action="store_true",
-        help="inpaint with a seeded free-form mask per image (brgm_pyro.masks) instead of --mask",
+        help="inpaint with a seeded free-form mask per image (brgm_pyro.free_form_masks) instead of --mask",
     )
     corruption.add_argument(
         "--noise", type=nonnegative_float, default=0.0, help="std of the noise added to y = f(x) (default 0)"
     )
     model = parser.add_argument_group("model")
     add_model_options(model)
-    add_posterior_options(parser, model)
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
+    add_sampling_options(model, sampling)
     add_map_options(parser.add_argument_group("MAP (the starting point)"))
     parser.add_argument("--out", required=True, type=Path, metavar="FILE.json",
                         help="calibration file to write, or to add this task's calibration to")
@@ -107,16 +109,12 @@ def run(args: argparse.Namespace) -> int:
     # Checked again when writing; here so that a long run does not end in a refusal.
     if out.exists() and task in read_calibrations(json.loads(out.read_text())) and not args.replace:
         raise InputError(f"{out} already holds a calibration for {task}; pass --replace or choose another --out.")
-    problem = prepare_problem(first(images[:1]).clamp(0, 1), first, G, args.preset, args.perceptual)
-    overrides = {k: v for k, v in (("sigma_pixel", args.sigma_pixel), ("sigma_percept", args.sigma_percept),
-                                   ("kappa", args.kappa)) if v is not None}
-    schedule = replace(problem.card.schedule,
-                       **{k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None})
+    params, _, schedule, _ = resolve_model(args, first(images[:1]).clamp(0, 1), first, G)
     data = args.data or f"{len(args.images)} images from {args.images[0]} to {args.images[-1]}"
     calibration = calibrate(
         images, corruption, G, args.num_samples, noise=args.noise, data=data,
         scores_dir=args.scores or out.with_name(out.name + ".scores"), seed=args.seed, progress=not args.quiet,
-        method=args.method, model=args.model, params=replace(problem.params, **overrides),
+        method=args.method, model=args.model, params=params,
         perceptual=args.perceptual, sigma_reach=args.sigma_reach, map_schedule=schedule, **options,
     )
     save_calibration(out, calibration, replace=args.replace)

@@ -89,8 +89,10 @@ def _level(text: str) -> float:
 _level.__name__ = "a level strictly between 0 and 1"
 
 
-def add_posterior_options(parser: argparse.ArgumentParser, model: argparse._ArgumentGroup) -> None:
-    """--model and --sigma-reach (in ``model``) and the sampling group, which ``brgm calibrate`` shares."""
+def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._ArgumentGroup) -> None:
+    """The posterior's options, which :func:`inference_options` reads: --model and --sigma-reach in the model
+    group, the draws and the SVI and MCMC settings in the sampling group. The method (dest ``method``) is the
+    command's own option."""
     model.add_argument(
         "--model",
         choices=["auto", *available_models()],
@@ -106,8 +108,6 @@ def add_posterior_options(parser: argparse.ArgumentParser, model: argparse._Argu
         help="std of the prior's reach residual per clean pixel (brgm_pyro.discrepancy): auto (the prior "
         "card's value; off if it has none), 0 to turn it off, or a positive number (default: auto)",
     )
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
     sampling.add_argument(
         "--num-samples",
         type=positive_int,
@@ -175,7 +175,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="CLEAN.png",
         help="the clean images, one per input in the same order: adds NAME_error.png and calibration figures",
     )
-    add_posterior_options(parser, model)
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
+    add_sampling_options(model, sampling)
     intervals = parser.add_argument_group("intervals")
     intervals.add_argument(
         "--calibration",

@@ -1,1 +1,1 @@
-"""Training the priors: the StyleGAN2 recipe (``recipe``) and its discriminator (``discriminator``)."""
+"""Training: the StyleGAN2 prior (``recipe``, ``discriminator``) and the Fashion-MNIST feature networks (``feature_nets``)."""

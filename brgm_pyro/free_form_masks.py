@@ -1,5 +1,9 @@
 """Random free-form inpainting masks: brush strokes drawn from a seed, as in the inpainting literature.
 
+The paper's seven rectangular mask kinds, which the baselines are trained and evaluated on, are
+``brgm_pyro.baselines.masks``; these strokes are the "random free-form masks" of the calibration
+benchmark and of ``brgm calibrate --free-form``.
+
 The strokes follow the free-form mask generator of Yu et al., *Free-Form Image Inpainting with
 Gated Convolution* (ICCV 2019, DeepFill v2): each stroke starts at a uniform point and runs
 through a few vertices, each segment in a random direction with a random length, drawn with a
