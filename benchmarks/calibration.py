@@ -30,6 +30,11 @@ model is exactly right, so any miscalibration there is the inference's.
     python benchmarks/calibration.py --data test --num-images 50 --out runs/calibration \\
         --tasks superres-x4,superres-x8,inpaint-box,inpaint-free --methods svi-laplace --figure runs/reliability.png
     python benchmarks/calibration.py --data test --num-images 50 --out runs/calibration --report-only ...
+
+With ``--calibrate-on FIRST:COUNT`` the report adds the intervals calibrated (``brgm_pyro.conformal``)
+per task family on the validation images FIRST.. recorded in OUT with the same settings, against
+constant-width intervals calibrated alike; ``--save-calibration CARD.json`` also stores each family's
+calibration in a prior's card (or a new file), as ``brgm calibrate`` would from the same posteriors.
 """
 
 from __future__ import annotations
@@ -112,6 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="report what OUT holds, sample nothing")
     parser.add_argument("--calibrate-on", default=None, metavar="FIRST:COUNT",
                         help="also report intervals calibrated on the validation images FIRST.. recorded in OUT")
+    parser.add_argument("--save-calibration", type=Path, default=None, metavar="FILE.json",
+                        help="with --calibrate-on: add each task family's calibration to this file (a prior's card, "
+                             "or a new file), as brgm calibrate does")
     parser.add_argument("--figure", type=Path, default=None, help="save the reliability diagram here (PNG)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
@@ -128,6 +136,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]
     if unknown:
         parser.error(f"unknown method or task: {', '.join(unknown)}")
+    if args.save_calibration is not None and (args.calibrate_on is None or len(args.methods) != 1):
+        parser.error("--save-calibration needs --calibrate-on and one method (a card holds one calibration per task)")
     return args
 
 
@@ -334,13 +344,18 @@ def family(task: str) -> str:
     return "inpaint" if task.startswith("inpaint") else task
 
 
-def fit_calibrations(records: list[dict]) -> tuple[conformal.Calibration, conformal.Calibration]:
-    """The calibration of the std-scaled intervals and that of constant-width ones, from validation records."""
+def fit_calibrations(records: list[dict], prior: str) -> tuple[conformal.Calibration, conformal.Calibration]:
+    """The calibration of the std-scaled intervals, as ``brgm calibrate`` fits it on these posteriors (for
+    the prior's fingerprint and the settings the posteriors recorded), and that of constant-width ones."""
+    tasks = sorted({r["task"] for r in records}, key=lambda t: TASKS.index(t) if t in TASKS else len(TASKS))
+    indices = sorted({r["index"] for r in records})
+    data = (f"{len(records)} Fashion-MNIST {records[0]['data']} images {indices[0]}-{indices[-1]} "
+            f"({', '.join(tasks)}; benchmarks/calibration.py)")
     fitted = []
     for scale in (None, torch.ones(())):
         scores = [conformal.image_scores(r["samples"], r["truth"], r["unpinned"], scale) for r in records]
-        fitted.append(conformal.fit(scores, family(records[0]["task"]), "benchmark", {}, records[0]["samples"].shape[0],
-                                    levels=LEVELS + IMAGE_LEVELS[:4] + IMAGE_LEVELS[5:8]))
+        fitted.append(conformal.fit(scores, family(records[0]["task"]), prior, records[0]["settings"],
+                                    records[0]["samples"].shape[0], data=data))
     return fitted[0], fitted[1]
 
 
@@ -474,15 +489,21 @@ def main(argv: list[str] | None = None) -> dict:
         first, count = (int(v) for v in args.calibrate_on.split(":"))
         val_args = argparse.Namespace(**{**vars(args), "data": "val"})
         val = load_group(args, settings_key(val_args), "val", range(first, first + count))
-        calibrated = {}
-        for task, method in report:
-            pool = [r for (t, m), rs in val.items() if family(t) == family(task) and m == method for r in rs]
-            if pool:
-                calibrated[(task, method)] = evaluate_calibrated(groups[(task, method)], *fit_calibrations(pool))
+        prior = conformal.fingerprint(bp.load_generator(args.generator))
+        fitted = {}
+        for (task, method), records in val.items():
+            fitted.setdefault((family(task), method), []).extend(records)
+        fitted = {key: fit_calibrations(pool, prior) for key, pool in fitted.items()}
+        calibrated = {(task, method): evaluate_calibrated(groups[(task, method)], *fitted[(family(task), method)])
+                      for task, method in report if (family(task), method) in fitted}
         print("\nCalibrated on validation images " + args.calibrate_on + " (per task family):\n"
               + calibrated_tables(calibrated))
         for (task, method), r in calibrated.items():
             keyed[f"{task}/{method}"]["calibrated"] = r
+        if args.save_calibration is not None:
+            for calibration, _ in fitted.values():
+                conformal.save_calibration(args.save_calibration, calibration)
+                print(f"Saved the {calibration.task} calibration ({calibration.images} images) to {args.save_calibration}")
     if args.json is not None:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(keyed, indent=2) + "\n")

@@ -16,10 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import fake_fashion_mnist, tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro import data
+from brgm_pyro.conformal import load_calibrations
+from brgm_pyro.free_form_masks import free_form_mask
 
 REPO = Path(__file__).resolve().parent.parent
 FOLDERS = ("benchmarks", "scripts")
@@ -185,11 +188,21 @@ def check_calibration(printed, tmp_path, run):
     assert "image 0:" not in run(SCRIPTS["benchmarks/calibration.py"])  # nothing sampled again
     assert (tmp_path / "cal" / "results.jsonl").read_text().splitlines() == lines
     test = SCRIPTS["benchmarks/calibration.py"].replace("--data val --num-images 2", "--data test --num-images 1")
-    printed = run(test.replace("calibration.json", "test.json") + " --calibrate-on 0:2")
+    test = test.replace("svi-normal,nuts", "svi-normal").replace("calibration.json", "test.json")
+    printed = run(test + " --calibrate-on 0:2 --save-calibration {tmp}/card.json")
     assert "Calibrated on validation images 0:2" in printed
     calibrated = json.loads((tmp_path / "test.json").read_text())["inpaint-free/svi-normal"]["calibrated"]
     assert calibrated["calibration_images"] == 2 and set(calibrated["regions"]) == {"all", "unpinned", "pinned"}
     assert set(calibrated["regions"]["unpinned"]["cover"]) == {"0.5", "0.8", "0.9", "0.95"}
+    # The stored calibrations hold for a user's sample_posterior call with the benchmark's options.
+    stored = load_calibrations(tmp_path / "card.json")
+    assert set(stored) == {"inpaint", "superres-x4"} and stored["inpaint"].images == 2
+    G = bp.load_generator(re.search(r"generator (\S+), model", printed).group(1))
+    f = free_form_mask(G.resolution, seed=7)
+    y = f(torch.rand(1, 1, G.resolution, G.resolution, generator=torch.Generator().manual_seed(0)))
+    post = bp.sample_posterior(y, f, G, "svi", 4, guide="normal", steps=2, perceptual=None, progress=False,
+                               map_schedule=bp.MAPSchedule(steps=2), calibration=tmp_path / "card.json")
+    assert post.calibration is not None and post.calibration_note.startswith("Calibrated intervals: inpaint, 2 ")
 
 
 def check_undercoverage(printed, tmp_path, run):
