@@ -363,13 +363,13 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
                         constant: conformal.Calibration) -> dict:
     """Coverage, widths and the image-level curve of the calibrated intervals on (test) records, and the
     median width of constant-width intervals calibrated on the same images (module notes)."""
-    per_region = {r: {"cover": {p: [] for p in LEVELS}, "width90": [], "constant90": [], "constant_cover90": []}
+    per_region = {r: {"cover": {p: [] for p in CURVE_LEVELS}, "width90": [], "constant90": [], "constant_cover90": []}
                   for r in REGIONS}
     image_covered = []
     for record in records:
         samples, truth, unpinned = record["samples"], record["truth"], record["unpinned"].bool()
         centre, std = samples.mean(0), samples.std(0)
-        bounds = {p: calibration.interval(centre, std, unpinned, p) for p in LEVELS}
+        bounds = {p: calibration.interval(centre, std, unpinned, p) for p in CURVE_LEVELS}
         flat = constant.interval(centre, torch.ones_like(std), unpinned, 0.9)
         for region, mask in region_masks(record).items():
             if mask is None:
@@ -386,7 +386,7 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
     for region, store in per_region.items():
         if store["width90"]:
             out["regions"][region] = {
-                "cover": {str(p): average(v) for p, v in store["cover"].items()},
+                "cover": {str(p): average(v) for p, v in store["cover"].items()},  # LEVELS in the tables
                 "median_width90": float(torch.cat(store["width90"]).median()),
                 "mean_width90": float(torch.cat(store["width90"]).mean()),
                 "constant_median_width90": float(torch.cat(store["constant90"]).median()),
@@ -445,8 +445,9 @@ def tables(report: dict) -> str:
     return "\n".join(lines)
 
 
-def reliability_figure(report: dict, path: Path) -> None:
-    """Nominal against rank coverage, unpinned and pinned pixels, one panel per task."""
+def reliability_figure(report: dict, path: Path, calibrated: dict | None = None) -> None:
+    """Nominal against rank coverage, unpinned and pinned pixels, one panel per task; with ``calibrated``
+    (``evaluate_calibrated``'s reports), also the coverage of the calibrated intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -463,6 +464,9 @@ def reliability_figure(report: dict, path: Path) -> None:
                 if region in r["regions"]:
                     values = [r["regions"][region]["rank"][str(p)] for p in CURVE_LEVELS]
                     ax.plot(CURVE_LEVELS, values, style, marker=".", label=f"{method}, {region}")
+                if region in (calibrated or {}).get((t, method), {}).get("regions", {}):
+                    values = [calibrated[(t, method)]["regions"][region]["cover"][str(p)] for p in CURVE_LEVELS]
+                    ax.plot(CURVE_LEVELS, values, style, marker="x", label=f"{method} calibrated, {region}")
         ax.set(title=task, xlabel="nominal level", xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("fraction of true pixels inside")
@@ -482,9 +486,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(tables(report))
     print(f"\n{args.data} images {args.first}-{args.first + args.num_images - 1}, generator {args.generator}, "
           f"model {args.model}, {args.num_samples} draws, settings {settings_key(args)}")
-    if args.figure is not None and report:
-        reliability_figure(report, args.figure)
     keyed = {f"{task}/{method}": r for (task, method), r in report.items()}
+    calibrated: dict = {}
     if args.calibrate_on:
         first, count = (int(v) for v in args.calibrate_on.split(":"))
         val_args = argparse.Namespace(**{**vars(args), "data": "val"})
@@ -504,6 +507,8 @@ def main(argv: list[str] | None = None) -> dict:
             for calibration, _ in fitted.values():
                 conformal.save_calibration(args.save_calibration, calibration)
                 print(f"Saved the {calibration.task} calibration ({calibration.images} images) to {args.save_calibration}")
+    if args.figure is not None and report:
+        reliability_figure(report, args.figure, calibrated)
     if args.json is not None:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(keyed, indent=2) + "\n")

@@ -189,11 +189,11 @@ def check_calibration(printed, tmp_path, run):
     assert (tmp_path / "cal" / "results.jsonl").read_text().splitlines() == lines
     test = SCRIPTS["benchmarks/calibration.py"].replace("--data val --num-images 2", "--data test --num-images 1")
     test = test.replace("svi-normal,nuts", "svi-normal").replace("calibration.json", "test.json")
-    printed = run(test + " --calibrate-on 0:2 --save-calibration {tmp}/card.json")
-    assert "Calibrated on validation images 0:2" in printed
+    printed = run(test.replace("reliability.png", "calibrated.png") + " --calibrate-on 0:2 --save-calibration {tmp}/card.json")
+    assert "Calibrated on validation images 0:2" in printed and (tmp_path / "calibrated.png").stat().st_size > 0
     calibrated = json.loads((tmp_path / "test.json").read_text())["inpaint-free/svi-normal"]["calibrated"]
     assert calibrated["calibration_images"] == 2 and set(calibrated["regions"]) == {"all", "unpinned", "pinned"}
-    assert set(calibrated["regions"]["unpinned"]["cover"]) == {"0.5", "0.8", "0.9", "0.95"}
+    assert set(calibrated["regions"]["unpinned"]["cover"]) >= {"0.5", "0.8", "0.9", "0.95"}
     # The stored calibrations hold for a user's sample_posterior call with the benchmark's options.
     stored = load_calibrations(tmp_path / "card.json")
     assert set(stored) == {"inpaint", "superres-x4"} and stored["inpaint"].images == 2
