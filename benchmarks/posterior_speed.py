@@ -1,15 +1,16 @@
 """Time of a 16-draw SVI posterior for one 32 px image, and of the dense Hessian behind its default guide.
 
 For one validation image (super-resolution x4 from 8x8, and inpainting of a 12 px centre box), on
-the embedded prior with the defaults of ``sample_posterior`` (learned-noise model, the card's
-settings, the reach term):
+the embedded prior with the card's settings and the reach term:
 
-* the dense Hessian of the potential at the MAP (1,024 latents), by forward-over-reverse products
+* the dense Hessian of the learned-noise model's potential (sigma_pixel integrated out) at the MAP
+  (1,024 latents), by forward-over-reverse products
   (``dense_hessian(mode="forward")``, the default) and by backward-over-backward ones
   (``mode="reverse"``), alternating ``--repeats`` times so that the machine's load hits both alike;
   their ratio and their largest difference;
-* ``sample_posterior(y, f, G, "svi", 16)`` end to end, MAP included, with the default guide (``"auto"``,
-  here ``"laplace"``) and with ``guide="normal"``.
+* ``sample_posterior(y, f, G, "svi", 16)`` end to end, MAP included, with the defaults (model
+  ``"auto"``, here ``"reach"``) and the default guide (``"auto"``, here ``"laplace"``) and with
+  ``guide="normal"``.
 
     python benchmarks/posterior_speed.py [--repeats 3] [--threads N]
 """
@@ -27,11 +28,11 @@ from brgm_pyro.models.variants import get_model
 import brgm_pyro as bp
 from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.problem import frozen, prepare_problem
-from brgm_pyro.sampling import DEFAULT_MODEL, sample_posterior
+from brgm_pyro.sampling import sample_posterior
 
 
 def hessian_times(y, f, G, repeats: int, schedule: bp.MAPSchedule | None) -> dict[str, float]:
-    model = get_model(DEFAULT_MODEL)
+    model = get_model("learned-noise")
     rec = bp.reconstruct(y, f, G, model=model, schedule=schedule, progress=False)
     kwargs = prepare_problem(y, f, G, None, "auto").model_kwargs()
     with frozen(G):

@@ -6,10 +6,13 @@ loader) records, besides its provenance, the settings that measured best on its 
 checkpoint) gets the library's defaults:
 
     card = PriorCard.of(G)
-    card.params        BRGMParams of the "default" preset, or None (the library's BRGMParams())
+    card.params        BRGMParams of the "default" preset (with the card's sigma_reach), or None
+                       (the library's BRGMParams())
     card.schedule      the MAP's Adam schedule (MAPSchedule() without a card)
     card.perceptual    the feature network of perceptual="auto" (None: the pixel likelihood alone)
     card.sigma_reach   std of the prior's reach residual per clean pixel, or None (no reach term)
+    card.calibrations  task -> the interval calibration measured on its validation images
+                       (``brgm_pyro.conformal``; ``brgm calibrate`` writes them)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from torch import nn
 
+from brgm_pyro.conformal import Calibration, read_calibrations
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
 
@@ -33,6 +37,7 @@ class PriorCard:
     schedule: MAPSchedule = field(default_factory=MAPSchedule)
     perceptual: str | None = None
     sigma_reach: float | None = None
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
 
     @classmethod
     def of(cls, generator: nn.Module) -> PriorCard:
@@ -41,8 +46,10 @@ class PriorCard:
         params = card.get("params")
         sigma_reach = card.get("sigma_reach")
         return cls(
-            params=BRGMParams(**params) if params else None,
+            # The reach is the prior's, so its default parameters carry it (the "reach" model uses it).
+            params=BRGMParams(**params, sigma_reach=float(sigma_reach or 0.0)) if params else None,
             schedule=MAPSchedule(**(card.get("schedule") or {})),
             perceptual=card.get("perceptual"),
             sigma_reach=float(sigma_reach) if sigma_reach else None,
+            calibrations=read_calibrations(card),
         )

@@ -55,13 +55,12 @@ from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.manifest import Manifest, RecordWriter, new_attempt_id, open_run, read_manifest, settings_id
 from brgm_pyro.models.brgm import BRGMParams
-from brgm_pyro.models.variants import get_model
 from brgm_pyro.plotting import STD_CMAP, colorize
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import prepare_problem
 from brgm_pyro.provenance import versions
-from brgm_pyro.reconstruct import ReconstructionResult, reconstruct
-from brgm_pyro.sampling import DEFAULT_MODEL, METHODS, sample_posterior
+from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
+from brgm_pyro.sampling import DEFAULT_MODEL, METHODS, posterior_model, sample_posterior
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -289,7 +288,6 @@ class _Worker:
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
         clean_shape = (1, job.generator.channels, job.generator.resolution, job.generator.resolution)
         self.observed = job.forward.observed(clean_shape, device="cpu")[0]
-        self.map_model = get_model(job.posterior.model) if job.posterior is not None else None
 
     def record(self, image: str, batch: int, **fields: Any) -> None:
         self.records.append(
@@ -333,10 +331,11 @@ class _Worker:
             return
         began = time.perf_counter()
         common = dict(params=job.params, perceptual=job.perceptual, progress=False)
-        rec = reconstruct(
-            torch.stack(inputs), job.forward, job.generator, schedule=job.schedule, model=self.map_model,
-            seed=job.seed, **common,
-        )
+        problem = prepare_problem(torch.stack(inputs), job.forward, job.generator, job.params, job.perceptual)
+        model = None
+        if job.posterior is not None:  # the MAP of the model (and reach) that sample_posterior will run
+            model, problem, _ = posterior_model(job.posterior.model, job.posterior.sigma_reach, problem)
+        rec = map_reconstruction(problem, job.schedule, model, job.seed, progress=False)
         map_seconds = (time.perf_counter() - began) / len(readable)
         for index, image in enumerate(readable):
             if image in self.done:

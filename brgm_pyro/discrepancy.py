@@ -37,8 +37,9 @@ import torch
 from torch import nn
 
 from brgm_pyro.errors import InputError
+from brgm_pyro.forward import Downsample, Identity, Mask
 
-__all__ = ["check_linear", "sample_reach_residual"]
+__all__ = ["check_linear", "reach_log_likelihood", "sample_reach_residual"]
 
 
 def check_linear(f: nn.Module, shape: tuple[int, ...], device: torch.device | str = "cpu", seed: int = 0) -> None:
@@ -54,6 +55,54 @@ def check_linear(f: nn.Module, shape: tuple[int, ...], device: torch.device | st
             f"The prior-reach term needs a linear corruption f, and {type(f).__name__} is not linear "
             "(f(a x1 + b x2) != a f(x1) + b f(x2)); use the operators of brgm_pyro.forward or pass sigma_reach=None."
         )
+
+
+def _gram_eigenbasis(forward: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(U_H, lambda_H), (U_W, lambda_W): eigenvectors and eigenvalues of A A^T per axis of a separable
+    Downsample (F F^T = A_H A_H^T (x) A_W A_W^T); None for operators with F F^T = I on observed pixels."""
+    if isinstance(forward, (Mask, Identity)):
+        return None
+    if isinstance(forward, Downsample) and forward.kernel_name is not None:
+        factor = forward.factor
+        axes = []
+        for size in y.shape[-2:]:
+            a = forward._matrix(size * factor, y).double()
+            values, vectors = torch.linalg.eigh(a @ a.T)
+            axes.append((vectors.to(y.dtype), values.clamp_min(0).to(y.dtype)))
+        return axes
+    raise InputError(
+        f"The prior's reach in the likelihood needs F F^T of the corruption, known here for Mask, Identity and "
+        f"a named Downsample kernel, not {type(forward).__name__}; use model='learned-noise' for it."
+    )
+
+
+def reach_log_likelihood(
+    residual: torch.Tensor,
+    forward: nn.Module,
+    observed: torch.Tensor | None,
+    sigma_pixel: torch.Tensor,
+    sigma_reach: float,
+) -> torch.Tensor:
+    """log N(y - f(G(w)); 0, sigma_reach^2 F F^T + sigma_pixel^2 I) over the observed pixels, per image.
+
+    This is the likelihood of y given w once the reach residual r of the module docstring is
+    integrated out: y = F (G(w) + r) + n. ``residual`` is y - f(G(w)), (B, C, h, w);
+    ``sigma_pixel`` is (B,) or a float. Returns (B,).
+    """
+    sigma_pixel = torch.as_tensor(sigma_pixel, dtype=residual.dtype, device=residual.device)
+    noise = sigma_pixel.reshape(-1, 1, 1, 1).square() if sigma_pixel.dim() else sigma_pixel.square()
+    axes = _gram_eigenbasis(forward, residual)
+    if axes is None:
+        z, variance = residual, noise + sigma_reach**2
+    else:
+        (u_h, l_h), (u_w, l_w) = axes
+        z = u_h.T @ residual @ u_w
+        variance = noise + sigma_reach**2 * (l_h[:, None] * l_w[None, :])
+    terms = z.square() / variance + torch.log(2 * torch.pi * variance)
+    terms = terms.expand_as(z)
+    if observed is not None:
+        terms = terms * observed.to(terms.dtype).expand_as(terms)
+    return -0.5 * terms.sum((-3, -2, -1))
 
 
 def sample_reach_residual(

@@ -3,7 +3,10 @@
     post.samples          (S, B, C, H, W) posterior predictive draws of the clean images, in [0, 1]
     post.generator_samples  the images G(w) of the same draws of w (the plausible reconstructions)
     post.mean, post.std   (B, C, H, W) per-pixel posterior mean and standard deviation
-    post.interval(0.9)    per-pixel central 90% credible interval (lower, upper)
+    post.interval(0.9)    per-pixel 90% interval (lower, upper): calibrated when the prior's card
+                          has a calibration for the task (``brgm_pyro.conformal``), else the
+                          posterior's own; ``calibrated=False`` always gives the posterior's own
+    post.error_radius(0.9)  per image, the MSE from the mean within which the truth lies with 90%
     post.inference_data   ArviZ InferenceData: w summaries, a latent sigma_pixel, MCMC sample stats
 
 ``brgm_pyro.sampling.sample_posterior`` makes one.
@@ -16,14 +19,18 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
 
 from brgm_pyro.errors import InputError
 from brgm_pyro.io import atomic_path
+from brgm_pyro.metrics import credible_interval, leave_one_out_mse, mse_ball_radius
 from brgm_pyro.reconstruct import ReconstructionResult
+
+if TYPE_CHECKING:
+    from brgm_pyro.conformal import Calibration
 
 __all__ = ["Posterior"]
 
@@ -62,6 +69,11 @@ class Posterior:
         generator_samples: G(w) of each draw, (S, B, C, H, W) in [0, 1]; the same tensor as
             ``samples`` when the reach term is off.
         sigma_reach: std of the reach residual per clean pixel, None when off.
+        task: the task family (``conformal.task_family`` of f), None for other corruptions.
+        unpinned: True where the data cannot pin the clean pixel (``brgm_pyro.leverage``),
+            (B, C, H, W) bool; None where it was not computed (no task family).
+        calibration: the calibration ``interval`` and ``error_radius`` use by default, or None.
+        calibration_note: one sentence saying which intervals these are and why.
     """
 
     samples: torch.Tensor
@@ -79,6 +91,10 @@ class Posterior:
     settings: dict[str, Any] = field(default_factory=dict)
     generator_samples: torch.Tensor | None = None
     sigma_reach: float | None = None
+    task: str | None = None
+    unpinned: torch.Tensor | None = None
+    calibration: Calibration | None = None
+    calibration_note: str = "The posterior's own intervals: no calibration was looked for."
 
     def __post_init__(self) -> None:
         if self.generator_samples is None:
@@ -113,11 +129,47 @@ class Posterior:
             raise InputError(f"The quantile q must lie in [0, 1], got {q!r}.")
         return _quantile(self._sorted, q)
 
-    def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-pixel central credible interval of probability ``level``: (lower, upper), each (B, C, H, W)."""
+    def _calibrated(self, calibrated: bool | None) -> bool:
+        if calibrated is None:
+            return self.calibration is not None
+        if calibrated and self.calibration is None:
+            raise InputError(
+                f"This posterior has no calibration to use: {self.calibration_note} Pass calibrated=False (or "
+                "None) for the posterior's own interval, or calibrate the prior with `brgm calibrate`."
+            )
+        return bool(calibrated)
+
+    def interval(self, level: float = 0.9, calibrated: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel interval of probability ``level``: (lower, upper), each (B, C, H, W).
+
+        ``calibrated`` None (the default) gives the calibrated interval when the posterior has a
+        calibration (``self.calibration``: the prior's card holds one for this task and posterior
+        procedure), else the posterior's own; True insists on the calibrated one, False gives the
+        posterior's own. The calibrated interval is mean -+ lambda std, with lambda measured on
+        validation images per region kind (``brgm_pyro.conformal``: what it guarantees and when).
+        The posterior's own interval is central, between the draws' order statistics of ranks
+        (1 -+ level) / 2 (S + 1) (``metrics.credible_interval``), so that the interval of a
+        calibrated posterior holds the truth with probability ``level`` whatever the number of draws
+        S; beyond (S - 1) / (S + 1) (0.88 for 16 draws) it is [min, max].
+        """
         if not 0 < level < 1:
             raise InputError(f"The credible level must lie strictly between 0 and 1, got {level!r}.")
-        return self.quantile((1 - level) / 2), self.quantile((1 + level) / 2)
+        if self._calibrated(calibrated):
+            return self.calibration.interval(self.mean, self.std, self.unpinned, level)
+        return credible_interval(self.samples, level)
+
+    def error_radius(self, level: float = 0.9, calibrated: bool | None = None) -> torch.Tensor:
+        """Per image, the radius r of the ball MSE(x, mean) <= r of probability ``level``: (B,).
+
+        The posterior's own: the order statistic of rank level (S + 1) of the draws' MSE from the
+        mean of the others (``metrics.mse_ball_radius``); calibrated (as for :meth:`interval`):
+        the calibration's multiplier times the draws' mean MSE.
+        """
+        if not 0 < level < 1:
+            raise InputError(f"The credible level must lie strictly between 0 and 1, got {level!r}.")
+        if self._calibrated(calibrated):
+            return self.calibration.image_radius(leave_one_out_mse(self.samples).mean(0), level)
+        return mse_ball_radius(self.samples, (level,))[:, 0]
 
     def monitored_w(self) -> tuple[list[str], torch.Tensor]:
         """A few coordinates of w to monitor, as labels and draws (S, B, K): the first two coordinates
@@ -197,7 +249,8 @@ class Posterior:
         return path
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-able summary: settings, diagnostics and, per image, the spread of the draws."""
+        """A JSON-able summary: settings, diagnostics, the intervals' calibration and, per image, the
+        spread of the draws."""
         images = []
         rms_z = self.w_layer_rms_z().square().mean((0, 2)).sqrt()
         for i in range(self.samples.shape[1]):
@@ -216,5 +269,15 @@ class Posterior:
             "num_chains": self.num_chains,
             "settings": self.settings,
             "diagnostics": self.diagnostics,
+            "intervals": {
+                "task": self.task,
+                "calibrated": self.calibration is not None,
+                "note": self.calibration_note,
+                "calibration": None if self.calibration is None else {
+                    "images": self.calibration.images, "data": self.calibration.data,
+                    "lambda_90": {region: scales[0.9] if math.isfinite(scales.get(0.9, math.inf)) else None
+                                  for region, scales in self.calibration.scales.items()},
+                },
+            },
             "images": images,
         }

@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -38,23 +39,34 @@ import torch
 from pyro.infer import Predictive
 from torch import nn
 
+from brgm_pyro.conformal import Calibration, fingerprint, load_calibrations, task_family
 from brgm_pyro.discrepancy import check_linear, sample_reach_residual
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.forward import per_draw
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, choose_guide, draw_latents, run_svi
+from brgm_pyro.leverage import unpinned_pixels
 from brgm_pyro.models.brgm import BRGMParams, Collapsed
 from brgm_pyro.models.variants import check_model, get_model, model_name
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
 
-__all__ = ["DEFAULT_MODEL", "METHODS", "sample_posterior"]
+__all__ = ["DEFAULT_MODEL", "METHODS", "attach_calibration", "posterior_model", "resolve_model", "sample_posterior"]
 
 METHODS = ("svi", "nuts", "hmc")
-DEFAULT_MODEL = "learned-noise"
-"""The model ``sample_posterior`` and ``brgm sample`` use unless told otherwise (see ``sample_posterior``)."""
+DEFAULT_MODEL = "auto"
+"""The model ``sample_posterior`` and ``brgm sample`` use unless told otherwise: "reach" where the
+prior has a reach (its card's ``sigma_reach``, or the caller's), else "learned-noise" (:func:`resolve_model`)."""
+
+
+def resolve_model(model: str | Callable | None, sigma_reach: float | None) -> str | Callable | None:
+    """``model`` with "auto" resolved: the reach in the likelihood ("reach") when there is a reach to
+    put there, else the noise level inferred alone ("learned-noise"); any other model unchanged."""
+    if isinstance(model, str) and model == "auto":
+        return "reach" if sigma_reach else "learned-noise"
+    return model
 
 
 def sample_posterior(
@@ -71,6 +83,7 @@ def sample_posterior(
     map_schedule: MAPSchedule | None = None,
     settings: SVISettings | MCMCSettings | None = None,
     sigma_reach: float | str | None = "auto",
+    calibration: Calibration | str | Path | None = "auto",
     chunk_size: int = 64,
     seed: int = 0,
     progress: bool = True,
@@ -89,12 +102,14 @@ def sample_posterior(
             "hmc" (:mod:`brgm_pyro.inference.mcmc`).
         num_samples: draws from the fitted guide (SVI), or kept draws per chain (MCMC, which
             returns ``num_chains * num_samples`` draws, as Pyro's MCMC does).
-        model: a registered model name ("brgm", "learned-noise", "heavy-tail", "no-colinear") or a
-            Pyro model with the signature of ``brgm.model`` (None: ``brgm.model``). The default,
-            "learned-noise", infers sigma_pixel per image, so the noise level also takes up the
-            prior's misfit to y; with the reach term this is what makes the credible intervals
-            calibrated on real images (docs/results/calibration.md). "brgm" is the paper's model with the
-            fixed sigma_pixel, which gives intervals that are too narrow on real images.
+        model: a registered model name ("reach", "learned-noise", "brgm", "heavy-tail",
+            "no-colinear"), "auto", or a Pyro model with the signature of ``brgm.model`` (None:
+            ``brgm.model``). The default, "auto", is "reach" for a prior with a reach (the card's
+            ``sigma_reach``, or the ``sigma_reach`` given): the reach residual in the likelihood and
+            sigma_pixel inferred per image, so that a w whose G(w) misses y by the prior's reach stays
+            plausible (docs/results/calibration.md: it covers more of the unobserved pixels than
+            "learned-noise", which "auto" takes for a prior without a reach). "brgm" is the paper's
+            model with the fixed sigma_pixel, whose intervals are far too narrow on real images.
         map_result: a MAP reconstruction of this y to start from (skips the MAP).
         map_schedule: the MAP's Adam schedule (default: the prior card's, else ``MAPSchedule()``).
         settings: :class:`~brgm_pyro.inference.svi.SVISettings` or
@@ -104,14 +119,18 @@ def sample_posterior(
         sigma_reach: std of the prior's reach residual per clean pixel (``brgm_pyro.discrepancy``):
             "auto" takes the prior card's ``sigma_reach`` (off for priors without one), None or 0
             turns the term off, a positive number sets it. Needs a linear f.
+        calibration: the calibration of the intervals (``brgm_pyro.conformal``) that
+            ``post.interval`` and ``post.error_radius`` use by default: "auto" takes the prior card's
+            for this task when it holds for this posterior (same prior, procedure and at least as many
+            draws; otherwise the posterior's own intervals, and ``post.calibration_note`` says why),
+            None none, a :class:`~brgm_pyro.conformal.Calibration` or the path of a file written by
+            ``brgm calibrate`` one that must hold (else InputError).
         chunk_size: draws per Predictive call when computing the images.
         seed: seed of Pyro and torch for this run.
         progress: show progress bars.
     """
     settings = _resolve_settings(method, num_samples, chunk_size, settings, options)
-    model = get_model(model)
-    problem = prepare_problem(y, f, G, params, perceptual)
-    sigma_reach = _resolve_sigma_reach(sigma_reach, problem, model)
+    model, problem, sigma_reach = posterior_model(model, sigma_reach, prepare_problem(y, f, G, params, perceptual))
     inferred, latents = _inferred_model(model, problem)
     timings: dict[str, float] = {}
     if map_result is None:
@@ -131,8 +150,58 @@ def sample_posterior(
             with _timed(timings, "reach_s"):
                 predictive = add_reach(images, inference.draws, problem, sigma_reach, chunk_size, seed)
     inference.diagnostics.update(timings)
-    return _posterior(problem, map_result, inference, images, predictive, sigma_reach,
-                      method=method, model=model_name(model), seed=seed, chunk_size=chunk_size)
+    posterior = _posterior(problem, map_result, inference, images, predictive, sigma_reach,
+                           method=method, model=model_name(model), seed=seed, chunk_size=chunk_size)
+    return attach_calibration(posterior, problem, calibration)
+
+
+def attach_calibration(
+    posterior: Posterior, problem: Problem, calibration: Calibration | str | Path | None
+) -> Posterior:
+    """``posterior`` with its task, unpinned pixels and the calibration its intervals use (see
+    ``sample_posterior``), and a note saying which intervals these are."""
+    posterior.task = task_family(problem.forward)
+    G = problem.generator
+    if posterior.task is not None:
+        clean_shape = (problem.y.shape[0], G.channels, G.resolution, G.resolution)
+        posterior.unpinned = unpinned_pixels(problem.forward, clean_shape).cpu().expand(clean_shape)
+    explicit = calibration is not None and not (isinstance(calibration, str) and calibration == "auto")
+    if calibration is None:
+        posterior.calibration_note = "The posterior's own intervals: calibration=None."
+        return posterior
+    if isinstance(calibration, (str, Path)) and explicit:
+        found = load_calibrations(calibration)
+        if posterior.task not in found:
+            raise InputError(
+                f"{calibration} holds calibrations for {', '.join(sorted(found)) or 'no task'}, not for this "
+                f"posterior's task {posterior.task or '(not a calibrated kind)'}; calibrate this task with `brgm calibrate`."
+            )
+        calibration = found[posterior.task]
+    elif not explicit:
+        calibration = problem.card.calibrations.get(posterior.task) if posterior.task else None
+        if calibration is None:
+            posterior.calibration_note = (
+                f"The posterior's own intervals: the prior's card has no calibration for "
+                f"{posterior.task or 'this corruption'}."
+            )
+            return posterior
+    elif not isinstance(calibration, Calibration):
+        raise InputTypeError(
+            f"calibration must be 'auto', None, a Calibration or the path of a calibration file, got "
+            f"{type(calibration).__name__}."
+        )
+    reason = calibration.check(posterior.task, fingerprint(G), posterior.settings, posterior.num_samples)
+    if reason is not None:
+        if explicit:
+            raise InputError(f"This calibration does not hold for this posterior: {reason}; calibrate it with `brgm calibrate`.")
+        posterior.calibration_note = f"The posterior's own intervals: the card's calibration for {posterior.task} does not apply, {reason}."
+        return posterior
+    posterior.calibration = calibration
+    posterior.calibration_note = (
+        f"Calibrated intervals: {posterior.task}, {calibration.images} validation images ({calibration.data})."
+        if calibration.data else f"Calibrated intervals: {posterior.task}, {calibration.images} validation images."
+    )
+    return posterior
 
 
 def _resolve_settings(
@@ -160,11 +229,22 @@ def _resolve_settings(
     return replace(settings, **overrides)
 
 
-def _resolve_sigma_reach(sigma_reach: float | str | None, problem: Problem, model: Callable) -> float | None:
+def posterior_model(model: str | Callable | None, sigma_reach: float | str | None,
+                    problem: Problem) -> tuple[Callable, Problem, float | None]:
+    """What :func:`sample_posterior` runs for its ``model`` and ``sigma_reach`` arguments: the model with
+    "auto" resolved, the problem with that reach in its params and the reach ("auto": the card's)."""
+    given = None if isinstance(model, str) and model == "auto" else get_model(model)
+    sigma_reach = _resolve_sigma_reach(sigma_reach, problem, given)
+    # One value of the reach for the likelihood (models that have it there) and the predictive.
+    problem = replace(problem, params=replace(problem.params, sigma_reach=sigma_reach or 0.0))
+    return get_model(resolve_model(model, sigma_reach)), problem, sigma_reach
+
+
+def _resolve_sigma_reach(sigma_reach: float | str | None, problem: Problem, model: Callable | None) -> float | None:
     """The std of the reach residual: "auto" is the prior card's; a value needs a linear f that is known.
     A model that infers a parameter of f (``model.corruption``) has no known f to condition the residual
     on, so "auto" is off for it."""
-    inferred_corruption = getattr(model, "corruption", None) is not None
+    inferred_corruption = model is not None and getattr(model, "corruption", None) is not None
     if sigma_reach == "auto":
         sigma_reach = None if inferred_corruption else problem.card.sigma_reach
     elif isinstance(sigma_reach, (bool, str)) or not (sigma_reach is None or 0 <= sigma_reach < math.inf):
@@ -301,6 +381,7 @@ def _posterior(
             "seed": seed,
             "chunk_size": chunk_size,
             "sigma_reach": sigma_reach,
+            "perceptual": type(problem.perceptual).__name__ if problem.perceptual is not None else None,
         },
     )
     if method != "svi":

@@ -1,10 +1,19 @@
 """Pyro models of BRGM (imported as ``brgm_pyro.models``); edit or copy them to swap a prior or a noise model.
 
-``brgm`` is the paper's model; ``learned_noise``, ``heavy_tail``, ``no_colinear`` and ``unknown_blur``
-are variants with the same signature, selectable by name through ``variants.get_model``;
+``brgm`` is the paper's model; ``learned_noise``, ``reach``, ``heavy_tail``, ``no_colinear`` and
+``unknown_blur`` are variants with the same signature, selectable by name through ``variants.get_model``;
 ``observation`` holds the pixel and perceptual likelihoods they share.
 """
 
-from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, observation, unknown_blur, variants
+from brgm_pyro.models import (
+    brgm,
+    heavy_tail,
+    learned_noise,
+    no_colinear,
+    observation,
+    reach,
+    unknown_blur,
+    variants,
+)
 
-__all__ = ["brgm", "heavy_tail", "learned_noise", "no_colinear", "observation", "unknown_blur", "variants"]
+__all__ = ["brgm", "heavy_tail", "learned_noise", "no_colinear", "observation", "reach", "unknown_blur", "variants"]

@@ -59,19 +59,26 @@ class BRGMParams:
         sigma_percept: standard deviation of the noise on the perceptual features phi(y).
         kappa: concentration of the von Mises prior on the angles between the L latents
             (kappa = 0 removes the colinearity factor; larger kappa pulls the w_i together).
+        sigma_reach: standard deviation per clean pixel of the prior's reach residual, the part of
+            an image no G(w) produces (``brgm_pyro.discrepancy``; 0: none). The paper's model has no
+            such term and ignores it; the "reach" model puts it in the likelihood.
+            ``sample_posterior`` sets it from its ``sigma_reach`` argument (the prior card's).
     """
 
     sigma_pixel: float = 0.05
     sigma_percept: float = 0.3
     kappa: float = 0.5
+    sigma_reach: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("sigma_pixel", "sigma_percept"):
             value = getattr(self, name)
             if not (value > 0 and value < float("inf")):
                 raise InputError(f"{name} must be a positive finite number, got {value!r}.")
-        if not (self.kappa >= 0 and self.kappa < float("inf")):
-            raise InputError(f"kappa must be a non-negative finite number, got {self.kappa!r}.")
+        for name in ("kappa", "sigma_reach"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise InputError(f"{name} must be a non-negative finite number, got {value!r}.")
 
 
 @dataclass(frozen=True)

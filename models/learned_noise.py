@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from brgm_pyro.stylegan2 import to_unit
 
-__all__ = ["NOISE_PRIOR_DOF", "collapsed", "collapsed_model", "draw_sigma_pixel", "model", "noise_prior"]
+__all__ = ["NOISE_PRIOR_DOF", "collapsed", "collapsed_model", "draw_sigma_pixel", "model", "noise_and_image", "noise_prior"]
 
 NOISE_PRIOR_DOF = 1.0
 """nu_0, the prior's degrees of freedom: how many pseudo-observations of squared noise sigma_0^2 it is worth."""
@@ -72,19 +72,25 @@ def _residual(y: torch.Tensor, y_clean: torch.Tensor, observed: torch.Tensor | N
     return rss, mask.sum((-3, -2, -1)).to(y.dtype)
 
 
+def noise_and_image(y: Tensor, forward: nn.Module, generator: nn.Module,
+                    params: BRGMParams) -> tuple[Tensor, Tensor, Tensor]:
+    """The story up to the observation, inside the images' plate: sigma_pixel ~ its prior, w ~ the
+    prior, the colinearity factor and x = G(w). Returns (sigma_pixel (B,), x, f(x))."""
+    sigma_pixel = pyro.sample("sigma_pixel", noise_prior(params, y.shape[0], y))
+    prior_loc = generator.w_avg.expand(generator.num_ws, generator.w_dim)
+    w = pyro.sample("w", dist.Normal(prior_loc, generator.w_std).to_event(2))
+    pyro.factor("colinear", params.kappa * colinearity(w))
+    x = pyro.deterministic("image", to_unit(generator.synthesis(w)), event_dim=3)
+    return sigma_pixel, x, forward(x)
+
+
 def model(y: Tensor, forward: nn.Module, generator: nn.Module, params: BRGMParams,
           observed: Tensor | None = None, perceptual: nn.Module | None = None,
           y_features: Tensor | None = None) -> Tensor:
     """BRGM with a latent per-image ``sigma_pixel`` (site "sigma_pixel", shape (B,)); arguments as
     :func:`brgm_pyro.models.brgm.model`. Returns G(w) in [0, 1], (B, C, H, W)."""
-    batch = y.shape[0]
-    prior_loc = generator.w_avg.expand(generator.num_ws, generator.w_dim)
-    with pyro.plate("images", batch):
-        sigma_pixel = pyro.sample("sigma_pixel", noise_prior(params, batch, y))
-        w = pyro.sample("w", dist.Normal(prior_loc, generator.w_std).to_event(2))
-        pyro.factor("colinear", params.kappa * colinearity(w))
-        x = pyro.deterministic("image", to_unit(generator.synthesis(w)), event_dim=3)
-        y_clean = forward(x)
+    with pyro.plate("images", y.shape[0]):
+        sigma_pixel, x, y_clean = noise_and_image(y, forward, generator, params)
         observe(y, y_clean, params, observed, perceptual, y_features, sigma_pixel[:, None, None, None])
     return x
 

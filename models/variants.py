@@ -5,6 +5,7 @@ and ``check_model``, what any model must be to stand in for ``brgm.model``.
     learned-noise  sigma_pixel is a per-image latent with a conjugate prior (``learned_noise.model``)
     heavy-tail     Student-t prior on w (``heavy_tail.model``)
     no-colinear    no colinearity factor between the w_l (``no_colinear.model``)
+    reach          the prior's reach in the likelihood, sigma_pixel a latent (``reach.model``)
     unknown-blur   the width of a Gaussian blur in f is a per-image latent (``unknown_blur.model``)
 
 Any Pyro model with the signature of ``brgm.model`` can be passed instead of a name, or registered
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, unknown_blur
+from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, reach, unknown_blur
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
@@ -33,6 +34,7 @@ MODELS: dict[str, Callable] = {
     "learned-noise": learned_noise.model,
     "heavy-tail": heavy_tail.model,
     "no-colinear": no_colinear.model,
+    "reach": reach.model,
     "unknown-blur": unknown_blur.model,
 }
 
@@ -91,6 +93,8 @@ def check_model(model: Callable, model_kwargs: dict[str, Any]) -> dict[str, torc
     try:
         with torch.no_grad(), poutine.block():
             trace = poutine.trace(model).get_trace(**model_kwargs)
+    except InputError:
+        raise  # the model's own sentence about its input is the clearest one
     except Exception as err:
         first_line = (str(err).splitlines() or [""])[0]
         raise InputError(

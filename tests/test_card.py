@@ -25,7 +25,7 @@ def shipped():
 def test_the_card_of_a_shipped_prior_holds_its_file(shipped):
     G, card = shipped
     read = PriorCard.of(G)
-    assert read.params == bp.BRGMParams(**card["params"])
+    assert read.params == bp.BRGMParams(**card["params"], sigma_reach=card["sigma_reach"])
     assert read.schedule == bp.MAPSchedule(**card["schedule"])
     assert read.perceptual == card["perceptual"] == "fmnist"
     assert read.sigma_reach == pytest.approx(card["sigma_reach"]) and read.sigma_reach > 0
@@ -48,8 +48,8 @@ def test_reconstruct_and_sample_posterior_take_their_defaults_from_the_card(ship
     rec = bp.reconstruct(y, f, G, steps=2, progress=False)
     # steps overrides the card's schedule; its learning rate stays the card's
     assert rec.schedule == bp.MAPSchedule(**{**card["schedule"], "steps": 2})
-    assert rec.params == bp.BRGMParams(**card["params"])
+    assert rec.params == bp.BRGMParams(**card["params"], sigma_reach=card["sigma_reach"])
     assert rec.settings["perceptual"] is not None and rec.losses["percept"].shape == (2, 1)
     post = sample_posterior(y, f, G, "svi", 2, map_result=rec, guide="normal", steps=2, progress=False)
     assert post.sigma_reach == pytest.approx(card["sigma_reach"])
-    assert post.settings["params"] == card["params"]
+    assert post.settings["params"] == {**card["params"], "sigma_reach": card["sigma_reach"]}

@@ -106,7 +106,7 @@ def test_superres_x4_end_to_end(tmp_path, generator, clean, capsys):
         "mask": None,
     }
     assert settings["schedule"]["steps"] == 3
-    assert set(settings["params"]) == {"sigma_pixel", "sigma_percept", "kappa"}
+    assert set(settings["params"]) == {"sigma_pixel", "sigma_percept", "kappa", "sigma_reach"}
     assert settings["generator"]["resolution"] == 16
     [image] = summary["images"]
     assert {"prior", "colinear", "pixel", "total"} <= set(image["final_losses"])

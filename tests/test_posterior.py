@@ -21,7 +21,7 @@ from brgm_pyro import forward as fw
 from brgm_pyro.plotting import colorize, plot_posterior, save_uncertainty_maps, uncertainty_maps
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import prepare_problem
-from brgm_pyro.sampling import sample_posterior
+from brgm_pyro.sampling import resolve_model, sample_posterior
 from brgm_pyro.stylegan2 import to_unit
 
 
@@ -393,11 +393,12 @@ def test_every_registered_variant_samples(G16, inpainting, name):
     f, x, y = inpainting
     if name == "unknown-blur":  # its f is a blur of unknown width before the known rest
         f = UnknownBlur(f, 1.0)
-    post = sample_posterior(y, f, G16, "svi", 3, model=name, perceptual=None,
+    reach = 0.05 if name == "reach" else "auto"  # the tiny generator has no card; 'reach' needs a value
+    post = sample_posterior(y, f, G16, "svi", 3, model=name, perceptual=None, sigma_reach=reach,
                             map_schedule=bp.MAPSchedule(steps=3), steps=3, progress=False)
     assert post.settings["model"] == name
     assert torch.isfinite(post.samples).all()
-    assert ("sigma_pixel" in post.latents) == (name == "learned-noise")
+    assert ("sigma_pixel" in post.latents) == (name in ("learned-noise", "reach"))
     assert ("sigma_b" in post.latents) == (name == "unknown-blur")
 
 
@@ -487,9 +488,12 @@ def test_map_result_of_another_problem_is_refused(G16, inpainting):
 
 
 def test_default_models():
-    """reconstruct (MAP) uses the paper's model; sample_posterior the learned-noise variant."""
+    """reconstruct (MAP) uses the paper's model; sample_posterior "auto": the reach model for a prior with
+    a reach, else the learned-noise variant; a named or given model is kept."""
     assert variants.get_model(None) is brgm.model
-    assert inspect.signature(sample_posterior).parameters["model"].default == "learned-noise"
+    assert inspect.signature(sample_posterior).parameters["model"].default == "auto"
+    assert resolve_model("auto", 0.05) == "reach" and resolve_model("auto", None) == "learned-noise"
+    assert resolve_model("brgm", 0.05) == "brgm" and resolve_model(brgm.model, None) is brgm.model
     assert variants.model_name(brgm.model) == "brgm"
 
 

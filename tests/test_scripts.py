@@ -16,23 +16,32 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import fake_fashion_mnist, tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro import data
+from brgm_pyro.conformal import load_calibrations
+from brgm_pyro.free_form_masks import free_form_mask
 
 REPO = Path(__file__).resolve().parent.parent
 FOLDERS = ("benchmarks", "scripts")
 VAL_SIZE = 1004  # benchmarks/prior_quality.py inverts validation images from the 1000th on
 
+# The images and posteriors that benchmarks/undercoverage.py analyses, recorded by benchmarks/calibration.py first.
+UNDERCOVERED = ("--generator {generator} --data test --num-images 2 --tasks superres-x4,inpaint-free --num-samples 4 "
+                "--map-steps 2 --svi-steps 2 --perceptual none --sigma-reach 0.05 --methods svi-normal")
+# Script -> the command of another script whose outputs it reads, run before it.
+BEFORE = {"benchmarks/undercoverage.py": "benchmarks/calibration.py " + UNDERCOVERED + " --out {tmp}/cal"}
 # Script -> its tiny arguments (after settings NAME=VALUE of its environment, if any); {generator} is a
 # tiny saved generator, {tmp} the test's folder.
 SCRIPTS = {
     "benchmarks/ablation.py": "--generator {generator} --split val --images 2 --steps 2 --perceptual fmnist "
                               "--out {tmp}/ablation --quiet",
-    "benchmarks/calibration.py": "--generator {generator} --num-images 1 --methods svi-normal,nuts --num-samples 4 "
-                                 "--map-steps 2 --svi-steps 2 --warmup 2 --num-chains 2 --max-tree-depth 2 "
-                                 "--perceptual none --json {tmp}/calibration.json",
+    "benchmarks/calibration.py": "--generator {generator} --data val --num-images 2 --tasks superres-x4,inpaint-free "
+                                 "--methods svi-normal,nuts --num-samples 4 --map-steps 2 --svi-steps 2 --warmup 2 "
+                                 "--num-chains 2 --max-tree-depth 2 --perceptual none --out {tmp}/cal "
+                                 "--json {tmp}/calibration.json --figure {tmp}/reliability.png",
     "benchmarks/close_the_gap.py": "--generator {generator} --other-prior none --images 2 --steps 2 --competitors '' "
                                    "--tasks superres-x8 --only brgm,brgm-4-starts --out {tmp}/gap --quiet",
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
@@ -49,6 +58,8 @@ SCRIPTS = {
     "benchmarks/steps_quality.py": "--generator {generator} --images 2 --tasks superres-x4 --authors-steps 1,2 "
                                    "--card-steps 1 --out {tmp}/steps --quiet",
     "benchmarks/tune_defaults.py": "--generator {generator} --images 1 --steps 1 --json {tmp}/tuning.json",
+    "benchmarks/undercoverage.py": UNDERCOVERED + " --calibration-out {tmp}/cal --out {tmp}/uc --starts 2 "
+                                   "--figure {tmp}/reach.png --modes-figure {tmp}/modes.png --json {tmp}/uc.json",
     "scripts/check_real_checkpoints.py": "",
     "scripts/ship_prior.py": "{generator} --name tiny --quality {tmp}/given-quality.json --hardware 'a test' "
                              "--priors-dir {tmp}/priors",
@@ -121,6 +132,8 @@ def test_script_runs_with_tiny_arguments(script, generator_path, fashion_mnist, 
     def run(arguments: str) -> str:
         return run_script(f"{script} {arguments}".format(generator=generator_path, tmp=tmp_path), monkeypatch, capsys)
 
+    if script in BEFORE:
+        run_script(BEFORE[script].format(generator=generator_path, tmp=tmp_path), monkeypatch, capsys)
     printed = run(SCRIPTS[script])
     if script in CHECKS:
         CHECKS[script](printed, tmp_path, run)
@@ -167,15 +180,50 @@ def check_nuts(printed, tmp_path, run):
 
 
 def check_calibration(printed, tmp_path, run):
+    """Every task and region is reported; a second run finds the images done and samples nothing; test
+    images are reported with intervals calibrated on the validation images."""
     results = json.loads((tmp_path / "calibration.json").read_text())
-    assert "| superres | svi-normal |" in printed and "| inpaint (hole) | nuts |" in printed
-    for task in ("superres", "inpaint"):
+    assert "| inpaint-free | nuts | unpinned | 2 |" in printed
+    assert "| superres-x4 | svi-normal | pinned |" not in printed  # super-resolution pins no pixel
+    for task in ("superres-x4", "inpaint-free"):
         for method in ("svi-normal", "nuts"):
-            coverage = results[task][method]["coverage"]
-            assert set(coverage) == {"0.5", "0.9", "0.95"} and all(0 <= c <= 1 for c in coverage.values())
-            assert results[task][method]["images"] == 1
-    assert results["inpaint"]["nuts"]["std_ratio_hole_observed"] > 0
-    assert results["superres"]["nuts"]["mcmc"]["min_ess_bulk"] > 0
+            r = results[f"{task}/{method}"]
+            assert r["images"] == 2 and set(r["regions"]["unpinned"]["interval"]) == {"0.5", "0.8", "0.9", "0.95"}
+            assert len(r["image_level"]) == 9 and len(r["quartiles"]) == 4
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+    lines = (tmp_path / "cal" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and json.loads(lines[-1])["mcmc"]["min_ess_bulk"] > 0
+    assert "image 0:" not in run(SCRIPTS["benchmarks/calibration.py"])  # nothing sampled again
+    assert (tmp_path / "cal" / "results.jsonl").read_text().splitlines() == lines
+    test = SCRIPTS["benchmarks/calibration.py"].replace("--data val --num-images 2", "--data test --num-images 1")
+    test = test.replace("svi-normal,nuts", "svi-normal").replace("calibration.json", "test.json")
+    printed = run(test.replace("reliability.png", "calibrated.png") + " --calibrate-on 0:2 --save-calibration {tmp}/card.json")
+    assert "Calibrated on validation images 0:2" in printed and (tmp_path / "calibrated.png").stat().st_size > 0
+    calibrated = json.loads((tmp_path / "test.json").read_text())["inpaint-free/svi-normal"]["calibrated"]
+    assert calibrated["calibration_images"] == 2 and set(calibrated["regions"]) == {"all", "unpinned", "pinned"}
+    assert set(calibrated["regions"]["unpinned"]["cover"]) >= {"0.5", "0.8", "0.9", "0.95"}
+    # The stored calibrations hold for a user's sample_posterior call with the benchmark's options.
+    stored = load_calibrations(tmp_path / "card.json")
+    assert set(stored) == {"inpaint", "superres-x4"} and stored["inpaint"].images == 2
+    G = bp.load_generator(re.search(r"generator (\S+), model", printed).group(1))
+    f = free_form_mask(G.resolution, seed=7)
+    y = f(torch.rand(1, 1, G.resolution, G.resolution, generator=torch.Generator().manual_seed(0)))
+    post = bp.sample_posterior(y, f, G, "svi", 4, guide="normal", steps=2, perceptual=None, progress=False,
+                               map_schedule=bp.MAPSchedule(steps=2), calibration=tmp_path / "card.json")
+    assert post.calibration is not None and post.calibration_note.startswith("Calibrated intervals: inpaint, 2 ")
+
+
+def check_undercoverage(printed, tmp_path, run):
+    """Every analysis reports on the recorded draws, and a second run measures nothing again."""
+    first = json.loads((tmp_path / "uc.json").read_text())
+    assert "residual correlation by lag" in printed and "| inpaint-free | 2 |" in printed
+    assert len(first["reach"]) == 2 and len(first["modes"]) == len(first["noise"]) == 4
+    assert {"cover90_generator_vs_fit", "rms_unpinned"} <= set(first["reach"][0]["superres-x4"])
+    assert (tmp_path / "reach.png").stat().st_size > 0 and (tmp_path / "modes.png").stat().st_size > 0
+    lines = (tmp_path / "uc" / "results.jsonl").read_text().splitlines()
+    run(SCRIPTS["benchmarks/undercoverage.py"])
+    assert (tmp_path / "uc" / "results.jsonl").read_text().splitlines() == lines
+    assert len(json.loads((tmp_path / "uc.json").read_text())["modes"]) == 4
 
 
 def check_compare_priors(printed, tmp_path, run):
@@ -299,6 +347,7 @@ CHECKS = {
     "benchmarks/prior_quality.py": check_prior_quality,
     "benchmarks/speed.py": check_speed,
     "benchmarks/tune_defaults.py": check_tune_defaults,
+    "benchmarks/undercoverage.py": check_undercoverage,
     "scripts/check_real_checkpoints.py": check_real_checkpoints,
     "scripts/ship_prior.py": check_ship_prior,
     "scripts/train_baselines.py": check_train_baselines,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import brgm_pyro
 from brgm_pyro.cli import (
+    calibrate,
     convert,
     demo,
     evaluate,
@@ -32,7 +33,7 @@ from brgm_pyro.cli.common import ArgumentParser, UsageError, report_bad_input, r
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (reconstruct, sample, reconstruct_dataset, report, demo, evaluate, train_prior, info, convert)
+COMMANDS = (reconstruct, sample, calibrate, reconstruct_dataset, report, demo, evaluate, train_prior, info, convert)
 
 
 def build_parser() -> ArgumentParser:

@@ -124,7 +124,8 @@ def note(message: str, quiet: bool) -> None:
 # ----------------------------------------------------------------------------- option groups
 
 
-def _add_generator_options(parser: argparse.ArgumentParser) -> None:
+def add_generator_options(parser: argparse.ArgumentParser) -> None:
+    """--generator and --device."""
     parser.add_argument(
         "--generator",
         default=None,
@@ -145,7 +146,8 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="hide progress bars and notes")
 
 
-def _add_corruption_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def add_corruption_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--task and the corruption group (--factor, --kernel, --sigma, --mask); returns the group."""
     parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
     corruption = parser.add_argument_group("corruption")
     corruption.add_argument("--factor", type=positive_int, help="superres factor (default: R / input size)")
@@ -157,7 +159,8 @@ def _add_corruption_options(parser: argparse.ArgumentParser) -> argparse._Argume
     return corruption
 
 
-def _add_model_options(model: argparse._ArgumentGroup) -> None:
+def add_model_options(model: argparse._ArgumentGroup) -> None:
+    """The preset, its overrides and the perceptual network, in the ``model`` group."""
     model.add_argument(
         "--preset", choices=PRESETS, default="default", help="parameter preset (default: default)"
     )
@@ -172,9 +175,14 @@ def _add_model_options(model: argparse._ArgumentGroup) -> None:
     )
 
 
-def _add_map_options(optimiser: argparse._ArgumentGroup) -> None:
-    optimiser.add_argument("--steps", type=positive_int, help=f"Adam steps (default {MAPSchedule.steps})")
-    optimiser.add_argument("--lr", type=positive_float, help=f"Adam learning rate (default {MAPSchedule.lr})")
+def add_map_options(optimiser: argparse._ArgumentGroup) -> None:
+    """--steps, --lr and --seed of the MAP."""
+    optimiser.add_argument(
+        "--steps", type=positive_int, help=f"Adam steps (default: the prior card's, else {MAPSchedule.steps})"
+    )
+    optimiser.add_argument(
+        "--lr", type=positive_float, help=f"Adam learning rate (default: the prior card's, else {MAPSchedule.lr})"
+    )
     optimiser.add_argument("--seed", type=nonnegative_int, default=0)
 
 
@@ -186,13 +194,13 @@ def add_run_options(
     The prior, the corruption, the output folder, the model and the MAP; returns the groups
     (corruption, model, MAP), so that a command adds its own options next to their kin.
     """
-    _add_generator_options(parser)
-    corruption = _add_corruption_options(parser)
+    add_generator_options(parser)
+    corruption = add_corruption_options(parser)
     _add_output_options(parser)
     model = parser.add_argument_group("model")
-    _add_model_options(model)
+    add_model_options(model)
     optimiser = parser.add_argument_group(map_title)
-    _add_map_options(optimiser)
+    add_map_options(optimiser)
     return corruption, model, optimiser
 
 

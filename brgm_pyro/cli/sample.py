@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -18,17 +20,19 @@ from brgm_pyro.cli.common import (
     add_job_options,
     nonnegative_float,
     nonnegative_int,
+    note,
     positive_float,
     positive_int,
 )
 from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
+from brgm_pyro.conformal import Calibration, load_calibrations, task_family
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Mask
 from brgm_pyro.inference.laplace import MAX_LAPLACE_DIM
 from brgm_pyro.inference.mcmc import MCMCSettings
 from brgm_pyro.inference.svi import GUIDES, SVISettings
 from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
-from brgm_pyro.models.variants import available_models, get_model
+from brgm_pyro.models.variants import available_models
 from brgm_pyro.plotting import save_uncertainty_maps
 from brgm_pyro.sampling import DEFAULT_MODEL, METHODS
 
@@ -65,24 +69,44 @@ def _sigma_reach(text: str) -> str | float:
 _sigma_reach.__name__ = "'auto' or a non-negative finite number"
 
 
+def _calibration(text: str) -> str | Path | None:
+    return None if text == "none" else text if text == "auto" else Path(text)
+
+
+_calibration.__name__ = "'auto', 'none' or a calibration file"
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a level strictly between 0 and 1, got {text!r}")
+    return value
+
+
+_level.__name__ = "a level strictly between 0 and 1"
+
+
 def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._ArgumentGroup) -> None:
     """The posterior's options, which :func:`inference_options` reads: --model and --sigma-reach in the model
     group, the draws and the SVI and MCMC settings in the sampling group. The method (dest ``method``) is the
     command's own option."""
     model.add_argument(
         "--model",
-        choices=available_models(),
+        choices=["auto", *available_models()],
         default=DEFAULT_MODEL,
-        help=f"model variant (default: {DEFAULT_MODEL}, the noise level inferred per image; brgm: the "
-        "paper's fixed sigma_pixel)",
+        help="model variant (default: auto, which is reach for a prior with a reach, else learned-noise; "
+        "reach: the prior's reach in the likelihood and the noise level inferred per image; learned-noise: "
+        "the reach in the predictive only; brgm: the paper's fixed sigma_pixel)",
     )
     model.add_argument(
         "--sigma-reach",
         type=_sigma_reach,
         default="auto",
-        help="std of the prior's reach residual per clean pixel, added to the posterior predictive "
-        "(brgm_pyro.discrepancy): auto (the prior card's value; off if it has none), 0 to turn it off, "
-        "or a positive number (default: auto)",
+        help="std of the prior's reach residual per clean pixel (brgm_pyro.discrepancy): auto (the prior "
+        "card's value; off if it has none), 0 to turn it off, or a positive number (default: auto)",
     )
     sampling.add_argument(
         "--num-samples",
@@ -137,8 +161,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "NAME_input.png, NAME_reconstruction_corrupted.png), NAME_mean.png (posterior mean), "
             "NAME_std.png (per-pixel standard deviation, colour scale in brgm.json), NAME_samples.png "
             "(grid of draws), "
-            "NAME_overview.png, NAME_error.png (|mean - truth|, with --truth) and NAME_posterior.nc (ArviZ "
-            "InferenceData, NetCDF), and one brgm.json with settings, diagnostics and per-image results."
+            "NAME_overview.png, NAME_error.png (|mean - truth|, with --truth), NAME_interval.npz (the "
+            "per-pixel intervals of --level, the posterior's own and, where the prior's calibration holds, "
+            "the calibrated ones), NAME_posterior.nc (ArviZ InferenceData, NetCDF), and one brgm.json "
+            "with settings, diagnostics, which intervals were used and per-image results."
         ),
     )
     corruption, model, _ = add_job_options(parser, "MAP (the starting point)")
@@ -152,6 +178,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
     add_sampling_options(model, sampling)
+    intervals = parser.add_argument_group("intervals")
+    intervals.add_argument(
+        "--calibration",
+        type=_calibration,
+        default="auto",
+        metavar="auto|none|FILE",
+        help="calibration of the intervals (brgm_pyro.conformal): auto (the prior card's for the task, where "
+        "it holds for these settings), none, or a file written by brgm calibrate (default: auto)",
+    )
+    intervals.add_argument(
+        "--level", type=_level, default=0.9, help="probability of the intervals written (default 0.9)"
+    )
     parser.set_defaults(run=run, batch_size=1)
 
 
@@ -183,6 +221,7 @@ class SampleJob:
     job: Job
     truth: torch.Tensor | None
     options: dict[str, Any]
+    calibration: Calibration | str | None
 
 
 def plan(args: argparse.Namespace) -> SampleJob:
@@ -194,7 +233,19 @@ def plan(args: argparse.Namespace) -> SampleJob:
             "image per input, in the same order."
         )
     kinds = dict.fromkeys(MAP_OUTPUTS + MAP_KINDS + (("error",) if args.truth is not None else ()), ".png")
-    job = plan_job(args, {**kinds, "posterior": ".nc"}, other_inputs=args.truth or ())
+    calibration_file = [args.calibration] if isinstance(args.calibration, Path) else []
+    job = plan_job(args, {**kinds, "posterior": ".nc", "interval": ".npz"},
+                   other_inputs=[*(args.truth or ()), *calibration_file])
+    calibration = args.calibration
+    if isinstance(calibration, Path):
+        found = load_calibrations(calibration)  # read now: a bad file fails before anything is written
+        task = task_family(job.forward)
+        if task not in found:
+            raise InputError(
+                f"{calibration} holds calibrations for {', '.join(sorted(found)) or 'no task'}, not for "
+                f"{task or 'this corruption'}; calibrate this task with brgm calibrate."
+            )
+        calibration = found[task]
     truth = None
     if args.truth is not None:
         G = job.generator
@@ -208,10 +259,11 @@ def plan(args: argparse.Namespace) -> SampleJob:
     job.settings["sigma_reach"] = args.sigma_reach
     job.settings["sampling"] = {"method": args.method, "num_samples": args.num_samples, "options": options}
     job.settings["truth"] = [str(p) for p in args.truth] if args.truth is not None else None
-    return SampleJob(job=job, truth=truth, options=options)
+    job.settings["intervals"] = {"level": args.level, "calibration": str(args.calibration)}
+    return SampleJob(job=job, truth=truth, options=options, calibration=calibration)
 
 
-def _calibration(post: bp.Posterior, truth: torch.Tensor, hole: torch.Tensor | None) -> dict[str, Any]:
+def _scores(post: bp.Posterior, truth: torch.Tensor, hole: torch.Tensor | None, level: float) -> dict[str, Any]:
     """Scores of one image's posterior against its clean image (1, C, H, W)."""
     error = (post.mean - truth).abs()
     scores: dict[str, Any] = {
@@ -220,6 +272,10 @@ def _calibration(post: bp.Posterior, truth: torch.Tensor, hole: torch.Tensor | N
     }
     if post.num_samples >= 2:
         scores["coverage"] = {str(k): v for k, v in interval_coverage(post.samples, truth).items()}
+        scores["interval_coverage"] = {
+            kind: float(((lower <= truth) & (truth <= upper)).float().mean())
+            for kind, (lower, upper) in _intervals(post, level).items()
+        }
         try:
             scores["spearman_std_error"] = spearman_std_error(post.std, error)
         except InputError:  # undefined where the std or the error map is constant
@@ -229,6 +285,21 @@ def _calibration(post: bp.Posterior, truth: torch.Tensor, hole: torch.Tensor | N
             post.std[hole].mean() / post.std[~hole].mean().clamp_min(1e-12)
         )
     return scores
+
+
+def _intervals(post: bp.Posterior, level: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The intervals of ``level`` written: the posterior's own ("raw") and, if it has one, the calibrated."""
+    intervals = {"raw": post.interval(level, calibrated=False)}
+    if post.calibration is not None:
+        intervals["calibrated"] = post.interval(level, calibrated=True)
+    return intervals
+
+
+def _write_intervals(path: Path, intervals: dict[str, tuple[torch.Tensor, torch.Tensor]], level: float) -> None:
+    arrays = {f"{kind}_{end}": bounds[k][0].numpy() for kind, bounds in intervals.items()
+              for k, end in enumerate(("lower", "upper"))}
+    with io.atomic_path(path) as tmp:
+        np.savez(tmp, level=np.float64(level), **arrays)
 
 
 def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
@@ -243,13 +314,11 @@ def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
     if isinstance(job.forward, Mask):
         hole = job.forward.observed(clean_shape, device="cpu").expand(clean_shape) == 0
     progress = tqdm(total=len(job.paths), desc="images", unit="img", disable=quiet or len(job.paths) == 1)
+    shown = None
     for index, name in enumerate(job.names):
         image_started = time.perf_counter()
         y = job.y[index : index + 1]
         common = dict(params=job.params, perceptual=job.perceptual, seed=settings["seed"], progress=not quiet)
-        rec = bp.reconstruct(
-            y, job.forward, G, schedule=job.schedule, model=get_model(settings["model"]), **common
-        )
         post = bp.sample_posterior(
             y,
             job.forward,
@@ -257,17 +326,26 @@ def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
             method=settings["sampling"]["method"],
             num_samples=settings["sampling"]["num_samples"],
             model=settings["model"],
-            map_result=rec,
+            map_schedule=job.schedule,
             sigma_reach=settings["sigma_reach"],
+            calibration=sample.calibration,
             **common,
             **sample.options,
         )
+        rec = post.map
+        if post.calibration_note != shown:
+            shown = post.calibration_note
+            note(f"{name}: {shown}", quiet)
         truth = sample.truth[index : index + 1] if sample.truth is not None else None
         files = job.outputs[index]
         write_map_files(files, rec, 0)
         maps = save_uncertainty_maps(post, job.out, [name], truth=truth)[0]
         post.save_netcdf(files["posterior"])
-        written = {**{kind: files[kind] for kind in MAP_OUTPUTS}, **maps, "posterior": files["posterior"]}
+        level = settings["intervals"]["level"]
+        intervals = _intervals(post, level)
+        _write_intervals(files["interval"], intervals, level)
+        written = {**{kind: files[kind] for kind in MAP_OUTPUTS}, **maps, "posterior": files["posterior"],
+                   "interval": files["interval"]}
         entry = {
             **job.input_record(index),
             "outputs": {kind: path.name for kind, path in written.items()},
@@ -279,10 +357,16 @@ def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
             },
             "posterior": post.summary()["images"][0],
             "diagnostics": post.diagnostics,
+            "intervals": {
+                **post.summary()["intervals"],
+                "level": level,
+                "used": "calibrated" if post.calibration is not None else "raw",
+                "mean_width": {kind: float((upper - lower).mean()) for kind, (lower, upper) in intervals.items()},
+            },
         }
         if truth is not None:
             entry["truth"] = settings["truth"][index]
-            entry["calibration"] = _calibration(post, truth, hole)
+            entry["calibration"] = _scores(post, truth, hole, level)
         summary.add([entry])
         progress.update(1)
     progress.close()
