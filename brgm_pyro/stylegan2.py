@@ -47,7 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brgm_pyro.allocator import keep_freed_memory
 from brgm_pyro.errors import InputError
+
+# The activations of a large generator are freed and allocated again at every step (see allocator.py).
+keep_freed_memory()
 
 __all__ = ["StyleGAN2Generator", "MappingNetwork", "SynthesisNetwork", "fir_filter"]
 
