@@ -263,10 +263,11 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         styles = self.affine(w)
-        weight = self.weight
+        # The convolutions read the weight channels-last, the transposed one as (I, O, k, k): stored so once.
         if self.up:
-            # The transposed convolution reads the weight as (I, O, k, k): stored that way once.
-            weight = reused(self, "weight_t", (weight,), lambda: weight.transpose(0, 1).contiguous().transpose(0, 1))
+            weight = reused(self, "weight", (self.weight,), lambda: channels_last(self.weight.transpose(0, 1)).transpose(0, 1))
+        else:
+            weight = reused(self, "weight", (self.weight,), lambda: channels_last(self.weight))
         x = modulated_conv2d(x, weight, styles, demodulate=False, up=self.up)
         if self.up:
             # The FIR filter acts per channel, so it commutes with the demodulation below.
