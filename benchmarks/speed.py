@@ -388,19 +388,21 @@ def reconstruct_row(repeats: int, tiny: bool) -> dict:
 
 def demo_rows(other_python: str, repeats: int) -> dict:
     interpreters = {"this checkout": sys.executable, "other": other_python}
-    for name, python in interpreters.items():
-        where = subprocess.run([python, "-c", "import brgm_pyro; print(brgm_pyro.__file__)"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        print(f"demo, {name}: {python} (brgm_pyro from {where})")
     times: dict[str, list[float]] = {}
     tasks: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        # Run from an empty folder: Python puts the working directory first on the path, which would
+        # make both interpreters import the brgm_pyro of the folder the benchmark was started in.
+        for name, python in interpreters.items():
+            where = subprocess.run([python, "-c", "import brgm_pyro; print(brgm_pyro.__file__)"], capture_output=True,
+                                   text=True, check=True, cwd=tmp).stdout.strip()
+            print(f"demo, {name}: {python} (brgm_pyro from {where})")
         for _ in range(repeats):
             for name, python in interpreters.items():
                 out = Path(tmp) / name.replace(" ", "-")
                 start = time.perf_counter()
                 subprocess.run([python, "-m", "brgm_pyro.cli", "demo", "--out", str(out), "--force", "--quiet"],
-                               check=True, capture_output=True)
+                               check=True, capture_output=True, cwd=tmp)
                 times.setdefault(name, []).append(time.perf_counter() - start)
                 per_task = json.loads((out / "metrics.json").read_text())["seconds_per_task"]
                 tasks.setdefault(name, []).append(sum(per_task.values()))
@@ -409,7 +411,7 @@ def demo_rows(other_python: str, repeats: int) -> dict:
     speedup = four["other"] / four["this checkout"]
     for name in interpreters:
         print(f"  {name}: the four tasks {four[name]:.1f} s, the whole command {seconds[name]:.1f} s "
-              f"(each run {', '.join(f'{t:.1f}' for t in tasks[name])} s)")
+              f"(each run's four tasks {', '.join(f'{t:.1f}' for t in tasks[name])} s)")
     print(f"  the four tasks, other over this checkout: {speedup:.2f}x faster here, {load()}")
     return {"seconds": seconds, "four_tasks": four, "speedup": speedup}
 
