@@ -32,6 +32,7 @@ with glibc's default allocator (``BRGM_MALLOC=system``).
     python benchmarks/speed.py --only g --compare-nvidia ~/src/stylegan2-ada-pytorch --compare-malloc
     python benchmarks/speed.py --only demo --demo-against ../main/.venv/bin/python
     python benchmarks/speed.py --tiny --steps 3 --repeats 1        # tiny generators: a smoke test
+    python benchmarks/speed.py --device cuda --architectures 1024px-config-f --only map g --batches 1 8
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from brgm_pyro.problem import frozen, prepare_problem
 from brgm_pyro.stylegan2 import to_unit
 
 SETUP_STEPS = 3  # the first steps of a MAP run: the guide's first trace, Pyro's validation, the recording
+DEVICE = torch.device("cpu")  # the worker's device (--device)
 
 # name -> (generator keyword arguments, weights); "embedded" is the shipped prior.
 ARCHITECTURES = {
@@ -74,6 +76,8 @@ ARCHITECTURES = {
     "32px-96ch": "fashion-mnist-32",
     "256px-config-f": dict(resolution=256, channels=3, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768,
                            channel_max=512),
+    "1024px-config-f": dict(resolution=1024, channels=3, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768,
+                            channel_max=512),
     "tiny": dict(resolution=16, channels=1, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16),
 }
 
@@ -81,8 +85,8 @@ ARCHITECTURES = {
 def generator(name: str) -> bp.StyleGAN2Generator:
     spec = ARCHITECTURES[name]
     if isinstance(spec, str):
-        return bp.load_generator(spec)
-    G = bp.StyleGAN2Generator(**spec, seed=0, compute_stats=False)
+        return bp.load_generator(spec).to(DEVICE)
+    G = bp.StyleGAN2Generator(**spec, seed=0, compute_stats=False).to(DEVICE)
     G.compute_w_stats(num_samples=1000)
     with torch.no_grad():  # the trained values of the parameters that start at zero
         for param_name, p in G.named_parameters():
@@ -97,17 +101,28 @@ def load() -> str:
     return f"load {one:.1f} (5 min {five:.1f})"
 
 
-def peak_memory_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def peak_memory() -> str:
+    """The process's peak resident memory, and on a GPU its peak allocated memory."""
+    text = f"peak memory of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    if DEVICE.type == "cuda":
+        text += f", of the GPU {torch.cuda.max_memory_allocated(DEVICE) / 2**30:.2f} GiB"
+    return text
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def matmul_gflops(repeats: int = 5, size: int = 2048) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, device=DEVICE), torch.randn(size, size, device=DEVICE)
     a @ b
     times = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         a @ b
+        synchronize()
         times.append(time.perf_counter() - start)
     return 2 * size**3 / statistics.median(times) / 1e9
 
@@ -150,6 +165,7 @@ def adam_step_times() -> Iterator[list[float]]:
 
     def timed(self, *args, **kwargs):
         out = step(self, *args, **kwargs)
+        synchronize()
         stamps.append(time.perf_counter())
         return out
 
@@ -173,11 +189,11 @@ def map_problem(architecture: str, batch: int, tiny: bool):
     G = generator(architecture)
     f = bp.forward.Downsample(4, "bicubic")
     if architecture == "32px-96ch":
-        x = load_examples()[1]
+        x = load_examples()[1].to(DEVICE)
         x = x[:batch] if batch <= len(x) else x.repeat(math.ceil(batch / len(x)), 1, 1, 1)[:batch]
         return prepare_problem(f(x).clamp(0, 1), f, G), G
     x = G.sample(batch, seed=1)
-    perceptual = None if tiny else LPIPSVGG(pretrained_backbone=False)
+    perceptual = None if tiny else LPIPSVGG(pretrained_backbone=False).to(DEVICE)
     return prepare_problem(f(x).clamp(0, 1), f, G, brgm.BRGMParams(), perceptual), G
 
 
@@ -231,7 +247,7 @@ def map_rows(architecture: str, batches: list[int], steps: int, repeats: int, en
         result["throughput_gain"] = gain
         print(f"  images per second, batch {large} over batch {small}: "
               + ", ".join(f"{e} {g:.2f}x" for e, g in gain.items()))
-    print(f"  peak memory of this process {peak_memory_gib():.2f} GiB, {load()}")
+    print(f"  {peak_memory()}, {load()}")
     return result
 
 
@@ -259,7 +275,7 @@ def nvidia_network(directory: str, G: bp.StyleGAN2Generator) -> torch.nn.Module:
     if not all(k.endswith("resample_filter") for k in left):
         raise RuntimeError(f"NVIDIA's network has parameters that ours lacks: {sorted(left)[:5]}")
     net.load_state_dict(ours, strict=False)
-    return net.requires_grad_(False)
+    return net.requires_grad_(False).to(DEVICE)
 
 
 def forward_backward(synthesis: Callable[[torch.Tensor], torch.Tensor], ws: torch.Tensor) -> None:
@@ -279,8 +295,8 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
     print(f"G forward + backward, {architecture}: {G.resolution} px, {G.channels} channel(s), "
           f"{G.num_parameters() / 1e6:.2f} M parameters, {repeats} repeats, torch threads {torch.get_num_threads()}, "
           f"allocator {'glibc default' if os.environ.get('BRGM_MALLOC') == 'system' else 'kept'}, {load()}")
-    inputs = {b: torch.randn(b, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(b)).requires_grad_(True)
-              for b in batches}
+    inputs = {b: torch.randn(b, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(b)).to(DEVICE)
+              .requires_grad_(True) for b in batches}
     for name, synthesis in networks.items():
         if name != "ours":
             with torch.no_grad():
@@ -298,9 +314,11 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
         for batch in batches:
             for name, synthesis in networks.items():
                 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                synchronize()
                 start = time.perf_counter()
                 for _ in range(calls):
                     forward_backward(synthesis, inputs[batch])
+                synchronize()
                 times.setdefault((name, batch), []).append((time.perf_counter() - start) / calls)
                 faults.setdefault((name, batch), []).append(
                     (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls)
@@ -324,8 +342,7 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
                 "images_per_second"]
             result[f"throughput_gain {name}"] = gain
             print(f"  images per second, batch {large} over batch {small}, {name}: {gain:.2f}x")
-    result["peak_memory_gib"] = peak_memory_gib()
-    print(f"  peak memory of this process {result['peak_memory_gib']:.2f} GiB, {load()}")
+    print(f"  {peak_memory()}, {load()}")
     return result
 
 
@@ -335,7 +352,7 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
 def reconstruct_row(repeats: int, tiny: bool) -> dict:
     G = generator("tiny" if tiny else "32px-96ch")
     f = bp.forward.Downsample(4, "bicubic")
-    truth = load_examples()[1][:1]
+    truth = load_examples()[1][:1].to(DEVICE)
     if tiny:
         truth = F.interpolate(truth, size=G.resolution, mode="area")
     y = f(truth).clamp(0, 1)
@@ -368,8 +385,10 @@ def reconstruct_row(repeats: int, tiny: bool) -> dict:
     whole(), arithmetic()  # warm
     for _ in range(repeats):
         for name, run in (("reconstruct", whole), ("arithmetic", arithmetic)):
+            synchronize()
             start = time.perf_counter()
             run()
+            synchronize()
             times.setdefault(name, []).append(time.perf_counter() - start)
     seconds = {name: statistics.median(v) for name, v in times.items()}
     ratio = seconds["reconstruct"] / seconds["arithmetic"]
@@ -420,6 +439,8 @@ def demo_rows(other_python: str, repeats: int) -> dict:
 
 
 def worker(job: dict) -> dict:
+    global DEVICE
+    DEVICE = torch.device(job["device"])
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     if job["section"] == "map":
@@ -452,11 +473,13 @@ def main() -> None:
     parser.add_argument("--large-repeats", type=int, default=2, help="alternating repeats at 256 px")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="torch device of the map, g and reconstruct sections")
     parser.add_argument("--compare-nvidia", metavar="DIR", help="a checkout of NVlabs/stylegan2-ada-pytorch")
     parser.add_argument("--compare-malloc", action="store_true", help="also run the g rows with glibc's default allocator")
     parser.add_argument("--demo-against", metavar="PYTHON", help="an interpreter whose brgm_pyro is the baseline")
     parser.add_argument("--demo-repeats", type=int, default=2)
-    parser.add_argument("--architectures", nargs="+", choices=["32px-64ch", "32px-96ch", "256px-config-f"],
+    parser.add_argument("--architectures", nargs="+", choices=["32px-64ch", "32px-96ch", "256px-config-f",
+                                                                "1024px-config-f"],
                         help="restrict the map and g sections to these (default: all)")
     parser.add_argument("--tiny", action="store_true", help="tiny random generators instead of the real ones")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -474,10 +497,11 @@ def main() -> None:
                 if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"torch threads {torch.get_num_threads()}, {load()}")
-    chosen = args.architectures or list(ARCHITECTURES)
+    chosen = args.architectures or ["32px-64ch", "32px-96ch", "256px-config-f"]
     small = ["tiny"] if args.tiny else [a for a in ("32px-96ch",) if a in chosen]
-    large = [] if args.tiny else [a for a in ("256px-config-f",) if a in chosen]
-    base = dict(threads=args.threads, batches=args.batches, tiny=args.tiny, nvidia=args.compare_nvidia)
+    large = [] if args.tiny else [a for a in ("256px-config-f", "1024px-config-f") if a in chosen]
+    base = dict(threads=args.threads, batches=args.batches, tiny=args.tiny, nvidia=args.compare_nvidia,
+                device=args.device)
     results: dict[str, dict] = {}
     if "map" in args.only:
         for architecture in small:
