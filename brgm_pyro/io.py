@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,6 +35,9 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 _EIGHT_BIT_MODES = {"L": 1, "LA": 1, "RGB": 3, "RGBA": 3}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+# The name atomic_path gives its temporary files: ".<stem>.tmp-<12 hex digits><suffix>".
+_TEMPORARY_NAME = re.compile(r"\..*\.tmp-[0-9a-f]{12}(\.[^.]*)?")
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -78,6 +82,16 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def stale_temporaries(folder: PathLike) -> list[Path]:
+    """The temporary files of :func:`atomic_path` under ``folder`` (recursively), sorted.
+
+    A process killed inside an ``atomic_path`` block (``kill -9``, a lost node) leaves its temporary
+    file behind, never a half-written destination. Only call this, and remove what it finds, when
+    no other process writes into ``folder``.
+    """
+    return sorted(p for p in Path(folder).rglob(".*.tmp-*") if p.is_file() and _TEMPORARY_NAME.fullmatch(p.name))
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

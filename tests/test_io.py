@@ -2,6 +2,9 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -168,6 +171,28 @@ def test_atomic_path_does_not_clobber_on_failure(tmp_path):
     with io.atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and _listing(tmp_path) == ["result.txt"]
+
+
+def test_stale_temporaries_finds_what_a_killed_writer_left(tmp_path):
+    """A process killed with SIGKILL inside atomic_path leaves its temporary file and no destination;
+    stale_temporaries finds exactly those files, in subfolders too, and nothing a user named alike."""
+    (tmp_path / "sub").mkdir()
+    code = (
+        "import os, signal, sys\n"
+        "from brgm_pyro import io\n"
+        "with io.atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    for target in (tmp_path / "a.png", tmp_path / "sub" / "run.json", tmp_path / "sub" / "noext"):
+        done = subprocess.run([sys.executable, "-c", code, str(target)], timeout=60)
+        assert done.returncode == -signal.SIGKILL and not target.exists()
+    for name in (".notes.txt", "x.tmp-0123456789ab.png", ".a.tmp-short.png", "kept.png"):
+        (tmp_path / name).write_text("user file")
+    stale = io.stale_temporaries(tmp_path)
+    assert [p.parent for p in stale] == [tmp_path, tmp_path / "sub", tmp_path / "sub"]
+    assert sorted(p.name.split(".tmp-")[0] for p in stale) == [".a", ".noext", ".run"]
+    assert all(p.read_bytes() == b"half" for p in stale)
 
 
 def test_atomic_path_needs_an_existing_folder(tmp_path):

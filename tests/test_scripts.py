@@ -32,6 +32,8 @@ SCRIPTS = {
                                  "--map-steps 2 --svi-steps 2 --warmup 2 --num-chains 2 --max-tree-depth 2 "
                                  "--perceptual none --json {tmp}/calibration.json",
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
+    "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
+                                        "--perceptual none --json {tmp}/throughput.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
                           "--perceptual none --task inpaint --num-chains 2 --json {tmp}/together.json",
     "benchmarks/posterior_speed.py": "--generator {generator} --repeats 1 --map-steps 3 --svi-steps 3",
@@ -42,6 +44,8 @@ SCRIPTS = {
     "scripts/check_real_checkpoints.py": "",
     "scripts/ship_prior.py": "{generator} --name tiny --quality {tmp}/given-quality.json --hardware 'a test' "
                              "--priors-dir {tmp}/priors",
+    "scripts/train_baselines.py": "--tasks sr-x8 --train-size 32 --val-size 8 --max-epochs 1 --features 8 --blocks 1 "
+                                  "--quiet --out-dir {tmp}/nets",
     "scripts/train_feature_nets.py": "--epochs 1 --batch-size 16 --out-dir {tmp}/features --quiet",
     "scripts/train_prior_gpu.sh": "CHAINS=2 --dry-run 300",
 }
@@ -194,6 +198,15 @@ def check_ship_prior(printed, tmp_path, run):
     assert G.resolution == 32 and (tmp_path / "priors" / "tiny.md").read_text().startswith("# Model card: tiny")
 
 
+def check_train_baselines(printed, tmp_path, run):
+    """One epoch of a tiny network: the epoch line, then the card table; --report prints the same table."""
+    assert printed.startswith("sr-x8 epoch 1: lr 1.00e-03, train L1")
+    assert "\n| network | parameters |" in printed and "| supervised-sr-x8 |" in printed and "| bicubic 0." in printed
+    assert (tmp_path / "nets" / "supervised-sr-x8.safetensors").is_file() and (tmp_path / "nets" / "supervised-sr-x8.md").is_file()
+    table = run(f"--tasks sr-x8 --out-dir {tmp_path}/nets --report")
+    assert table.startswith("| network |") and printed.endswith(table)
+
+
 def check_train_feature_nets(printed, tmp_path, run):
     from brgm_pyro.fmnist.networks import load_feature_net
 
@@ -230,9 +243,21 @@ def check_real_checkpoints(printed, tmp_path, run):
     assert "TensorFlow 1.x" in printed
 
 
+def check_dataset_throughput(printed, tmp_path, run):
+    """A plain process of every core, one of one thread and a 2-process torchrun job reconstruct the same folder,
+    and the table gives their rates and the ratios."""
+    assert "load before:" in printed
+    assert re.search(r"batch 2: 2 processes x 1 thread / 1 process x \d+ threads = [0-9.]+; / 1 process x 1 thread = ",
+                     printed)
+    rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
+    assert [(r["processes"], r["threads"], r["batch"]) for r in rows] == [(1, os.cpu_count(), 2), (1, 1, 2), (2, 1, 2)]
+    assert all(r["rate"] > 0 for r in rows)
+
+
 CHECKS = {
     "benchmarks/calibration.py": check_calibration,
     "benchmarks/compare_priors.py": check_compare_priors,
+    "benchmarks/dataset_throughput.py": check_dataset_throughput,
     "benchmarks/nuts.py": check_nuts,
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,
@@ -240,6 +265,7 @@ CHECKS = {
     "benchmarks/tune_defaults.py": check_tune_defaults,
     "scripts/check_real_checkpoints.py": check_real_checkpoints,
     "scripts/ship_prior.py": check_ship_prior,
+    "scripts/train_baselines.py": check_train_baselines,
     "scripts/train_feature_nets.py": check_train_feature_nets,
     "scripts/train_prior_gpu.sh": check_train_prior_gpu,
 }

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import brgm_pyro
-from brgm_pyro.cli import convert, demo, info, reconstruct, sample, train_prior
+from brgm_pyro.cli import convert, demo, info, reconstruct, reconstruct_dataset, report, sample, train_prior
 from brgm_pyro.cli.common import ArgumentParser, UsageError, report_bad_input, run_command
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (reconstruct, sample, demo, train_prior, info, convert)
+COMMANDS = (reconstruct, sample, reconstruct_dataset, report, demo, train_prior, info, convert)
 
 
 def build_parser() -> ArgumentParser:

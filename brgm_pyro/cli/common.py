@@ -1,4 +1,4 @@
-"""What the ``brgm`` commands share: option groups, number types, output checks, versions, the error mapping.
+"""What the ``brgm`` commands share: option groups, number types, output checks, the error mapping.
 
 The error mapping is narrow on purpose: only a user's mistake ends as one line ``brgm: error:
 <sentence>`` with exit code 2. Those are the project's own input errors
@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
-import pyro
 import torch
 
-import brgm_pyro
 from brgm_pyro import io
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import _KERNEL_NAMES
@@ -119,17 +115,6 @@ def check_outputs(outputs: Sequence[Path], protected: Sequence[Path], force: boo
                 )
 
 
-def versions() -> dict[str, str]:
-    """The versions a result depends on, recorded in every brgm.json."""
-    return {
-        "brgm_pyro": brgm_pyro.__version__,
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def note(message: str, quiet: bool) -> None:
     """One line ``brgm: note: ...`` on stderr, unless --quiet."""
     if not quiet:
@@ -193,15 +178,14 @@ def _add_map_options(optimiser: argparse._ArgumentGroup) -> None:
     optimiser.add_argument("--seed", type=nonnegative_int, default=0)
 
 
-def add_job_options(
+def add_run_options(
     parser: argparse.ArgumentParser, map_title: str
 ) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup, argparse._ArgumentGroup]:
-    """The options ``brgm reconstruct`` and ``brgm sample`` share, which ``plan.plan_job`` reads.
+    """The options of every reconstructing command (``reconstruct``, ``sample``, ``reconstruct-dataset``).
 
-    IMAGE..., the prior, the corruption, the model, the MAP and the output folder; returns the
-    groups (corruption, model, MAP), so that a command adds its own options next to their kin.
+    The prior, the corruption, the output folder, the model and the MAP; returns the groups
+    (corruption, model, MAP), so that a command adds its own options next to their kin.
     """
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="corrupted input images (PNG)")
     _add_generator_options(parser)
     corruption = _add_corruption_options(parser)
     _add_output_options(parser)
@@ -210,6 +194,15 @@ def add_job_options(
     optimiser = parser.add_argument_group(map_title)
     _add_map_options(optimiser)
     return corruption, model, optimiser
+
+
+def add_job_options(
+    parser: argparse.ArgumentParser, map_title: str
+) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup, argparse._ArgumentGroup]:
+    """The options ``brgm reconstruct`` and ``brgm sample`` share, which ``plan.plan_job`` reads:
+    IMAGE... and :func:`add_run_options`, whose groups it returns."""
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="corrupted input images (PNG)")
+    return add_run_options(parser, map_title)
 
 
 # ----------------------------------------------------------------------------- the error mapping

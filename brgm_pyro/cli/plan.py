@@ -26,13 +26,13 @@ from brgm_pyro.cli.common import (
     check_outputs,
     note,
     resolve_device,
-    versions,
 )
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample, Mask, Operator
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.problem import prepare_problem
+from brgm_pyro.provenance import versions
 from brgm_pyro.stylegan2 import StyleGAN2Generator, describe
 
 # The MAP's files per input NAME: NAME_<kind>.png.
@@ -112,7 +112,7 @@ def _superres_factor(args: argparse.Namespace, size: int, resolution: int) -> tu
     return args.factor, False
 
 
-def _check_task_options(args: argparse.Namespace) -> None:
+def check_task_options(args: argparse.Namespace) -> None:
     if args.task == "superres":
         if args.mask is not None:
             raise InputError("--mask is only used by --task inpaint; drop it or use --task inpaint.")
@@ -130,7 +130,7 @@ def _check_task_options(args: argparse.Namespace) -> None:
             raise InputError("--task inpaint needs --mask MASK.png (white = observed, black = missing).")
 
 
-def _corruption(
+def corruption(
     args: argparse.Namespace, y: torch.Tensor, mask: torch.Tensor | None, resolution: int
 ) -> tuple[Operator, torch.Tensor, dict[str, Any]]:
     """The operator f of --task and its options, checked against the inputs y; y as the model sees it."""
@@ -190,6 +190,28 @@ def _conversion_note(paths: Sequence[Path], input_channels: Sequence[int], chann
     return f"{len(converted)} {what}: {named} (recorded in {SUMMARY_NAME})."
 
 
+def resolve_model(
+    args: argparse.Namespace, y: torch.Tensor, forward: Operator, G: StyleGAN2Generator
+) -> tuple[BRGMParams, nn.Module | None, MAPSchedule, list[str]]:
+    """What the model and the MAP run with, resolved on the inputs y: the parameters (--preset, then
+    --sigma-pixel, --sigma-percept, --kappa), the perceptual network (--perceptual), the MAP's schedule (the
+    prior card's, then --steps, --lr); and the names of the overridden parameters."""
+    problem = prepare_problem(y, forward, G, args.preset, args.perceptual)
+    overrides = {
+        name: value
+        for name, value in (
+            ("sigma_pixel", args.sigma_pixel),
+            ("sigma_percept", args.sigma_percept),
+            ("kappa", args.kappa),
+        )
+        if value is not None
+    }
+    schedule = replace(
+        problem.card.schedule, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+    )
+    return replace(problem.params, **overrides), problem.perceptual, schedule, sorted(overrides)
+
+
 def plan_job(
     args: argparse.Namespace, output_kinds: Mapping[str, str], other_inputs: Sequence[Path] = ()
 ) -> Job:
@@ -200,7 +222,7 @@ def plan_job(
         output_kinds: per input NAME, the files the command writes: kind -> suffix, as NAME_<kind><suffix>.
         other_inputs: the command's further input files, which no output may overwrite.
     """
-    _check_task_options(args)
+    check_task_options(args)
     paths = list(args.images)
     names = _output_names(paths)
     raw = [io.read_image(path) for path in paths]
@@ -218,21 +240,10 @@ def plan_job(
 
     G = load_generator(source, device=resolve_device(args.device))
     y = io.read_images(paths, channels=G.channels)
-    forward, y, corruption = _corruption(args, y, mask, G.resolution)
+    forward, y, corruption_record = corruption(args, y, mask, G.resolution)
     # Resolve the preset and the perceptual network once, on the first batch; this also checks
     # y, f and G against each other before anything is written.
-    problem = prepare_problem(y[: args.batch_size], forward, G, args.preset, args.perceptual)
-    overrides = {
-        name: value
-        for name, value in (
-            ("sigma_pixel", args.sigma_pixel),
-            ("sigma_percept", args.sigma_percept),
-            ("kappa", args.kappa),
-        )
-        if value is not None
-    }
-    params = replace(problem.params, **overrides)
-    schedule = replace(problem.card.schedule, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None})
+    params, perceptual, schedule, overrides = resolve_model(args, y[: args.batch_size], forward, G)
     generator_path = Path(source)
     settings = {
         "generator": {
@@ -241,14 +252,14 @@ def plan_job(
             "name": getattr(G, "name", None),
             **describe(G),
         },
-        "corruption": corruption,
+        "corruption": corruption_record,
         "preset": args.preset,
         "params": asdict(params),
-        "params_overridden": sorted(overrides),
+        "params_overridden": overrides,
         "schedule": asdict(schedule),
         "perceptual": {
             "requested": args.perceptual,
-            "network": type(problem.perceptual).__name__ if problem.perceptual is not None else None,
+            "network": type(perceptual).__name__ if perceptual is not None else None,
         },
         "seed": args.seed,
         "device": str(G.w_avg.device),
@@ -269,7 +280,7 @@ def plan_job(
         forward=forward,
         generator=G,
         params=params,
-        perceptual=problem.perceptual,
+        perceptual=perceptual,
         schedule=schedule,
         out=out,
         outputs=outputs,

@@ -65,28 +65,10 @@ def _sigma_reach(text: str) -> str | float:
 _sigma_reach.__name__ = "'auto' or a non-negative finite number"
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "sample",
-        help="posterior samples and uncertainty maps (SVI, NUTS, HMC)",
-        description=(
-            "Posterior sampling under a BRGM model, one image at a time: the MAP (as brgm reconstruct), then "
-            "SVI or MCMC started from it. Writes, per input NAME, the MAP's files (NAME_reconstruction.png, "
-            "NAME_input.png, NAME_reconstruction_corrupted.png), NAME_mean.png (posterior mean), "
-            "NAME_std.png (per-pixel standard deviation, colour scale in brgm.json), NAME_samples.png "
-            "(grid of draws), "
-            "NAME_overview.png, NAME_error.png (|mean - truth|, with --truth) and NAME_posterior.nc (ArviZ "
-            "InferenceData, NetCDF), and one brgm.json with settings, diagnostics and per-image results."
-        ),
-    )
-    corruption, model, _ = add_job_options(parser, "MAP (the starting point)")
-    corruption.add_argument(
-        "--truth",
-        nargs="+",
-        type=Path,
-        metavar="CLEAN.png",
-        help="the clean images, one per input in the same order: adds NAME_error.png and calibration figures",
-    )
+def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._ArgumentGroup) -> None:
+    """The posterior's options, which :func:`inference_options` reads: --model and --sigma-reach in the model
+    group, the draws and the SVI and MCMC settings in the sampling group. The method (dest ``method``) is the
+    command's own option."""
     model.add_argument(
         "--model",
         choices=available_models(),
@@ -102,8 +84,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(brgm_pyro.discrepancy): auto (the prior card's value; off if it has none), 0 to turn it off, "
         "or a positive number (default: auto)",
     )
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
     sampling.add_argument(
         "--num-samples",
         type=positive_int,
@@ -145,10 +125,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="MCMC in the whitened coordinates of the Hessian at the MAP (laplace), on the raw latents "
         f"(none), or laplace up to {MAX_LAPLACE_DIM} latent coordinates (auto, the default)",
     )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sample",
+        help="posterior samples and uncertainty maps (SVI, NUTS, HMC)",
+        description=(
+            "Posterior sampling under a BRGM model, one image at a time: the MAP (as brgm reconstruct), then "
+            "SVI or MCMC started from it. Writes, per input NAME, the MAP's files (NAME_reconstruction.png, "
+            "NAME_input.png, NAME_reconstruction_corrupted.png), NAME_mean.png (posterior mean), "
+            "NAME_std.png (per-pixel standard deviation, colour scale in brgm.json), NAME_samples.png "
+            "(grid of draws), "
+            "NAME_overview.png, NAME_error.png (|mean - truth|, with --truth) and NAME_posterior.nc (ArviZ "
+            "InferenceData, NetCDF), and one brgm.json with settings, diagnostics and per-image results."
+        ),
+    )
+    corruption, model, _ = add_job_options(parser, "MAP (the starting point)")
+    corruption.add_argument(
+        "--truth",
+        nargs="+",
+        type=Path,
+        metavar="CLEAN.png",
+        help="the clean images, one per input in the same order: adds NAME_error.png and calibration figures",
+    )
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
+    add_sampling_options(model, sampling)
     parser.set_defaults(run=run, batch_size=1)
 
 
-def _inference_options(args: argparse.Namespace) -> dict[str, Any]:
+def inference_options(args: argparse.Namespace) -> dict[str, Any]:
     """The SVI or MCMC settings given on the command line; options of another method are refused."""
     mine, other = (SVI_OPTIONS, MCMC_OPTIONS) if args.method == "svi" else (MCMC_OPTIONS, SVI_OPTIONS)
     only = {"max_tree_depth": "nuts", "trajectory_length": "hmc"}
@@ -180,7 +187,7 @@ class SampleJob:
 
 def plan(args: argparse.Namespace) -> SampleJob:
     """Check every input and option of ``brgm sample``; raise on the first problem, write nothing."""
-    options = _inference_options(args)
+    options = inference_options(args)
     if args.truth is not None and len(args.truth) != len(args.images):
         raise InputError(
             f"--truth names {len(args.truth)} image(s) for {len(args.images)} input(s); give one clean "
