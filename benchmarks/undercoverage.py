@@ -146,7 +146,8 @@ def map_from(G: torch.nn.Module, y: torch.Tensor, f: torch.nn.Module, model, ini
     inferred = getattr(model, "collapsed", None)
     inferred = inferred.model if inferred is not None else model
     with frozen(G):
-        w, losses = run_map(inferred, (), problem.model_kwargs(), init_w, schedule, progress=False)
+        latents, losses = run_map(inferred, (), problem.model_kwargs(), init_w, schedule, progress=False)
+        w = latents["w"]
         with torch.no_grad():
             image = to_unit(G.synthesis(w), clamp=True)
             y_rec = problem.forward(image)

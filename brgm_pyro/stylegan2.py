@@ -38,6 +38,8 @@ Maths, per layer:
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,7 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brgm_pyro.allocator import keep_freed_memory
 from brgm_pyro.errors import InputError
+
+# The activations of a large generator are freed and allocated again at every step (see allocator.py).
+keep_freed_memory()
 
 __all__ = ["StyleGAN2Generator", "MappingNetwork", "SynthesisNetwork", "fir_filter"]
 
@@ -67,19 +73,62 @@ def fir_conv(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], g
     the same as correlation.
     """
     c = x.shape[1]
-    x = F.pad(x, pad)
     weight = (f.flip([0, 1]) * gain).to(x.dtype)[None, None].expand(c, 1, *f.shape)
-    return F.conv2d(x, weight, groups=c)
+    if len(set(pad)) == 1:
+        # Equal padding on every side is the convolution's own: no padded copy of x.
+        return F.conv2d(x, weight, padding=pad[0], groups=c)
+    return F.conv2d(F.pad(x, pad), weight, groups=c)
 
 
-def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """2x upsampling: zero insertion, then the FIR filter with gain 4 (keeps the mean)."""
-    b, c, h, w = x.shape
-    up = x.new_zeros(b, c, 2 * h, 2 * w)
-    up[:, :, ::2, ::2] = x
+def upsampling_matrix(f: torch.Tensor, size: int) -> torch.Tensor:
+    """The (2 size, size) matrix of 1-D 2x upsampling by zero insertion and the separable filter ``f``.
+
+    ``f = a a^T`` with ``sum(a) = 1`` (as :func:`fir_filter` makes), so ``a`` is its row sums; with ``k``
+    taps (``k`` even) the zero-inserted signal is padded by ``(k / 2, k / 2 - 1)``, which is padding
+    ``k / 2 - 1`` of a transposed convolution of stride 2. Gain 2 per axis keeps the mean.
+    """
     taps = f.shape[0]
-    p0, p1 = (taps + 1) // 2, (taps - 2) // 2
-    return fir_conv(up, f, (p0, p1, p0, p1), gain=4.0)
+    a = f.sum(dim=1) * 2.0
+    eye = torch.eye(size, dtype=f.dtype, device=f.device)[:, None]
+    return F.conv_transpose1d(eye, a.flip(0)[None, None], stride=2, padding=taps // 2 - 1)[:, 0].t()
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, matrix: torch.Tensor | None = None) -> torch.Tensor:
+    """2x upsampling of x (B, C, H, H): zero insertion, then the FIR filter with gain 4 (keeps the mean).
+
+    The filter is separable, so this is ``U x U^T`` with ``U = upsampling_matrix(f, H)`` (pass it as
+    ``matrix`` to reuse it): for the few channels of an image, two matrix products are several times
+    faster than a convolution per channel, and the zeros are never stored.
+    """
+    u = upsampling_matrix(f, x.shape[-1]).to(x.dtype) if matrix is None else matrix
+    return u @ x @ u.t()
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) stored as B, H, W, C (see :class:`SynthesisNetwork`); elementwise results keep the
+    layout of their operands, so constants added to the feature maps are stored this way too."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+_REUSED: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, torch.Tensor]]] = weakref.WeakKeyDictionary()
+
+
+def reused(module: nn.Module, name: str, sources: tuple[torch.Tensor, ...], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()``, kept for ``module`` while its ``sources`` are unchanged and need no gradient.
+
+    Inference keeps G frozen, so what depends on its parameters alone (the demodulation norms, the
+    transposed weights, noise plus bias) is the same at every step: computing it once removes over a
+    third of the operations of a small generator's forward pass. A source changed in place (an optimiser
+    step, ``load_state_dict``) has a new version, one moved by ``.to()`` new storage; either
+    recomputes. While a source needs a gradient (training) nothing is kept.
+    """
+    if torch.is_inference_mode_enabled() or (torch.is_grad_enabled() and any(t.requires_grad for t in sources)):
+        return compute()
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    kept = _REUSED.setdefault(module, {})
+    if name not in kept or kept[name][0] != key:
+        kept[name] = (key, compute())
+    return kept[name][1]
 
 
 class FullyConnectedLayer(nn.Module):
@@ -102,7 +151,9 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.addmm(self.bias * self.bias_gain, x, (self.weight * self.weight_gain).t())
+        weight = reused(self, "weight", (self.weight,), lambda: (self.weight * self.weight_gain).t())
+        bias = reused(self, "bias", (self.bias,), lambda: self.bias * self.bias_gain)
+        x = torch.addmm(bias, x, weight)
         if self.activation == "lrelu":
             x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
         return x
@@ -150,6 +201,19 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def weight_norms(weight: torch.Tensor) -> torch.Tensor:
+    """``sum_k W_{oik}^2`` for weight (O, I, k, k), transposed: (I, O)."""
+    return weight.square().sum(dim=[2, 3]).t()
+
+
+def demodulation(norms: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """``d_o = 1 / sqrt(sum_{i,k} (W_{oik} s_i)^2 + 1e-8)`` for styles (B, I) and ``weight_norms(W)``: (B, O).
+
+    ``sum_{i,k} (W_{oik} s_i)^2 = (s^2) @ (sum_k W_{oik}^2)^T``, so the per-sample weights are never formed.
+    """
+    return (styles.square() @ norms + 1e-8).rsqrt()
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -170,9 +234,7 @@ def modulated_conv2d(
     else:
         x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
     if demodulate:
-        # sum_{i,k} (W_{oik} s_i)^2 = (s^2) @ (sum_k W_{oik}^2)^T
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
-        x = x * dcoefs[:, :, None, None]
+        x = x * demodulation(weight_norms(weight), styles)[:, :, None, None]
     return x
 
 
@@ -201,20 +263,45 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up)
+        # The convolutions read the weight channels-last, the transposed one as (I, O, k, k): stored so once.
         if self.up:
-            x = fir_conv(x, self.resample_filter, (1, 1, 1, 1), gain=4.0)
-        if noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
-        elif noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
-            x = x + noise * self.noise_strength
-        elif noise_mode != "none":
-            raise InputError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}.")
-        x = F.leaky_relu(x + self.bias[None, :, None, None], LRELU_SLOPE) * LRELU_GAIN
+            weight = reused(self, "weight", (self.weight,), lambda: channels_last(self.weight.transpose(0, 1)).transpose(0, 1))
+        else:
+            weight = reused(self, "weight", (self.weight,), lambda: channels_last(self.weight))
+        x = modulated_conv2d(x, weight, styles, demodulate=False, up=self.up)
+        if self.up:
+            # The FIR filter acts per channel, so it commutes with the demodulation below.
+            fir = reused(self, "fir", (self.resample_filter,), self._fir_weight)
+            x = F.conv2d(x, fir, padding=1, groups=self.out_channels)
+        norms = reused(self, "norms", (self.weight,), lambda: weight_norms(self.weight))
+        # lrelu(z) sqrt(2) = lrelu(sqrt(2) z): the gain goes into the demodulation and the shift, so that
+        # demodulation, noise, bias and gain are one pass over x and the activation runs in place.
+        scale = (demodulation(norms, styles) * LRELU_GAIN)[:, :, None, None]
+        x = torch.addcmul(self._shift(noise_mode, x), x, scale)
+        x = F.leaky_relu(x, LRELU_SLOPE, inplace=True)
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
         return x
+
+    def _fir_weight(self) -> torch.Tensor:
+        """The resampling filter with gain 4 as a depthwise convolution weight (O, 1, k, k)."""
+        taps = self.resample_filter.shape[0]
+        return (self.resample_filter.flip([0, 1]) * 4.0).expand(self.out_channels, 1, taps, taps).contiguous()
+
+    def _shift(self, noise_mode: str, x: torch.Tensor) -> torch.Tensor:
+        """``sqrt(2) (noise * noise_strength + bias)``, broadcastable to x and channels-last like it."""
+        bias = self.bias[:, None, None]
+        if noise_mode == "const":
+            return reused(
+                self, "shift", (self.noise_const, self.noise_strength, self.bias),
+                lambda: channels_last((self.noise_const * self.noise_strength + bias)[None] * LRELU_GAIN),
+            )
+        if noise_mode == "random":
+            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
+            return channels_last((noise * self.noise_strength + bias) * LRELU_GAIN)
+        if noise_mode == "none":
+            return bias * LRELU_GAIN
+        raise InputError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}.")
 
 
 class ToRGBLayer(nn.Module):
@@ -230,8 +317,13 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        x = x + self.bias[None, :, None, None]
+        # A 1x1 convolution is a matrix product, so the per-sample weights W_oi s_bi (B, O, I) are
+        # cheap to form, and the modulated copy of x (B, I, H, W) is never made.
+        weight = self.weight[:, :, 0, 0] * styles[:, None, :]
+        batch, _, height, width = x.shape
+        # x is channels-last (see SynthesisNetwork), so its pixels are the rows of a (B, H W, I) matrix.
+        rows = x.permute(0, 2, 3, 1).reshape(batch, height * width, -1)
+        x = torch.baddbmm(self.bias, rows, weight.transpose(1, 2)).view(batch, height, width, -1).permute(0, 3, 1, 2)
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
         return x
@@ -266,18 +358,27 @@ class SynthesisBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """ws (B, num_conv + 1, w_dim): the block's conv ws followed by its ToRGB w."""
         if self.in_channels == 0:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = channels_last(self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1))
             x = self.conv1(x, ws[:, 0], noise_mode)
         else:
             x = self.conv0(x, ws[:, 0], noise_mode)
             x = self.conv1(x, ws[:, 1], noise_mode)
         y = self.torgb(x, ws[:, self.num_conv])
-        img = y if img is None else upsample2d(img, self.resample_filter) + y
-        return x, img
+        if img is None:
+            return x, y
+        matrix = reused(
+            self, "upsample", (self.resample_filter,), lambda: upsampling_matrix(self.resample_filter, self.resolution // 2)
+        )
+        return x, upsample2d(img, self.resample_filter, matrix) + y
 
 
 class SynthesisNetwork(nn.Module):
-    """ws (B, num_ws, w_dim) -> image (B, img_channels, R, R) in the generator's native [-1, 1]."""
+    """ws (B, num_ws, w_dim) -> image (B, img_channels, R, R) in the generator's native [-1, 1].
+
+    The feature maps are channels-last (B, H, W, C in memory): the CPU's convolutions read that
+    layout directly (the transposed ones are about a third faster in it), and every elementwise step
+    keeps it. The image it returns is contiguous.
+    """
 
     def __init__(
         self,
@@ -308,7 +409,7 @@ class SynthesisNetwork(nn.Module):
             block = getattr(self, f"b{r}")
             x, img = block(x, img, ws[:, index : index + block.num_conv + 1], noise_mode)
             index += block.num_conv
-        return img
+        return img.contiguous()
 
 
 class StyleGAN2Generator(nn.Module):

@@ -3,7 +3,9 @@
 With a point-mass guide the ELBO is the log joint, so each step is one Adam step on
 ``-log p(w, y)``, the paper's Eq. 8 halved. The loss function below is that negative log joint,
 computed from one trace of the model replayed against the guide, which also yields each term
-(prior, colinear, pixel, perceptual) per image for the loss trace at no extra cost.
+(prior, colinear, pixel, perceptual) per image for the loss trace at no extra cost. After the
+first step the loss is a recording of those operations, replayed (``_NegativeLogJoint``), so a
+step costs what its arithmetic costs.
 
 The loop is Pyro's "native PyTorch optimizer" pattern: the guide's parameters go to
 ``torch.optim.Adam`` and the loss is differentiated directly. It is the same optimisation as
@@ -14,8 +16,10 @@ per-parameter optimizer bookkeeping, which cost about a tenth of a step for a 32
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 import pyro
 import torch
@@ -86,35 +90,95 @@ def _is_term(name: str, site: dict) -> bool:
     return not site_is_subsample(site) and not site["infer"].get("_deterministic")
 
 
-@dataclass
-class _TermRecorder:
-    """Negative log joint of a point-mass guide, keeping each term per image.
+def _log_densities(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
+    """Each density site's log p at the guide's point: ``site["log_prob"]`` of ``Trace.compute_log_prob``.
 
-    Each term is Pyro's own log density of the site, ``site["log_prob"]`` of
-    ``Trace.compute_log_prob``: scaled by ``poutine.scale`` and subsampling plates and masked by
-    ``poutine.mask``, as ``Trace_ELBO`` would count it.
+    That is Pyro's own log density, scaled by ``poutine.scale`` and subsampling plates and masked by
+    ``poutine.mask``, as ``Trace_ELBO`` would count it. With a point-mass guide the negative sum of
+    all of them is the loss.
+    """
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    model_trace.compute_log_prob(site_filter=_is_term)
+    return {name: site["log_prob"] for name, site in model_trace.nodes.items() if "log_prob" in site}
+
+
+class _NegativeLogJoint:
+    """``-log p`` of the model at the guide's point, and each site's ``-log p`` term.
+
+    The first call runs the model under Pyro, with Pyro's validation where it is enabled. The
+    second records the operations of one evaluation with ``torch.jit.trace``, as a function of the
+    guide's parameters (what Pyro's ``JitTrace_ELBO`` does), and later calls replay that
+    recording: the step costs the arithmetic of G, f, phi and the densities, without the Python of
+    the model, of Pyro's handlers and of the distributions' objects. The replay is plain execution
+    (``optimized_execution(False)``): no profiling runs, no graph compilation, the same operations.
+
+    A recording holds one fixed sequence of operations, so a model must not branch in Python on a
+    latent's value or turn one into a Python number (``float(w)``): pass ``traced=False`` for such a
+    model. The third call checks the recording against the model at a new point and keeps the
+    calls eager if they disagree, as it does where the recording cannot be made.
     """
 
-    last: dict[str, torch.Tensor] = field(default_factory=dict)
+    def __init__(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, traced: bool) -> None:
+        self.densities = partial(_log_densities, model, guide, args, kwargs)
+        self.params = tuple(guide.parameters())
+        self.traced = traced
+        self.calls = 0
+        self.names: list[str] = []
+        self.recording: Callable | None = None
 
-    def __call__(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        model_trace.compute_log_prob(site_filter=_is_term)
-        loss = 0.0
-        terms = {}
-        for name, site in model_trace.nodes.items():
-            if "log_prob" in site:
-                terms[TERM_NAMES.get(name, name)] = -site["log_prob"].detach()
-                loss = loss - site["log_prob_sum"]
-        self.last = terms
-        return loss
+    def __call__(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.calls += 1
+        if self.calls == 2 and self.traced:
+            self.recording = self._record()
+        if self.recording is not None:
+            with torch.jit.optimized_execution(False):
+                loss, *terms = self.recording(*self.params)
+            if self.calls != 3 or self._agrees(loss):
+                return loss, dict(zip(self.names, terms))
+            self.recording = None
+        # Pyro checks every distribution's arguments and values on the first call; later calls see
+        # the same shapes and supports.
+        with pyro.validation_enabled(self.calls == 1 and pyro.distributions.is_validation_enabled()):
+            loss, *terms = self._evaluate()
+        return loss, dict(zip(self.names, terms))
+
+    def _evaluate(self, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The loss and the terms in the order of ``names``; ``params`` are the tensors that the guide reads."""
+        log_p = self.densities()
+        self.names = self.names or list(log_p)
+        terms = [-log_p[name] for name in self.names]
+        return (sum(t.sum() for t in terms), *terms)
+
+    def _record(self) -> Callable | None:
+        try:
+            # Recording without autograd's bookkeeping records the same operations, a third faster.
+            with warnings.catch_warnings(), pyro.validation_enabled(False), torch.no_grad():
+                # The tracer warns at every shape check of Pyro and of phi (the shapes are fixed for
+                # the run) and that it is deprecated (the eager loop is the fallback).
+                warnings.simplefilter("ignore")
+                return torch.jit.trace(self._evaluate, self.params, check_trace=False)
+        except Exception as err:  # noqa: BLE001  (whatever the tracer rejects, the eager loop is correct)
+            warnings.warn(f"The MAP runs the model eagerly: recording its log density failed ({err}).", stacklevel=4)
+            return None
+
+    def _agrees(self, recorded: torch.Tensor) -> bool:
+        """Whether the recording gives the model's loss at the current point (evaluated again, eagerly)."""
+        with torch.no_grad(), pyro.validation_enabled(False):
+            model = self._evaluate()[0]
+        if torch.allclose(recorded, model, rtol=1e-5, atol=1e-6):
+            return True
+        warnings.warn("The MAP runs the model eagerly: its recorded log density differs from the model's "
+                      f"({recorded.item():.6g} against {model.item():.6g}); does the model branch on a "
+                      "latent's value?", stacklevel=4)
+        return False
 
 
-def _per_image(term: torch.Tensor) -> torch.Tensor:
-    """A site's -log p, of batch shape (..., B) with the images' plate rightmost as in ``brgm.model``,
-    summed over the other plates: (B,). A site outside the images' plate stays a scalar."""
-    return term.reshape(-1, term.shape[-1]).sum(0) if term.dim() else term
+def _per_image(terms: list[torch.Tensor]) -> torch.Tensor:
+    """A site's -log p at each step, of batch shape (..., B) with the images' plate rightmost as in
+    ``brgm.model``, summed over the other plates: (steps, B). A site outside the images' plate: (steps,)."""
+    stacked = torch.stack(terms)
+    return stacked.reshape(len(terms), -1, stacked.shape[-1]).sum(1) if stacked.dim() > 1 else stacked
 
 
 @torch.no_grad()
@@ -123,7 +187,7 @@ def log_joint(model: Callable, model_kwargs: dict, w: torch.Tensor) -> torch.Ten
     of its prior. Each term is Pyro's own (scaled, masked) site log density, as in the MAP."""
     trace = poutine.trace(poutine.condition(model, data={"w": w})).get_trace(**model_kwargs)
     trace.compute_log_prob(site_filter=_is_term)
-    return sum(_per_image(site["log_prob"]) for site in trace.nodes.values() if "log_prob" in site)
+    return sum(_per_image([site["log_prob"]])[0] for site in trace.nodes.values() if "log_prob" in site)
 
 
 def run_map(
@@ -133,13 +197,16 @@ def run_map(
     init_w: torch.Tensor,
     schedule: MAPSchedule,
     progress: bool = True,
+    traced: bool = True,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Optimise the latents of ``model(*model_args, **model_kwargs)``, w from ``init_w`` (B, L, D) and any
     other latent from its prior median.
 
     Returns the MAP of every latent site, name -> value ("w": (B, L, D); a variant's other latents,
     such as an unknown blur width, in their own shapes), and the loss trace: term name -> (steps, B)
-    tensor of ``-log p`` contributions (nats) per image, plus ``"total"``.
+    tensor of ``-log p`` contributions (nats) per image, plus ``"total"``. ``traced`` replays a
+    recording of the model's log density after the first steps (see ``_NegativeLogJoint``); False
+    runs the model under Pyro at every step.
     """
     pyro.clear_param_store()
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"w": init_w.detach().clone()}))
@@ -147,23 +214,20 @@ def run_map(
         guide(*model_args, **model_kwargs)  # creates the guide's parameters at the initial values
     optimizer = torch.optim.Adam(guide.parameters(), lr=schedule.lr, betas=schedule.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, schedule))
-    recorder = _TermRecorder()
+    negative_log_joint = _NegativeLogJoint(model, guide, model_args, model_kwargs, traced)
     trace: dict[str, list[torch.Tensor]] = {}
     bar = tqdm(range(schedule.steps), disable=not progress, desc="MAP", leave=False)
-    for step in bar:
-        # The first step checks every distribution's arguments and values (Pyro's validation);
-        # later steps see the same shapes and supports, so they skip those checks.
-        with pyro.validation_enabled(step == 0 and pyro.distributions.is_validation_enabled()):
-            loss = recorder(model, guide, *model_args, **model_kwargs)
+    for _ in bar:
+        loss, terms = negative_log_joint()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        for name, value in recorder.last.items():
-            trace.setdefault(name, []).append(_per_image(value))
+        for name, value in terms.items():
+            trace.setdefault(TERM_NAMES.get(name, name), []).append(value.detach())
         if progress:
             bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
-    losses = {name: torch.stack(values).cpu() for name, values in trace.items()}
+    losses = {name: _per_image(values).cpu() for name, values in trace.items()}
     losses["total"] = sum(losses.values())
     with torch.no_grad():
         latents = {name: value.detach() for name, value in guide.median(*model_args, **model_kwargs).items()}

@@ -5,6 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
+from brgm_pyro.models import brgm
 from conftest import sample_images, tiny_generator
 from pyro import poutine
 
@@ -12,6 +13,7 @@ import brgm_pyro as bp
 from brgm_pyro import forward as fw
 from brgm_pyro.errors import InputError
 from brgm_pyro.metrics import psnr
+from brgm_pyro.problem import prepare_problem
 
 PIXEL_ONLY = bp.BRGMParams(sigma_pixel=0.003, sigma_percept=1.0, kappa=0.0)
 
@@ -232,3 +234,41 @@ def test_screened_starts_are_the_candidates_of_highest_posterior_density(G32):
         assert (chosen >= scores.topk(2, dim=0).values[-1] - 1e-4).all()
     with pytest.raises(InputError, match="candidates"):
         MAPSchedule(starts=5, candidates=2)
+
+
+def test_recorded_log_density_gives_the_eager_loop_s_optimisation(G32):
+    """The replayed recording of the model's log density (the default) and the model run under Pyro at
+    every step take the same steps: the same w and loss terms up to rounding, with phi and a mask."""
+    f = fw.Compose(fw.Downsample(2, "bicubic"), fw.Mask(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.3))
+    y = f(sample_images(G32, 2, seed=3)).clamp(0, 1)
+    problem = prepare_problem(y, f, G32, bp.BRGMParams(sigma_pixel=0.02, kappa=0.3), "fmnist")
+    init = G32.w_avg.expand(2, G32.num_ws, G32.w_dim).clone()
+    schedule = MAPSchedule(steps=12, lr=0.05)
+    runs = [run_map(brgm.model, (), problem.model_kwargs(), init, schedule, progress=False, traced=traced)
+            for traced in (True, False)]
+    (latents_traced, losses_traced), (latents_eager, losses_eager) = runs
+    w_traced, w_eager = latents_traced["w"], latents_eager["w"]
+    assert set(losses_traced) == {"prior", "colinear", "pixel", "percept", "total"} == set(losses_eager)
+    assert torch.allclose(w_traced, w_eager, atol=1e-5)
+    for name, trace in losses_traced.items():
+        assert torch.allclose(trace, losses_eager[name], rtol=1e-5, atol=1e-4), name
+    assert not torch.equal(w_traced, init)
+
+
+def _python_number_of_w(y):
+    """A model that turns its latent into a Python number: a recording would freeze that number."""
+    with pyro.plate("images", y.shape[0]):
+        w = pyro.sample("w", dist.Normal(torch.zeros(2, 3), 1.0).to_event(2))
+        pyro.factor("spread", -torch.full((y.shape[0],), float(w.detach().abs().max())) * w.square().sum((-1, -2)))
+        pyro.sample("y", dist.Normal(w, 0.5).to_event(2), obs=y)
+
+
+def test_a_model_the_recording_cannot_follow_runs_eagerly_with_a_warning():
+    y = torch.randn(3, 2, 3, generator=torch.Generator().manual_seed(0))
+    schedule = MAPSchedule(steps=10, lr=0.05)
+    with pytest.warns(UserWarning, match="runs the model eagerly"):
+        latents, losses = run_map(_python_number_of_w, (y,), {}, torch.zeros(3, 2, 3), schedule, progress=False)
+    latents_eager, losses_eager = run_map(_python_number_of_w, (y,), {}, torch.zeros(3, 2, 3), schedule,
+                                          progress=False, traced=False)
+    assert torch.allclose(latents["w"], latents_eager["w"], atol=1e-6)
+    assert torch.allclose(losses["total"], losses_eager["total"], rtol=1e-6)
