@@ -176,7 +176,9 @@ def test_cli_starts_adds_a_row_of_several_map_starts(G, saved_generator, tmp_pat
     (["--task", "inpaint", "--methods", "pulse"], "does not apply to inpaint"),
     (["--task", "superres", "--methods", "bicubic"], "needs --factor"),
     (["--task", "superres", "--factor", "4", "--indices", "3-1x"], "expected numbers and ranges"),
-], ids=["unknown-method", "not-for-the-task", "no-factor", "bad-indices"])
+    (["--task", "superres", "--factor", "4", "--methods", "bicubic", "--keep-observed"],
+     "--keep-observed is for --task inpaint"),
+], ids=["unknown-method", "not-for-the-task", "no-factor", "bad-indices", "keep-observed-superres"])
 def test_cli_bad_inputs_get_one_sentence(arguments, sentence, saved_generator, tmp_path, capsys):
     code = main(["evaluate", *arguments, "--generator", saved_generator, "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
