@@ -3,7 +3,9 @@
 Each variant changes one thing of ``bp.reconstruct`` with the prior's defaults (its card): the
 posterior mean instead of the MAP, several MAP starts picked by posterior density (from random
 mapping draws, or from the draws of highest posterior density among 64), the pixel noise
-level and the learned-noise likelihood, the perceptual term, the schedule, the prior. All run through
+level and the learned-noise likelihood, the perceptual term, the schedule, the prior, and (inpainting)
+y kept on the observed pixels. The task "reach" observes the whole image (f = Identity): G's best fit
+of the truth, the ceiling of every reconstruction with this prior. All run through
 ``brgm_pyro.evaluation`` on the same validation images (never the test split), next to the
 supervised network and PULSE, and the script prints one table per task.
 
@@ -23,12 +25,15 @@ from brgm_pyro import baselines, evaluation
 from brgm_pyro.card import PriorCard
 from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.fmnist import FMNISTEval
+from brgm_pyro.forward import Identity
 
 TASKS = {
     "superres-x8": lambda size: evaluation.superres_setting(8),
     "superres-x4": lambda size: evaluation.superres_setting(4),
     "superres-x2": lambda size: evaluation.superres_setting(2),
     "inpaint": lambda size: evaluation.inpaint_setting(size=size),
+    # the prior's ceiling: G's best fit of the whole image, which no corruption can improve on
+    "reach": lambda size: evaluation.Setting("superres", "Identity (the whole image observed)", lambda names: Identity()),
 }
 
 
@@ -52,6 +57,7 @@ def variants(G, other_prior, steps: int | None) -> list[evaluation.Method]:
         evaluation.Method("brgm-2x-steps", "brgm", {"schedule": replace(schedule, steps=2 * schedule.steps)}),
         evaluation.Method("brgm-learned-noise", "brgm", {**common, "model": learned_noise.model}),
         evaluation.Method("brgm-no-percept", "brgm", {**common, "perceptual": None}),
+        evaluation.Method("brgm-keep-observed", "brgm", {**common, "keep_observed": True}),
     ]
     for sigma_pixel in (0.02, 0.05):
         rows.append(evaluation.Method(f"brgm-sigma-pixel-{sigma_pixel}", "brgm",

@@ -9,6 +9,7 @@ from conftest import sample_images, tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro import baselines, evaluation, io, metrics
+from brgm_pyro.card import PriorCard
 from brgm_pyro.cli import main
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample
@@ -159,7 +160,10 @@ def test_cli_evaluates_inputs_made_elsewhere(G, saved_generator, tmp_path, capsy
     assert not (out / "inputs").exists()  # the given inputs are read where they are
 
 
-def test_cli_starts_adds_a_row_of_several_map_starts(G, saved_generator, tmp_path, capsys):
+def test_cli_starts_adds_a_row_of_several_map_starts(G, saved_generator, tmp_path, capsys, monkeypatch):
+    # the row takes the card's schedule; a short one keeps the test fast
+    short = PriorCard(params=None, schedule=bp.MAPSchedule(steps=3), perceptual=None, sigma_reach=None)
+    monkeypatch.setattr(PriorCard, "of", classmethod(lambda cls, generator: short))
     inputs, truth = _folders(G, tmp_path)
     out = tmp_path / "eval"
     code = main(["evaluate", "--inputs", str(inputs), "--truth", str(truth), "--task", "superres", "--factor", "4",
@@ -167,7 +171,8 @@ def test_cli_starts_adds_a_row_of_several_map_starts(G, saved_generator, tmp_pat
     assert code == 0, capsys.readouterr().err
     assert "| bicubic |" in capsys.readouterr().out
     record = json.loads((out / "brgm-3-starts" / "method.json").read_text())
-    assert record["name"] == "brgm" and "starts=3" in record["options"]["schedule"]
+    assert record["name"] == "brgm" and "steps=3" in record["options"]["schedule"]
+    assert "starts=3" in record["options"]["schedule"]
     assert sorted(p.name for p in (out / "brgm-3-starts").glob("*.png")) == ["a.png", "b.png"]
 
 
@@ -176,7 +181,9 @@ def test_cli_starts_adds_a_row_of_several_map_starts(G, saved_generator, tmp_pat
     (["--task", "inpaint", "--methods", "pulse"], "does not apply to inpaint"),
     (["--task", "superres", "--methods", "bicubic"], "needs --factor"),
     (["--task", "superres", "--factor", "4", "--indices", "3-1x"], "expected numbers and ranges"),
-], ids=["unknown-method", "not-for-the-task", "no-factor", "bad-indices"])
+    (["--task", "superres", "--factor", "4", "--methods", "bicubic", "--keep-observed"],
+     "--keep-observed is for --task inpaint"),
+], ids=["unknown-method", "not-for-the-task", "no-factor", "bad-indices", "keep-observed-superres"])
 def test_cli_bad_inputs_get_one_sentence(arguments, sentence, saved_generator, tmp_path, capsys):
     code = main(["evaluate", *arguments, "--generator", saved_generator, "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err

@@ -148,3 +148,16 @@ def test_the_registry_says_which_tasks_a_method_is_for():
     assert set(baselines.tasks("brgm")) == {"superres", "inpaint"}
     with pytest.raises(InputError, match="Unknown baseline"):
         baselines.tasks("nearest")
+
+
+def test_brgm_can_keep_the_observed_pixels_of_an_inpainting_input(G):
+    f = Mask(torch.stack([Mask.half(16, "left").mask, Mask.center_box(16, 8).mask])[:, None])
+    y = f(sample_images(G, 2, seed=5))
+    plain = baselines.get("brgm")(y, f, G, steps=5, perceptual=None)
+    kept = baselines.get("brgm")(y, f, G, steps=5, perceptual=None, keep_observed=True)
+    observed = f.mask.bool()
+    assert torch.equal(kept[observed], y[observed]) and torch.equal(kept[~observed], plain[~observed])
+    assert not torch.equal(plain[observed], y[observed])
+    with pytest.raises(InputError, match="keep_observed needs an f that keeps the image size"):
+        baselines.get("brgm")(Downsample(4, "box")(y), Downsample(4, "box"), G, steps=1, perceptual=None,
+                              keep_observed=True)

@@ -32,16 +32,26 @@ def _check_generator(G: nn.Module | None, name: str) -> None:
 
 def brgm_map(
     y: torch.Tensor, f: Operator, G: nn.Module | None = None, progress: bool = False, details: dict | None = None,
-    **options: Any,
+    keep_observed: bool = False, **options: Any,
 ) -> torch.Tensor:
     """The MAP reconstruction of ``bp.reconstruct``, images (B, C, H, W) in [0, 1] on y's device;
-    ``details`` (a dict) gets the final -log p terms per image."""
+    ``details`` (a dict) gets the final -log p terms per image. ``keep_observed`` (inpainting: f keeps the
+    image size) returns y on the observed pixels and G(w*) only in the holes, as inpainting networks do."""
     _check_generator(G, "brgm")
     rec = reconstruct(y, f, G, progress=progress, **options)
     if details is not None:
         details.update({f"neg_log_{name}": value[-1] for name, value in rec.losses.items()})
         details.update({name: value for name, value in rec.latents.items()})
-    return rec.image.to(y.device)
+    image = rec.image.to(y.device)
+    if not keep_observed:
+        return image
+    if tuple(y.shape) != tuple(image.shape):
+        raise InputError(
+            f"keep_observed needs an f that keeps the image size (a Mask), but y is {tuple(y.shape)} and the images "
+            f"are {tuple(image.shape)}; leave keep_observed off for super-resolution."
+        )
+    observed = f.observed(image.shape, device=y.device, dtype=y.dtype)
+    return observed * y + (1 - observed) * image
 
 
 def brgm_mean(

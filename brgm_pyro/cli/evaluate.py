@@ -77,6 +77,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--starts", type=positive_int, default=1, metavar="N",
                         help="also run brgm with N MAP runs per image, the one of highest posterior density kept "
                         "(row brgm-N-starts; MAPSchedule.starts)")
+    parser.add_argument("--keep-observed", action="store_true",
+                        help="inpainting: also run brgm with y kept on the observed pixels (row brgm-keep-observed)")
     parser.add_argument("--generator", default=DEFAULT_PRIOR, metavar="PATH_OR_NAME",
                         help=f"the prior of the generative methods (default {DEFAULT_PRIOR})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -130,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
     if args.starts > 1:
         schedule = replace(PriorCard.of(G).schedule, starts=args.starts)
         methods.append(evaluation.Method(f"brgm-{args.starts}-starts", "brgm", {"schedule": schedule}))
+    if args.keep_observed:
+        if args.task != "inpaint":
+            raise UsageError("--keep-observed is for --task inpaint, where y holds the observed pixels of the image.")
+        methods.append(evaluation.Method("brgm-keep-observed", "brgm",
+                                         {"schedule": PriorCard.of(G).schedule, "keep_observed": True}))
     setting = _setting(args, G.resolution)
     truth = labels = image_names = None
     if setting.files is None:
