@@ -49,7 +49,7 @@ def test_superres_folder_with_a_posterior_then_a_rerun_and_the_report(tmp_path, 
     assert "brgm: 3 image(s) reconstructed now, 0 done before, 0 failed" in capsys.readouterr().out
     manifest = read_manifest(out)
     assert manifest.settings["posterior"] == {
-        "method": "svi", "num_samples": 2, "model": "learned-noise", "sigma_reach": "auto",
+        "method": "svi", "num_samples": 2, "model": "auto", "sigma_reach": "auto",
         "options": {"guide": "normal", "steps": 2},
     }
     assert manifest.settings["forward"]["description"] == "factor=4, kernel='bicubic'"
