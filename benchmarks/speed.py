@@ -310,6 +310,12 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
     for synthesis in networks.values():  # warm-up
         for batch in batches:
             forward_backward(synthesis, inputs[batch])
+    with FlopCounterMode(display=False) as counter:  # linear in the batch: counted on the smallest
+        forward_backward(G.synthesis, inputs[min(batches)])
+    flops_per_image = counter.get_total_flops() / min(batches)
+    rate = matmul_gflops()
+    print(f"  ours: {flops_per_image / 1e9:.2f} GFLOP per image (convolutions and matrix products, forward and "
+          f"backward); a 2048 x 2048 matmul runs at {rate:.1f} GFLOP/s")
     for _ in range(repeats):
         for batch in batches:
             for name, synthesis in networks.items():
@@ -322,7 +328,7 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
                 times.setdefault((name, batch), []).append((time.perf_counter() - start) / calls)
                 faults.setdefault((name, batch), []).append(
                     (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls)
-    result = {"architecture": architecture, "rows": {}}
+    result = {"architecture": architecture, "rows": {}, "gflop_per_image": flops_per_image / 1e9, "matmul_gflops": rate}
     for batch in batches:
         for name in networks:
             ms = statistics.median(times[name, batch]) * 1e3
@@ -330,7 +336,10 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
                    "page_faults": statistics.median(faults[name, batch])}
             line = (f"  batch {batch}, {name}: {ms:.1f} ms, {row['images_per_second']:.1f} images/s, "
                     f"{row['page_faults']:.0f} page faults per pass")
-            if name != "ours":
+            if name == "ours":
+                row["gflops"] = flops_per_image * row["images_per_second"] / 1e9
+                line += f", {row['gflops']:.1f} GFLOP/s ({row['gflops'] / rate:.0%} of the matmul's)"
+            else:
                 row["ours/theirs"] = result["rows"][f"ours b{batch}"]["ms"] / ms
                 line += f"; ours / theirs {row['ours/theirs']:.3f}"
             result["rows"][f"{name} b{batch}"] = row
