@@ -184,30 +184,31 @@ def timed_run(run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, lis
     return w, stamps[SETUP_STEPS - 1] - start, [b - a for a, b in itertools.pairwise(stamps[SETUP_STEPS - 1:])]
 
 
-def map_problem(architecture: str, batch: int, tiny: bool):
+def map_problem(architecture: str, G: bp.StyleGAN2Generator, batch: int, tiny: bool):
     """The problem of a MAP row: y = f(x) for x the example images (embedded prior) or G's samples."""
-    G = generator(architecture)
     f = bp.forward.Downsample(4, "bicubic")
     if architecture == "32px-96ch":
         x = load_examples()[1].to(DEVICE)
         x = x[:batch] if batch <= len(x) else x.repeat(math.ceil(batch / len(x)), 1, 1, 1)[:batch]
-        return prepare_problem(f(x).clamp(0, 1), f, G), G
+        return prepare_problem(f(x).clamp(0, 1), f, G)
     x = G.sample(batch, seed=1)
     perceptual = None if tiny else LPIPSVGG(pretrained_backbone=False).to(DEVICE)
-    return prepare_problem(f(x).clamp(0, 1), f, G, brgm.BRGMParams(), perceptual), G
+    return prepare_problem(f(x).clamp(0, 1), f, G, brgm.BRGMParams(), perceptual)
 
 
 def map_rows(architecture: str, batches: list[int], steps: int, repeats: int, engines: list[str], tiny: bool) -> dict:
-    problems = {batch: map_problem(architecture, batch, tiny) for batch in batches}
-    G = problems[batches[0]][1]
+    # One generator for every batch: the rows run under frozen(G), and a second, unfrozen copy would
+    # cost the gradients of all its weights.
+    G = generator(architecture)
+    problems = {batch: map_problem(architecture, G, batch, tiny) for batch in batches}
     lr = 0.1
     schedule = MAPSchedule(steps=SETUP_STEPS + steps, lr=lr)
     print(f"MAP, {architecture}: {G.resolution} px, {G.num_parameters() / 1e6:.2f} M parameters, "
-          f"phi {type(problems[batches[0]][0].perceptual).__name__}, {steps} timed steps after {SETUP_STEPS} "
+          f"phi {type(problems[batches[0]].perceptual).__name__}, {steps} timed steps after {SETUP_STEPS} "
           f"setup steps, {repeats} repeats, torch threads {torch.get_num_threads()}, {load()}")
 
     def run(engine: str, batch: int) -> torch.Tensor:
-        problem = problems[batch][0]
+        problem = problems[batch]
         init = G.w_avg.expand(batch, G.num_ws, G.w_dim).clone()
         if engine == "plain":
             return plain_map(problem, init, schedule)
@@ -310,6 +311,12 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
     for synthesis in networks.values():  # warm-up
         for batch in batches:
             forward_backward(synthesis, inputs[batch])
+    with FlopCounterMode(display=False) as counter:  # linear in the batch: counted on the smallest
+        forward_backward(G.synthesis, inputs[min(batches)])
+    flops_per_image = counter.get_total_flops() / min(batches)
+    rate = matmul_gflops()
+    print(f"  ours: {flops_per_image / 1e9:.2f} GFLOP per image (convolutions and matrix products, forward and "
+          f"backward); a 2048 x 2048 matmul runs at {rate:.1f} GFLOP/s")
     for _ in range(repeats):
         for batch in batches:
             for name, synthesis in networks.items():
@@ -322,7 +329,7 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
                 times.setdefault((name, batch), []).append((time.perf_counter() - start) / calls)
                 faults.setdefault((name, batch), []).append(
                     (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls)
-    result = {"architecture": architecture, "rows": {}}
+    result = {"architecture": architecture, "rows": {}, "gflop_per_image": flops_per_image / 1e9, "matmul_gflops": rate}
     for batch in batches:
         for name in networks:
             ms = statistics.median(times[name, batch]) * 1e3
@@ -330,7 +337,10 @@ def g_rows(architecture: str, batches: list[int], repeats: int, nvidia: str | No
                    "page_faults": statistics.median(faults[name, batch])}
             line = (f"  batch {batch}, {name}: {ms:.1f} ms, {row['images_per_second']:.1f} images/s, "
                     f"{row['page_faults']:.0f} page faults per pass")
-            if name != "ours":
+            if name == "ours":
+                row["gflops"] = flops_per_image * row["images_per_second"] / 1e9
+                line += f", {row['gflops']:.1f} GFLOP/s ({row['gflops'] / rate:.0%} of the matmul's)"
+            else:
                 row["ours/theirs"] = result["rows"][f"ours b{batch}"]["ms"] / ms
                 line += f"; ours / theirs {row['ours/theirs']:.3f}"
             result["rows"][f"{name} b{batch}"] = row
@@ -460,6 +470,9 @@ def run_worker(job: dict, environment: dict[str, str] | None = None) -> dict:
             print(line)
     if process.returncode != 0:
         raise RuntimeError(f"the {job['section']} benchmark of {job.get('architecture')} failed:\n{process.stderr}")
+    for line in process.stderr.splitlines():  # a MAP that fell back to the eager loop says so here
+        if "Warning: " in line:
+            print("  warning: " + line.split("Warning: ", 1)[1][:300])
     return json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT "):])
 
 

@@ -309,9 +309,11 @@ class Downsample(Operator):
         return torch.Size((b, c, h // self.factor, w // self.factor))
 
     def _matrix(self, size: int, like: torch.Tensor) -> torch.Tensor:
-        key = (size, like.device, like.dtype)
+        # int(): under torch.jit.trace (inference/map.py) a size is a tensor, which would miss the
+        # cache and record the matrix's construction into every replayed step.
+        key = (int(size), like.device, like.dtype)
         if key not in self._matrices:
-            matrix = _resampling_matrix(size, self.factor, self.kernel_name, self.sigma)
+            matrix = _resampling_matrix(key[0], self.factor, self.kernel_name, self.sigma)
             self._matrices[key] = matrix.to(device=like.device, dtype=like.dtype)
         return self._matrices[key]
 

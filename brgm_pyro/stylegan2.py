@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -228,7 +228,7 @@ def modulated_conv2d(
     filter. Demodulation coefficients are applied to the output, which is the same linear map as
     demodulating the per-sample weights.
     """
-    x = x * styles[:, :, None, None]
+    x = x * styles[..., None, None]
     if up:
         x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
     else:
@@ -276,7 +276,7 @@ class SynthesisLayer(nn.Module):
         norms = reused(self, "norms", (self.weight,), lambda: weight_norms(self.weight))
         # lrelu(z) sqrt(2) = lrelu(sqrt(2) z): the gain goes into the demodulation and the shift, so that
         # demodulation, noise, bias and gain are one pass over x and the activation runs in place.
-        scale = (demodulation(norms, styles) * LRELU_GAIN)[:, :, None, None]
+        scale = (demodulation(norms, styles) * LRELU_GAIN)[..., None, None]
         x = torch.addcmul(self._shift(noise_mode, x), x, scale)
         x = F.leaky_relu(x, LRELU_SLOPE, inplace=True)
         if self.conv_clamp is not None:
@@ -319,7 +319,7 @@ class ToRGBLayer(nn.Module):
         styles = self.affine(w) * self.weight_gain
         # A 1x1 convolution is a matrix product, so the per-sample weights W_oi s_bi (B, O, I) are
         # cheap to form, and the modulated copy of x (B, I, H, W) is never made.
-        weight = self.weight[:, :, 0, 0] * styles[:, None, :]
+        weight = self.weight[..., 0, 0] * styles.unsqueeze(1)
         batch, _, height, width = x.shape
         # x is channels-last (see SynthesisNetwork), so its pixels are the rows of a (B, H W, I) matrix.
         rows = x.permute(0, 2, 3, 1).reshape(batch, height * width, -1)
@@ -354,16 +354,16 @@ class SynthesisBlock(nn.Module):
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
     def forward(
-        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const"
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: Sequence[torch.Tensor], noise_mode: str = "const"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """ws (B, num_conv + 1, w_dim): the block's conv ws followed by its ToRGB w."""
+        """ws: num_conv + 1 tensors (B, w_dim), the block's conv ws followed by its ToRGB w."""
         if self.in_channels == 0:
-            x = channels_last(self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1))
-            x = self.conv1(x, ws[:, 0], noise_mode)
+            x = channels_last(self.const.unsqueeze(0).expand(ws[0].shape[0], -1, -1, -1))
+            x = self.conv1(x, ws[0], noise_mode)
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode)
-            x = self.conv1(x, ws[:, 1], noise_mode)
-        y = self.torgb(x, ws[:, self.num_conv])
+            x = self.conv0(x, ws[0], noise_mode)
+            x = self.conv1(x, ws[1], noise_mode)
+        y = self.torgb(x, ws[self.num_conv])
         if img is None:
             return x, y
         matrix = reused(
@@ -405,9 +405,12 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         x = img = None
         index = 0
+        # One w per layer, split once: the backward of each index of ws would be a zero-filled copy of
+        # all of ws, and a recorded log density (inference/map.py) keeps even an index's full slices.
+        layer_ws = ws.unbind(1)
         for r in self.block_resolutions:
             block = getattr(self, f"b{r}")
-            x, img = block(x, img, ws[:, index : index + block.num_conv + 1], noise_mode)
+            x, img = block(x, img, layer_ws[index : index + block.num_conv + 1], noise_mode)
             index += block.num_conv
         return img.contiguous()
 

@@ -87,7 +87,7 @@ def resize_to_input(images: torch.Tensor) -> torch.Tensor:
     height, width = images.shape[-2:]
     if height > INPUT_SIZE or width > INPUT_SIZE:
         images = F.interpolate(images, size=(min(height, INPUT_SIZE), min(width, INPUT_SIZE)), mode="area")
-    height, width = images.shape[-2:]
+    height, width = (int(size) for size in images.shape[-2:])  # constants in a recorded log density
     if INPUT_SIZE % height == 0 and INPUT_SIZE % width == 0:
         # Whole factors (8 px -> 32): the same pixels as "nearest-exact", by an op that torch.func
         # can batch (the dense Hessian of the Laplace whitening vmaps through this network).
