@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from brgm_pyro import forward as fw
 from brgm_pyro import io, metrics
+from brgm_pyro.baselines.bicubic import bicubic
 from brgm_pyro.checkpoints import load_generator
 from brgm_pyro.errors import InputError
 from brgm_pyro.reconstruct import reconstruct
 
-__all__ = ["TASKS", "Task", "bicubic_upsample", "run_demo", "evaluate_outputs"]
+__all__ = ["TASKS", "Task", "run_demo", "evaluate_outputs"]
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
@@ -53,16 +52,6 @@ TASKS = (
     Task("inpaint-center", "inpainting, centre box missing", "inpaint", mask="center"),
     Task("inpaint-half", "inpainting, right half missing", "inpaint", mask="half"),
 )
-
-
-def bicubic_upsample(y: torch.Tensor, size: int) -> torch.Tensor:
-    """The classical baseline: PIL's bicubic resize of each image to ``size`` x ``size``."""
-    out = []
-    for img in y.cpu().numpy():
-        channels = [np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((size, size), Image.BICUBIC))
-                    for c in img]
-        out.append(np.stack(channels))
-    return torch.from_numpy(np.stack(out)).clamp(0, 1)
 
 
 def evaluate_outputs(
@@ -144,7 +133,7 @@ def run_demo(
         rec = reconstruct(y, f, G, steps=steps, progress=progress)  # the card's schedule
         timings[task.name] = round(time.perf_counter() - start, 2)
         if task.kind == "superres":
-            baseline, baseline_name, shown_input = bicubic_upsample(y, G.resolution), "bicubic", y
+            baseline, baseline_name, shown_input = bicubic(y, f, G), "bicubic", y
         else:
             baseline, baseline_name, shown_input = y, "masked input", y
         table[task.name] = {

@@ -92,7 +92,7 @@ def sample_posterior(
             Pyro model with the signature of ``brgm.model`` (None: ``brgm.model``). The default,
             "learned-noise", infers sigma_pixel per image, so the noise level also takes up the
             prior's misfit to y; with the reach term this is what makes the credible intervals
-            calibrated on real images (README, *Calibration*). "brgm" is the paper's model with the
+            calibrated on real images (docs/results/calibration.md). "brgm" is the paper's model with the
             fixed sigma_pixel, which gives intervals that are too narrow on real images.
         map_result: a MAP reconstruction of this y to start from (skips the MAP).
         map_schedule: the MAP's Adam schedule (default: the prior card's, else ``MAPSchedule()``).

@@ -1,7 +1,7 @@
 """StyleGAN2 generator (Karras et al., 2020), written from the paper's maths.
 
 The parameter names follow the naming used by the published StyleGAN2 checkpoints, so that their
-state dictionaries map onto this module without renaming (see ``checkpoints.py``):
+state dictionaries map onto this module without renaming (see ``brgm_pyro/checkpoints/``):
 
     mapping.fc{i}.weight [out, in], mapping.fc{i}.bias [out], mapping.w_avg [w_dim]
     synthesis.b4.const [C, 4, 4]

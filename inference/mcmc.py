@@ -16,7 +16,7 @@ trajectory at the depth cap. With ``"laplace"`` the kernel runs on the whitened 
 diagonal mass matrix, adapted in u, corrects the remaining scale of each eigen-direction. For a
 Gaussian posterior u is exactly standard normal; on the 32 px prior the Hessian at the MAP is a
 local picture of a non-linear G, and NUTS gets 5-20x the bulk ESS in the same time but still fills
-its trees (README, NUTS under *Measured*). It cannot whiten the funnel between a latent sigma_pixel
+its trees (docs/results/mcmc.md). It cannot whiten the funnel between a latent sigma_pixel
 and the scale of w. The draws are mapped back to the model's sites, so R-hat and ESS are those of w
 and sigma_pixel. ``"auto"`` whitens up to ``MAX_LAPLACE_DIM`` latent coordinates (the 32 px prior
 has 1,024) and runs unpreconditioned above (a 1024 px prior has 9,216).
@@ -66,7 +66,7 @@ class MCMCSettings:
         num_chains: independent chains, run one after another.
         max_tree_depth: NUTS's cap on the trajectory doublings. 7 by default: on the 32 px prior
             every tree reaches the cap at depth 5 to 7, and depth 7 gave 2.8x the effective
-            draws per gradient of depth 5 for the slowest monitored scalar (README, NUTS).
+            draws per gradient of depth 5 for the slowest monitored scalar (docs/results/mcmc.md).
         trajectory_length: HMC's integration time (leapfrog steps = trajectory_length / step_size).
         target_accept_prob: the acceptance probability the step size is adapted to.
         init_jitter: standard deviation of the Gaussian noise added to the MAP, in the unconstrained

@@ -25,7 +25,7 @@ squared residuals y - f(G(w)) on the observed pixels,
 so NUTS, HMC and SVI run on w alone (``collapsed_model``, a multivariate Student-t likelihood of the
 residual), and each draw of w gets its sigma_pixel from the exact conditional (``draw_sigma_pixel``).
 The draws are those of the joint posterior p(w, sigma_pixel | y) of ``model``, without the funnel
-between sigma_pixel and the spread of w that stalls a sampler on the joint (README, NUTS).
+between sigma_pixel and the spread of w that stalls a sampler on the joint (docs/results/mcmc.md).
 """
 
 from __future__ import annotations

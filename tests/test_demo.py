@@ -1,12 +1,8 @@
-import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 import brgm_pyro as bp
 from brgm_pyro.checkpoints import registered_priors
 from brgm_pyro.cli import main
-from brgm_pyro.demo import bicubic_upsample
 
 
 @pytest.mark.parametrize(
@@ -24,7 +20,7 @@ def test_shipped_prior_loads_and_generates(name):
 
 
 def test_the_default_prior_is_the_wider_generator():
-    """The default is the run with 96 channels per layer (README, *Embedded prior*): it samples better
+    """The default is the run with 96 channels per layer (docs/results/priors.md): it samples better
     than the 64-channel run at 200 kimg and reconstructs better than it at 794 kimg."""
     default = bp.load_generator("fashion-mnist-32")
     small, longer = bp.load_generator("fashion-mnist-32-200kimg"), bp.load_generator("fashion-mnist-32-794kimg")
@@ -38,21 +34,13 @@ def test_the_default_prior_is_the_wider_generator():
 
 def test_the_path_length_regularised_prior_continues_the_default_run():
     """``fashion-mnist-32-pl-748kimg`` is the default's run trained on with path-length regularisation
-    (README, *Which prior*): same architecture, more images, better samples, and its card says so."""
+    (docs/results/priors.md, *Which prior reconstructs best*): same architecture, more images, better samples, and its card says so."""
     default, regularised = bp.load_generator("fashion-mnist-32"), bp.load_generator("fashion-mnist-32-pl-748kimg")
     assert regularised.config == default.config
     assert regularised.card["kimg"] > default.card["kimg"] and regularised.card["train_config"]["pl_weight"] == 2
     assert "path-length" in regularised.card["recipe"] and "path-length" not in default.card["recipe"]
     quality = {g: g.card["quality"]["fid_samples_vs_test"] for g in (default, regularised)}
     assert quality[regularised] < quality[default]
-
-
-def test_bicubic_baseline_matches_pil():
-    y = torch.rand(2, 1, 8, 8, dtype=torch.float32)
-    up = bicubic_upsample(y, 32)
-    ref = Image.fromarray(y[1, 0].numpy(), mode="F").resize((32, 32), Image.BICUBIC)
-    assert up.shape == (2, 1, 32, 32)
-    assert torch.allclose(up[1, 0], torch.from_numpy(np.array(ref)).clamp(0, 1), atol=1e-6)
 
 
 def test_demo_refuses_to_replace_earlier_outputs(tmp_path, capsys):

@@ -19,7 +19,7 @@ The recipe of the StyleGAN2 paper (Karras et al., 2020), sized for 32 px priors 
   ``pl_weight`` times the interval, on ``batch_size / pl_batch_shrink`` latents; G's Adam lr and
   betas are adjusted by ``c = interval / (interval + 1)`` like D's for R1. It makes a fixed step in w
   change the image by a fixed amount everywhere in the latent space, so that G is smoother to
-  invert, which is what BRGM does. ``pl_weight = 0`` turns it off (the runs before session 6).
+  invert, which is what BRGM does. ``pl_weight = 0`` turns it off (the recipe before path-length regularisation).
 
 Training state (G, D, G_ema, both optimisers, the image counter and every random generator) is
 checkpointed every ``checkpoint_kimg`` thousand images and resumes to the same state.
