@@ -110,7 +110,12 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-_REUSED: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, torch.Tensor]]] = weakref.WeakKeyDictionary()
+_REUSED: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, tuple, torch.Tensor]]] = weakref.WeakKeyDictionary()
+
+
+def _batched(x: torch.Tensor) -> torch.Tensor:
+    """(C, R, R) as (1, C, R, R); a per-image (B, C, R, R) as it is (noise maps of one's own, ``noise_const`` (B, 1, R, R))."""
+    return x[None] if x.dim() == 3 else x
 
 
 def reused(module: nn.Module, name: str, sources: tuple[torch.Tensor, ...], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -124,11 +129,14 @@ def reused(module: nn.Module, name: str, sources: tuple[torch.Tensor, ...], comp
     """
     if torch.is_inference_mode_enabled() or (torch.is_grad_enabled() and any(t.requires_grad for t in sources)):
         return compute()
-    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    # The sources themselves are kept with their versions: an address or an id could be reused by a
+    # new tensor once an old one is freed (a swapped noise map), a kept reference cannot.
+    versions = tuple(t._version for t in sources)
     kept = _REUSED.setdefault(module, {})
-    if name not in kept or kept[name][0] != key:
-        kept[name] = (key, compute())
-    return kept[name][1]
+    entry = kept.get(name)
+    if entry is None or entry[1] != versions or any(a is not b for a, b in zip(entry[0], sources, strict=True)):
+        kept[name] = entry = (sources, versions, compute())
+    return entry[2]
 
 
 class FullyConnectedLayer(nn.Module):
@@ -294,7 +302,7 @@ class SynthesisLayer(nn.Module):
         if noise_mode == "const":
             return reused(
                 self, "shift", (self.noise_const, self.noise_strength, self.bias),
-                lambda: channels_last((self.noise_const * self.noise_strength + bias)[None] * LRELU_GAIN),
+                lambda: channels_last(_batched(self.noise_const * self.noise_strength + bias) * LRELU_GAIN),
             )
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)

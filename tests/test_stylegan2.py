@@ -169,3 +169,18 @@ def test_checkpoint_errors(tmp_path):
         save_generator(G, tmp_path / "g.pt")
     with pytest.raises(CheckpointError, match="folder"):
         load_generator(tmp_path)
+
+
+def test_a_frozen_generator_follows_swapped_noise_maps():
+    """What a frozen G keeps between calls (noise plus bias) is recomputed for a new noise map, also when
+    the new map reuses the storage of a freed one, and for per-image maps (B, 1, R, R)."""
+    from brgm_pyro import stylegan2
+
+    G = tiny_generator(16).requires_grad_(False)
+    ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)))
+    layer = G.synthesis.b16.conv1
+    for seed in range(3):
+        layer.noise_const = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+        out = G.synthesis(ws, noise_mode="const")
+        stylegan2._REUSED.clear()
+        torch.testing.assert_close(out, G.synthesis(ws, noise_mode="const"))
