@@ -129,13 +129,14 @@ def reused(module: nn.Module, name: str, sources: tuple[torch.Tensor, ...], comp
     """
     if torch.is_inference_mode_enabled() or (torch.is_grad_enabled() and any(t.requires_grad for t in sources)):
         return compute()
-    # The sources themselves are kept with their versions: an address or an id could be reused by a
-    # new tensor once an old one is freed (a swapped noise map), a kept reference cannot.
-    versions = tuple(t._version for t in sources)
+    # The sources themselves are kept next to their versions and storage: an address could be reused by
+    # a new tensor once an old one is freed (a swapped noise map), a kept reference cannot; `.to()` and
+    # `.double()` give a parameter new storage and dtype without a new version.
+    state = tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in sources)
     kept = _REUSED.setdefault(module, {})
     entry = kept.get(name)
-    if entry is None or entry[1] != versions or any(a is not b for a, b in zip(entry[0], sources, strict=True)):
-        kept[name] = entry = (sources, versions, compute())
+    if entry is None or entry[1] != state or any(a is not b for a, b in zip(entry[0], sources, strict=True)):
+        kept[name] = entry = (sources, state, compute())
     return entry[2]
 
 
