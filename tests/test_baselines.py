@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def val_images() -> torch.Tensor:
-    return load_fashion_mnist("val")[0][:16]
+def val_images(fashion_mnist_dir) -> torch.Tensor:
+    return load_fashion_mnist("val", root=fashion_mnist_dir)[0][:16]
 
 
 def _blob(size: int = 32, width: float = 6.0) -> torch.Tensor:
@@ -267,7 +267,7 @@ def _tiny_train(out_dir, epochs, log=print, lr=1e-3):
                  train_size=48, val_size=14, progress=False, log=log)  # fmt: skip
 
 
-def test_training_writes_the_card_and_resumes_bit_identically(tmp_path):
+def test_training_writes_the_card_and_resumes_bit_identically(tmp_path, fashion_mnist_dir):
     straight = _tiny_train(tmp_path / "straight", epochs=2)
 
     def interrupt(line):
