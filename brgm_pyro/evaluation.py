@@ -253,20 +253,26 @@ def _per_image(details: dict[str, Any], count: int) -> list[dict[str, Any]]:
     return records
 
 
-def _check_method_folder(folder: Path, method: Method, G: Any) -> None:
-    """Create the method's folder with its record, or check an earlier run used the same options."""
-    record_file = folder / "method.json"
-    record = method.record(G)
+def _other_record(record_file: Path, record: dict) -> dict | None:
+    """The record an earlier run left in ``record_file`` where it differs from ``record``; where there is
+    none, ``record`` is written there (its folder made) and the run goes on."""
     if record_file.exists():
         earlier = json.loads(record_file.read_text())
-        if earlier != record:
-            raise InputError(
-                f"{folder} holds outputs of {method.label} made with {earlier}, not {record}; choose another "
-                "--out (or another label) so that no table mixes two settings."
-            )
-        return
-    folder.mkdir(parents=True, exist_ok=True)
+        return earlier if earlier != record else None
+    record_file.parent.mkdir(parents=True, exist_ok=True)
     io.write_json(record_file, record)
+    return None
+
+
+def _check_method_folder(folder: Path, method: Method, G: Any) -> None:
+    """Create the method's folder with its record, or check an earlier run used the same options."""
+    record = method.record(G)
+    earlier = _other_record(folder / "method.json", record)
+    if earlier is not None:
+        raise InputError(
+            f"{folder} holds outputs of {method.label} made with {earlier}, not {record}; choose another "
+            "--out (or another label) so that no table mixes two settings."
+        )
 
 
 def _run_method(method: Method, setting: Setting, names: list[str], inputs: Path, out: Path, G: Any,
@@ -370,17 +376,12 @@ def markdown_table(table: dict[str, dict[str, Any]]) -> str:
 
 
 def _check_setting(out: Path, setting: Setting) -> None:
-    record_file = out / "setting.json"
-    record = setting.record()
-    if record_file.exists():
-        earlier = json.loads(record_file.read_text())
-        if earlier != record:
-            raise InputError(
-                f"{out} holds an evaluation of another setting ({earlier['corruption']}, noise {earlier['noise']}); "
-                "choose another --out."
-            )
-    else:
-        io.write_json(record_file, record)
+    earlier = _other_record(out / "setting.json", setting.record())
+    if earlier is not None:
+        raise InputError(
+            f"{out} holds an evaluation of another setting ({earlier['corruption']}, noise {earlier['noise']}); "
+            "choose another --out."
+        )
 
 
 def evaluate(
