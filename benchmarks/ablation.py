@@ -22,7 +22,6 @@ from pathlib import Path
 import brgm_pyro as bp
 from brgm_pyro import evaluation
 from brgm_pyro.card import PriorCard
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.fmnist import FMNISTEval
 
 COLINEAR_KAPPA = 0.5
@@ -68,9 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     G = bp.load_generator(args.generator).requires_grad_(False)
-    images, labels = load_fashion_mnist(args.split, pad_to=G.resolution)
-    truth, labels = images[: args.images], labels[: args.images]
-    names = [f"{i:05d}" for i in range(args.images)]
+    truth, labels, names = evaluation.split_images(args.split, range(args.images), G.resolution)
     settings = {"superres-x8": evaluation.superres_setting(8), "inpaint": evaluation.inpaint_setting(size=G.resolution)}
     for task in args.tasks.split(","):
         result = evaluation.evaluate(settings[task], rows(G, args.steps, args.perceptual), args.out / task, G, truth=truth,

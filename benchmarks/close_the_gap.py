@@ -23,7 +23,6 @@ from brgm_pyro.models import learned_noise
 import brgm_pyro as bp
 from brgm_pyro import baselines, evaluation
 from brgm_pyro.card import PriorCard
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.fmnist import FMNISTEval
 from brgm_pyro.forward import Identity
 
@@ -85,9 +84,7 @@ def main() -> None:
 
     G = bp.load_generator(args.generator).requires_grad_(False)
     other = None if args.other_prior == "none" else bp.load_generator(args.other_prior).requires_grad_(False)
-    images, labels = load_fashion_mnist("val", pad_to=G.resolution)
-    truth, labels = images[: args.images], labels[: args.images]
-    names = [f"{i:05d}" for i in range(args.images)]
+    truth, labels, names = evaluation.split_images("val", range(args.images), G.resolution)
     evaluator = FMNISTEval()
     for task in args.tasks.split(","):
         setting = TASKS[task](G.resolution)

@@ -31,7 +31,6 @@ from brgm_pyro.models import unknown_blur
 import brgm_pyro as bp
 from brgm_pyro import evaluation, io
 from brgm_pyro.card import PriorCard
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.fmnist import FMNISTEval
 from brgm_pyro.forward import Downsample
 
@@ -85,9 +84,7 @@ def main() -> None:
     args = parser.parse_args()
 
     G = bp.load_generator(args.generator).requires_grad_(False)
-    images, labels = load_fashion_mnist(args.split, pad_to=G.resolution)
-    truth, labels = images[: args.images], labels[: args.images]
-    names = [f"{i:05d}" for i in range(args.images)]
+    truth, labels, names = evaluation.split_images(args.split, range(args.images), G.resolution)
     evaluator = FMNISTEval()
     summary = {}
     for width in (float(w) for w in args.widths.split(",")):

@@ -18,7 +18,6 @@ from pathlib import Path
 import brgm_pyro as bp
 from brgm_pyro import evaluation
 from brgm_pyro.card import PriorCard
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.fmnist import FMNISTEval
 
 SETTINGS = {
@@ -50,9 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     G = bp.load_generator(args.generator).requires_grad_(False)
-    images, labels = load_fashion_mnist("val", pad_to=G.resolution)
-    truth, labels = images[: args.images], labels[: args.images]
-    names = [f"{i:05d}" for i in range(args.images)]
+    truth, labels, names = evaluation.split_images("val", range(args.images), G.resolution)
     methods = rows(G, [int(k) for k in args.authors_steps.split(",")], [int(k) for k in args.card_steps.split(",")])
     evaluator = FMNISTEval()
     for task in args.tasks.split(","):

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from brgm_pyro import baselines, io, metrics
 from brgm_pyro.baselines.masks import MASK_KINDS, mask
+from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Blur, Compose, Downsample, Mask, Operator
 from brgm_pyro.reconstruct import data_consistency
@@ -51,6 +52,7 @@ __all__ = [
     "files_setting",
     "inpaint_setting",
     "markdown_table",
+    "split_images",
     "superres_setting",
 ]
 
@@ -120,6 +122,16 @@ def _option_text(value: Any) -> str:
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{value.__module__}.{value.__qualname__}"
     return repr(value)
+
+
+def split_images(split: str, indices: Sequence[int], size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The Fashion-MNIST images of ``split`` at ``indices`` padded to ``size``, their labels, and their
+    names in an evaluation's folders ("00042")."""
+    images, labels = load_fashion_mnist(split, pad_to=size)
+    indices = list(indices)
+    if max(indices) >= images.shape[0]:
+        raise InputError(f"The {split} split has {images.shape[0]} images; index {max(indices)} is out of range.")
+    return images[indices], labels[indices], [f"{index:05d}" for index in indices]
 
 
 def superres_setting(factor: int, kernel: str = "bicubic", blur: float | None = None, noise: float = 0.0) -> Setting:

@@ -122,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
     from brgm_pyro import evaluation
     from brgm_pyro.card import PriorCard
     from brgm_pyro.checkpoints import load_generator
-    from brgm_pyro.data import load_fashion_mnist
     from brgm_pyro.fmnist import FMNISTEval
 
     check_output_dir(args.out)
@@ -140,12 +139,8 @@ def run(args: argparse.Namespace) -> int:
     setting = _setting(args, G.resolution)
     truth = labels = image_names = None
     if setting.files is None:
-        images, all_labels = load_fashion_mnist(args.split, pad_to=G.resolution)
-        indices = args.indices or list(range(args.num_images))
-        if max(indices) >= images.shape[0]:
-            raise UsageError(f"The {args.split} split has {images.shape[0]} images; index {max(indices)} is out of range.")
-        truth, labels = images[indices], all_labels[indices]
-        image_names = [f"{index:05d}" for index in indices]
+        truth, labels, image_names = evaluation.split_images(args.split, args.indices or range(args.num_images),
+                                                             G.resolution)
     start = time.perf_counter()
     result = evaluation.evaluate(
         setting, methods, args.out, G, truth=truth, names=image_names, labels=labels, evaluator=FMNISTEval(),
