@@ -27,6 +27,8 @@ __all__ = ["Ranks", "launched_by_torchrun", "local_device", "process_group"]
 # Ranks finish their shares at different times and wait for each other at the end; a dead rank
 # makes torchrun stop the whole group, so a long wait here never hides a failure.
 GROUP_TIMEOUT = datetime.timedelta(days=1)
+# The key in the rendezvous store that counts the ranks done with the group (one group per torchrun launch).
+EXIT_KEY = "brgm-pyro/ranks-done"
 
 
 def launched_by_torchrun() -> bool:
@@ -94,7 +96,21 @@ def process_group(device: torch.device) -> Iterator[Ranks]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=GROUP_TIMEOUT)
+    ranks = Ranks(dist.get_rank(), dist.get_world_size())
     try:
-        yield Ranks(dist.get_rank(), dist.get_world_size())
+        yield ranks
+        _wait_for_every_rank(ranks)
     finally:
         dist.destroy_process_group()
+
+
+def _wait_for_every_rank(ranks: Ranks) -> None:
+    """Return once every rank has got here, counted in the rendezvous store rather than over the group's
+    own connections. A rank that returns from the group's last collective may still have a message of it
+    in flight to a peer; closing its connections then can abort the peer (gloo's barrier followed by
+    destruction, pytorch/gloo#155). Once every rank has returned from that collective, no message is in
+    flight and each can close. Only on success: a failed rank leaves at once and torchrun stops the others."""
+    store = dist.distributed_c10d._get_default_store()
+    if store.add(EXIT_KEY, 1) == ranks.world_size:
+        store.set(EXIT_KEY + "/all", b"1")
+    store.wait([EXIT_KEY + "/all"], GROUP_TIMEOUT)
