@@ -408,10 +408,10 @@ def calibrated_tables(report: dict) -> str:
                          + " | ".join(f"{v['cover'][str(p)]:.3f}" for p in LEVELS)
                          + f" | {v['median_width90']:.3f} / {v['mean_width90']:.3f} | {v['constant_cover90']:.3f}, "
                          f"{v['constant_median_width90']:.3f} / {v['constant_mean_width90']:.3f} |")
-    lines += ["", "| task | method | lambda 90% unpinned / pinned | " + " | ".join(f"image {p}" for p in IMAGE_LEVELS)
+    lines += ["", "| task | method | lambda 90% per cell of the mean, unpinned ; pinned | " + " | ".join(f"image {p}" for p in IMAGE_LEVELS)
               + " |", "|" + "---|" * (3 + len(IMAGE_LEVELS))]
     for (task, method), r in report.items():
-        scales = " / ".join(f"{v:.2f}" for v in r["scales90"].values())
+        scales = " ; ".join(", ".join(f"{v:.2f}" for v in cells) for cells in r["scales90"].values())
         lines.append(f"| {task} | {method} | {scales} | "
                      + " | ".join(f"{r['image_level'][str(p)]:.2f}" for p in IMAGE_LEVELS) + " |")
     return "\n".join(lines)

@@ -99,9 +99,9 @@ def calibrate(
             )
         task = family
         path = folder / f"{index:05d}-{_key(x, f_i, prior, noise, num_samples, options)}.pt" if folder else None
-        if path is not None and path.exists():
-            saved = torch.load(path)
-            scores.append(ImageScores(saved["pixels"], saved["image"]))
+        saved = torch.load(path) if path is not None and path.exists() else {}
+        if "means" in saved:  # scores saved before the cells of the mean existed are sampled again
+            scores.append(ImageScores(saved["pixels"], saved["image"], saved["means"]))
             settings = saved["settings"]
             continue
         clean = f_i(x)
@@ -114,7 +114,7 @@ def calibrate(
         settings = post.settings
         if path is not None:
             with atomic_path(path) as tmp:
-                torch.save({"pixels": score.pixels, "image": score.image, "settings": settings}, tmp)
+                torch.save({"pixels": score.pixels, "image": score.image, "means": score.means, "settings": settings}, tmp)
     if task is None:
         raise InputError("A calibration needs at least one validation image; give the images to calibrate on.")
     return fit(scores, task, prior, settings, num_samples, data=data)

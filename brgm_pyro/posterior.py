@@ -275,8 +275,9 @@ class Posterior:
                 "note": self.calibration_note,
                 "calibration": None if self.calibration is None else {
                     "images": self.calibration.images, "data": self.calibration.data,
-                    "lambda_90": {region: scales[0.9] if math.isfinite(scales.get(0.9, math.inf)) else None
-                                  for region, scales in self.calibration.scales.items()},
+                    "lambda_90": {region: [v if math.isfinite(v) else None for v in scales[0.9]] if 0.9 in scales
+                                  else None for region, scales in self.calibration.scales.items()},
+                    "cell_edges": {region: list(v) for region, v in self.calibration.edges.items()},
                 },
             },
             "images": images,

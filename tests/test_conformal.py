@@ -40,8 +40,11 @@ def test_calibration_reaches_nominal_coverage_where_the_posterior_is_too_narrow_
     exchangeable images."""
     draws, truths = too_narrow_posterior(60, 64, truth_factor=2.0, seed=0)
     calibration = conformal.fit(scores_of(draws, truths), task="inpaint", prior="p", settings={}, num_samples=32)
-    assert calibration.scale("unpinned", 0.9) == pytest.approx(2 * 1.645, rel=0.1)
-    assert calibration.scales["pinned"][0.9] == math.inf  # no pinned pixel to calibrate on
+    assert len(calibration.scale("unpinned", 0.9)) == conformal.CELLS
+    # The corrected risk for 60 images is (61 * 0.1 - 1) / 60 = 0.085: lambda = 2 z(1 - 0.085 / 2) = 2 * 1.72,
+    # a little wider again for a std estimated from 32 draws.
+    assert all(v == pytest.approx(2 * 1.72, rel=0.08) for v in calibration.scale("unpinned", 0.9))
+    assert calibration.scales["pinned"][0.9] == (math.inf,)  # no pinned pixel to calibrate on: one cell
     new_draws, new_truths = too_narrow_posterior(300, 64, truth_factor=2.0, seed=1)
     raw = [((d.quantile(0.05, 0) <= t) & (t <= d.quantile(0.95, 0))).float().mean() for d, t in zip(new_draws, new_truths)]
     assert float(torch.stack(raw).mean()) < 0.65
@@ -95,7 +98,8 @@ def test_the_record_round_trips_through_json_and_says_where_it_does_not_hold():
                 "map_schedule": {"steps": 150, "lr": 0.1, "betas": (0.9, 0.999)}, "seed": 3}
     calibration = conformal.fit(scores_of(draws, truths), "superres-x4", "abc", settings, 16, data="20 images")
     again = Calibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
-    assert again == calibration and again.scales["pinned"][0.5] == math.inf
+    assert again == calibration and again.scales["pinned"][0.5] == (math.inf,)
+    assert len(again.edges["unpinned"]) == conformal.CELLS - 1
     assert calibration.check("superres-x4", "abc", settings, 16) is None
     assert calibration.check("superres-x4", "abc", {**settings, "seed": 4}, 64) is None  # the seed is no setting
     assert "task superres-x4" in calibration.check("inpaint", "abc", settings, 16)
@@ -103,6 +107,54 @@ def test_the_record_round_trips_through_json_and_says_where_it_does_not_hold():
     other_guide = {**settings, "inference": {"guide": "normal", "steps": 300}}
     assert "guide 'laplace' instead of 'normal'" in calibration.check("superres-x4", "abc", other_guide, 16)
     assert "at least 16 draws" in calibration.check("superres-x4", "abc", settings, 8)
+
+
+def two_kinds_of_image(images: int, background: float, seed: int):
+    """Draws and truths of images whose pixels are of two kinds, told apart by the posterior mean: background
+    (mean 0.05, truth spread as the posterior says) and object (mean 0.6, truth spread 3 times wider).
+    ``background`` is the fraction of background pixels, as a free-form hole (much background) against a box
+    hole on the garment (little)."""
+    gen = torch.Generator().manual_seed(seed)
+    pixels = 200
+    is_background = torch.rand(images, 1, 1, pixels, generator=gen) < background
+    std = 0.01 + 0.02 * torch.rand(images, 1, 1, pixels, generator=gen)
+    mean = torch.where(is_background, 0.05, 0.6)
+    draws = mean[:, None] + std[:, None] * torch.randn(images, 32, 1, 1, pixels, generator=gen)
+    spread = torch.where(is_background, 1.0, 3.0)
+    truths = mean + spread * std * torch.randn(images, 1, 1, pixels, generator=gen)
+    return draws, truths
+
+
+def test_cells_of_the_mean_hold_the_level_in_each_kind_of_image_where_one_multiplier_cannot():
+    """Calibrated on a mix of mostly-background and mostly-object images (as free-form and box holes are), one
+    multiplier per region over-covers the first kind and under-covers the second; with cells of the posterior
+    mean each kind gets its level."""
+    mostly_background, mostly_object = two_kinds_of_image(40, 0.8, 0), two_kinds_of_image(40, 0.2, 1)
+    mixed = scores_of(mostly_background[0], mostly_background[1]) + scores_of(mostly_object[0], mostly_object[1])
+    one = conformal.fit(mixed, "inpaint", "p", {}, 32, cells=1)
+    celled = conformal.fit(mixed, "inpaint", "p", {}, 32)
+    assert one.edges == {} and len(celled.edges["unpinned"]) == conformal.CELLS - 1
+    low, _, high = celled.scale("unpinned", 0.9)
+    assert high > 2 * low  # the object's multiplier is the wider one
+    tests = [two_kinds_of_image(200, 0.8, 2), two_kinds_of_image(200, 0.2, 3)]
+    covered_one = [calibrated_coverage(one, d, t, 0.9) for d, t in tests]
+    covered_celled = [calibrated_coverage(celled, d, t, 0.9) for d, t in tests]
+    # One multiplier: about 0.8 + 0.2 * 0.835 = 0.97 against 0.2 + 0.8 * 0.835 = 0.87 (P(|Z| < 4.2 / 3) = 0.835).
+    assert covered_one[1] < 0.88 and covered_one[0] - covered_one[1] > 0.07
+    # Cells: the gap at most half as wide, and neither kind short of its level by more than rounding of the cells
+    # (the middle tercile holds pixels of both kinds).
+    assert abs(covered_celled[0] - covered_celled[1]) < 0.5 * (covered_one[0] - covered_one[1]), covered_celled
+    assert min(covered_celled) >= 0.88, covered_celled
+
+
+def test_a_record_of_one_multiplier_per_region_reads_as_one_cell_and_a_mismatched_one_is_refused():
+    draws, truths = too_narrow_posterior(20, 8, truth_factor=1.0, seed=7)
+    record = conformal.fit(scores_of(draws, truths), "inpaint", "p", {}, 32, cells=1).to_dict()
+    record["scales"] = {region: {p: cells[0] for p, cells in by_level.items()} for region, by_level in record["scales"].items()}
+    assert Calibration.from_dict(record).scale("unpinned", 0.9) == (record["scales"]["unpinned"]["0.9"],)
+    record["edges"] = {"unpinned": [0.5]}
+    with pytest.raises(ValueError, match="not a calibration record .*multipliers do not match its 1 cell edges"):
+        Calibration.from_dict(record)
 
 
 def test_bad_inputs_get_one_sentence():

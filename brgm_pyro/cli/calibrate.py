@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     def shown(value: float) -> str:
         return "unreachable" if math.isinf(value) else f"{value:.2f}"
 
-    scales = ", ".join(f"{region} {shown(calibration.scales[region][0.9])}" for region in calibration.scales)
+    scales = ", ".join(f"{region} {' / '.join(shown(v) for v in calibration.scales[region][0.9])}"
+                       for region in calibration.scales)
     print(f"brgm: calibrated {calibration.task} on {calibration.images} images (90%: lambda {scales}; "
           f"image-level q {shown(calibration.image_scales[0.9])}) and wrote it to {out}; use it with "
           f"`brgm sample ... --calibration {out}` (brgm-pyro {bp.__version__}).")
