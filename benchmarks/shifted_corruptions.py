@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--posterior", action="store_true", help="also the posterior mean of the unknown-blur model")
     parser.add_argument("--competitors", default="supervised", help="'' to leave the supervised network out")
     parser.add_argument("--steps", type=int, default=None, help="MAP and SVI steps of the BRGM rows (default: the card's)")
+    parser.add_argument("--rows", default="", help="comma-separated labels of the rows to run (default: all); "
+                        "the other rows' outputs already in --out are kept and tabled")
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("runs/shifted"))
     parser.add_argument("--quiet", action="store_true")
@@ -90,7 +92,8 @@ def main() -> None:
     for width in (float(w) for w in args.widths.split(",")):
         setting = evaluation.superres_setting(FACTOR, "box", blur=width, noise=NOISE)
         methods = [m for m in rows(G, args.prior_sigma, args.prior_spread, args.posterior, args.steps)
-                   if m.name != "supervised" or "supervised" in args.competitors.split(",")]
+                   if (m.name != "supervised" or "supervised" in args.competitors.split(","))
+                   and (not args.rows or m.name in args.rows.split(","))]
         out = args.out / f"blur-{width:g}"
         result = evaluation.evaluate(setting, methods, out, G, truth=truth, names=names, labels=labels,
                                      evaluator=evaluator, batch_size=args.batch_size, progress=not args.quiet)
