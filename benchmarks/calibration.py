@@ -365,11 +365,15 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
     median width of constant-width intervals calibrated on the same images (module notes)."""
     per_region = {r: {"cover": {p: [] for p in CURVE_LEVELS}, "width90": [], "constant90": [], "constant_cover90": []}
                   for r in REGIONS}
-    image_covered = []
+    image_covered, pooled_half, pooled_error = [], [], []
     for record in records:
         samples, truth, unpinned = record["samples"], record["truth"], record["unpinned"].bool()
         centre, std = samples.mean(0), samples.std(0)
         bounds = {p: calibration.interval(centre, std, unpinned, p) for p in CURVE_LEVELS}
+        hole = region_masks(record)["unpinned"]
+        if hole is not None:  # the calibrated 90% interval's width (lambda(cell) s, clipped): the map a user is shown
+            pooled_half.append((bounds[0.9][1] - bounds[0.9][0])[hole])
+            pooled_error.append((centre - truth).abs()[hole])
         flat = constant.interval(centre, torch.ones_like(std), unpinned, 0.9)
         for region, mask in region_masks(record).items():
             if mask is None:
@@ -395,6 +399,9 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
             }
     out["image_level"] = {str(p): average([float(c[k]) for c in image_covered]) for k, p in enumerate(IMAGE_LEVELS)}
     out["scales90"] = {region: calibration.scales[region][0.9] for region in conformal.REGIONS}
+    widths = torch.cat(pooled_half) if pooled_half else torch.zeros(0)
+    if widths.unique().numel() > 1:  # not when every interval is [0, 1] (a level out of the calibration's reach)
+        out["spearman_unpinned"] = spearman_std_error(widths, torch.cat(pooled_error))
     return out
 
 
@@ -408,11 +415,11 @@ def calibrated_tables(report: dict) -> str:
                          + " | ".join(f"{v['cover'][str(p)]:.3f}" for p in LEVELS)
                          + f" | {v['median_width90']:.3f} / {v['mean_width90']:.3f} | {v['constant_cover90']:.3f}, "
                          f"{v['constant_median_width90']:.3f} / {v['constant_mean_width90']:.3f} |")
-    lines += ["", "| task | method | lambda 90% per cell of the mean, unpinned ; pinned | " + " | ".join(f"image {p}" for p in IMAGE_LEVELS)
-              + " |", "|" + "---|" * (3 + len(IMAGE_LEVELS))]
+    lines += ["", "| task | method | Spearman calibrated width vs error (unpinned) | lambda 90% per cell of the mean, unpinned ; pinned | " + " | ".join(f"image {p}" for p in IMAGE_LEVELS)
+              + " |", "|" + "---|" * (4 + len(IMAGE_LEVELS))]
     for (task, method), r in report.items():
         scales = " ; ".join(", ".join(f"{v:.2f}" for v in cells) for cells in r["scales90"].values())
-        lines.append(f"| {task} | {method} | {scales} | "
+        lines.append(f"| {task} | {method} | {r.get('spearman_unpinned', float('nan')):.3f} | {scales} | "
                      + " | ".join(f"{r['image_level'][str(p)]:.2f}" for p in IMAGE_LEVELS) + " |")
     return "\n".join(lines)
 
