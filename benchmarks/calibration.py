@@ -115,6 +115,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration"), help="folder of results.jsonl and draws/")
     parser.add_argument("--report-only", action="store_true", help="report what OUT holds, sample nothing")
+    parser.add_argument("--cells", type=int, default=conformal.CELLS,
+                        help="cells of the posterior mean per region kind in the calibration (1: one multiplier per region)")
     parser.add_argument("--calibrate-on", default=None, metavar="FIRST:COUNT",
                         help="also report intervals calibrated on the validation images FIRST.. recorded in OUT")
     parser.add_argument("--save-calibration", type=Path, default=None, metavar="FILE.json",
@@ -344,7 +346,8 @@ def family(task: str) -> str:
     return "inpaint" if task.startswith("inpaint") else task
 
 
-def fit_calibrations(records: list[dict], prior: str) -> tuple[conformal.Calibration, conformal.Calibration]:
+def fit_calibrations(records: list[dict], prior: str, cells: int = conformal.CELLS
+                     ) -> tuple[conformal.Calibration, conformal.Calibration]:
     """The calibration of the std-scaled intervals, as ``brgm calibrate`` fits it on these posteriors (for
     the prior's fingerprint and the settings the posteriors recorded), and that of constant-width ones."""
     tasks = sorted({r["task"] for r in records}, key=lambda t: TASKS.index(t) if t in TASKS else len(TASKS))
@@ -355,7 +358,7 @@ def fit_calibrations(records: list[dict], prior: str) -> tuple[conformal.Calibra
     for scale in (None, torch.ones(())):
         scores = [conformal.image_scores(r["samples"], r["truth"], r["unpinned"], scale) for r in records]
         fitted.append(conformal.fit(scores, family(records[0]["task"]), prior, records[0]["settings"],
-                                    records[0]["samples"].shape[0], data=data))
+                                    records[0]["samples"].shape[0], data=data, cells=cells))
     return fitted[0], fitted[1]
 
 
@@ -366,6 +369,8 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
     per_region = {r: {"cover": {p: [] for p in CURVE_LEVELS}, "width90": [], "constant90": [], "constant_cover90": []}
                   for r in REGIONS}
     image_covered, pooled_half, pooled_error = [], [], []
+    cells = len(calibration.edges.get("unpinned", ())) + 1
+    by_cell = {"scores": [[] for _ in range(cells)], "inside": [[] for _ in range(cells)]}
     for record in records:
         samples, truth, unpinned = record["samples"], record["truth"], record["unpinned"].bool()
         centre, std = samples.mean(0), samples.std(0)
@@ -374,6 +379,13 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
         if hole is not None:  # the calibrated 90% interval's width (lambda(cell) s, clipped): the map a user is shown
             pooled_half.append((bounds[0.9][1] - bounds[0.9][0])[hole])
             pooled_error.append((centre - truth).abs()[hole])
+            # Per cell of the mean (unpinned): |x - m| / s and whether the calibrated 90% interval holds x.
+            cell = torch.bucketize(centre, torch.tensor(calibration.edges.get("unpinned", ()), dtype=centre.dtype))
+            inside = (bounds[0.9][0] <= truth) & (truth <= bounds[0.9][1])
+            for k in range(cells):
+                where = hole & (cell == k)
+                by_cell["scores"][k].append(((truth - centre).abs() / std.clamp_min(1e-12))[where])
+                by_cell["inside"][k].append(inside[where])
         flat = constant.interval(centre, torch.ones_like(std), unpinned, 0.9)
         for region, mask in region_masks(record).items():
             if mask is None:
@@ -399,6 +411,12 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
             }
     out["image_level"] = {str(p): average([float(c[k]) for c in image_covered]) for k, p in enumerate(IMAGE_LEVELS)}
     out["scales90"] = {region: calibration.scales[region][0.9] for region in conformal.REGIONS}
+    total = sum(torch.cat(v).numel() for v in by_cell["scores"]) if pooled_half else 0
+    out["cells"] = [
+        {"share": torch.cat(scores).numel() / total, "q90_score": float(torch.cat(scores).quantile(0.9)),
+         "cover90": float(torch.cat(inside).float().mean())}
+        for scores, inside in zip(by_cell["scores"], by_cell["inside"], strict=True) if torch.cat(scores).numel()
+    ] if total else []
     widths = torch.cat(pooled_half) if pooled_half else torch.zeros(0)
     if widths.unique().numel() > 1:  # not when every interval is [0, 1] (a level out of the calibration's reach)
         out["spearman_unpinned"] = spearman_std_error(widths, torch.cat(pooled_error))
@@ -421,6 +439,11 @@ def calibrated_tables(report: dict) -> str:
         scales = " ; ".join(", ".join(f"{v:.2f}" for v in cells) for cells in r["scales90"].values())
         lines.append(f"| {task} | {method} | {r.get('spearman_unpinned', float('nan')):.3f} | {scales} | "
                      + " | ".join(f"{r['image_level'][str(p)]:.2f}" for p in IMAGE_LEVELS) + " |")
+    lines += ["", "| task | method | unpinned pixels per cell of the mean (lowest first): share, 90% quantile of "
+              "abs(x - m) / s, calibrated 90% coverage |", "|---|---|---|"]
+    for (task, method), r in report.items():
+        cells = "; ".join(f"{c['share']:.2f}, {c['q90_score']:.2f}, {c['cover90']:.3f}" for c in r.get("cells", []))
+        lines.append(f"| {task} | {method} | {cells} |")
     return "\n".join(lines)
 
 
@@ -503,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict:
         fitted = {}
         for (task, method), records in val.items():
             fitted.setdefault((family(task), method), []).extend(records)
-        fitted = {key: fit_calibrations(pool, prior) for key, pool in fitted.items()}
+        fitted = {key: fit_calibrations(pool, prior, args.cells) for key, pool in fitted.items()}
         calibrated = {(task, method): evaluate_calibrated(groups[(task, method)], *fitted[(family(task), method)])
                       for task, method in report if (family(task), method) in fitted}
         print("\nCalibrated on validation images " + args.calibrate_on + " (per task family):\n"
