@@ -231,10 +231,10 @@ def test_supervised_names_the_mismatch_and_runs_when_allowed(tiny_weights):
 SHIPPED = [task for task in TASKS if weights_path(task).is_file()]
 
 
-def test_the_package_ships_the_x4_x8_and_inpainting_networks():
+def test_the_package_ships_the_x2_x4_x8_and_inpainting_networks():
     """The networks the comparison (docs/results/comparison.md) uses are package data; the others
     raise MissingWeightsError with the training command."""
-    assert {"sr-x4", "sr-x8", "inpaint"} <= set(SHIPPED)
+    assert {"sr-x2", "sr-x4", "sr-x8", "inpaint"} <= set(SHIPPED)
     for task in set(TASKS) - set(SHIPPED):
         f = Downsample(TASKS[task], "bicubic")
         with pytest.raises(MissingWeightsError, match="train it with `python scripts/train_baselines.py"):
