@@ -380,7 +380,7 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
             pooled_half.append((bounds[0.9][1] - bounds[0.9][0])[hole])
             pooled_error.append((centre - truth).abs()[hole])
             # Per cell of the mean (unpinned): |x - m| / s and whether the calibrated 90% interval holds x.
-            cell = torch.bucketize(centre, torch.tensor(calibration.edges.get("unpinned", ()), dtype=centre.dtype))
+            cell = calibration.cell(centre, "unpinned")
             inside = (bounds[0.9][0] <= truth) & (truth <= bounds[0.9][1])
             for k in range(cells):
                 where = hole & (cell == k)

@@ -254,6 +254,10 @@ class Calibration:
         """lambda of ``region`` ("unpinned" or "pinned") at ``level``, one per cell of the posterior mean."""
         return self.scales[region][self._check_level(level)]
 
+    def cell(self, mean: torch.Tensor, region: str) -> torch.Tensor:
+        """The cell of the posterior mean each pixel of ``mean`` falls in for ``region`` (0 with one cell)."""
+        return torch.bucketize(mean, torch.tensor(self.edges.get(region, ()), dtype=mean.dtype, device=mean.device))
+
     def multiplier(self, mean: torch.Tensor, unpinned: torch.Tensor, level: float) -> torch.Tensor:
         """lambda_p of every pixel, of mean's shape: by its region kind and the cell its posterior mean is in."""
         level = self._check_level(level)
@@ -261,8 +265,7 @@ class Calibration:
         out = torch.empty_like(mean)
         for region, where in (("unpinned", unpinned), ("pinned", ~unpinned)):
             values = torch.tensor(self.scales[region][level], dtype=mean.dtype, device=mean.device)
-            edges = torch.tensor(self.edges.get(region, ()), dtype=mean.dtype, device=mean.device)
-            out = torch.where(where, values[torch.bucketize(mean, edges)], out)
+            out = torch.where(where, values[self.cell(mean, region)], out)
         return out
 
     def interval(
