@@ -375,17 +375,17 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
         samples, truth, unpinned = record["samples"], record["truth"], record["unpinned"].bool()
         centre, std = samples.mean(0), samples.std(0)
         bounds = {p: calibration.interval(centre, std, unpinned, p) for p in CURVE_LEVELS}
+        scores = conformal.image_scores(samples, truth, unpinned)
         hole = region_masks(record)["unpinned"]
         if hole is not None:  # the calibrated 90% interval's width (lambda(cell) s, clipped): the map a user is shown
             pooled_half.append((bounds[0.9][1] - bounds[0.9][0])[hole])
             pooled_error.append((centre - truth).abs()[hole])
             # Per cell of the mean (unpinned): |x - m| / s and whether the calibrated 90% interval holds x.
-            cell = calibration.cell(centre, "unpinned")
-            inside = (bounds[0.9][0] <= truth) & (truth <= bounds[0.9][1])
+            cell = calibration.cell(scores.means["unpinned"], "unpinned")
+            inside = ((bounds[0.9][0] <= truth) & (truth <= bounds[0.9][1]))[hole]
             for k in range(cells):
-                where = hole & (cell == k)
-                by_cell["scores"][k].append(((truth - centre).abs() / std.clamp_min(1e-12))[where])
-                by_cell["inside"][k].append(inside[where])
+                by_cell["scores"][k].append(scores.pixels["unpinned"][cell == k])
+                by_cell["inside"][k].append(inside[cell == k])
         flat = constant.interval(centre, torch.ones_like(std), unpinned, 0.9)
         for region, mask in region_masks(record).items():
             if mask is None:
@@ -396,8 +396,7 @@ def evaluate_calibrated(records: list[dict], calibration: conformal.Calibration,
             store["width90"].append((bounds[0.9][1] - bounds[0.9][0])[mask])
             store["constant90"].append((flat[1] - flat[0])[mask])
             store["constant_cover90"].append(float(((flat[0] <= truth) & (truth <= flat[1]))[mask].float().mean()))
-        score = conformal.image_scores(samples, truth, unpinned).image
-        image_covered.append([score <= calibration.image_scales[p] for p in IMAGE_LEVELS])
+        image_covered.append([scores.image <= calibration.image_scales[p] for p in IMAGE_LEVELS])
     out: dict = {"calibration_images": calibration.images, "regions": {}}
     for region, store in per_region.items():
         if store["width90"]:
