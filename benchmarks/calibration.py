@@ -7,7 +7,7 @@ are skipped). The report pools every recorded image of the requested split, task
 settings. Per task and method it gives:
 
 * pixel coverage at 50/80/90/95% in three regions: all pixels, the **unpinned** pixels (those the
-  data cannot pin: leverage of f below 1/2, ``brgm_pyro.leverage``; the hole of an inpainting and
+  data cannot pin: leverage of f below 1/2, ``brgm_pyro.uncertainty.leverage``; the hole of an inpainting and
   every pixel of a super-resolution) and the pinned ones (the observed pixels of an inpainting).
   Two readings of coverage: ``interval`` is the fraction of true pixels inside ``post.interval(p)``
   as the product computes it from the S draws; ``rank`` is the fraction whose randomised rank among
@@ -31,7 +31,7 @@ model is exactly right, so any miscalibration there is the inference's.
         --tasks superres-x4,superres-x8,inpaint-box,inpaint-free --methods svi-laplace --figure runs/reliability.png
     python benchmarks/calibration.py --data test --num-images 50 --out runs/calibration --report-only ...
 
-With ``--calibrate-on FIRST:COUNT`` the report adds the intervals calibrated (``brgm_pyro.conformal``)
+With ``--calibrate-on FIRST:COUNT`` the report adds the intervals calibrated (``brgm_pyro.uncertainty.conformal``)
 per task family on the validation images FIRST.. recorded in OUT with the same settings, against
 constant-width intervals calibrated alike; ``--save-calibration CARD.json`` also stores each family's
 calibration in a prior's card (or a new file), as ``brgm calibrate`` would from the same posteriors.
@@ -46,14 +46,11 @@ import sys
 from pathlib import Path
 
 import torch
-from brgm_pyro.inference.map import MAPSchedule
-from brgm_pyro.models.variants import available_models
 
 import brgm_pyro as bp
-from brgm_pyro import conformal
 from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.io import atomic_path
-from brgm_pyro.leverage import unpinned_pixels
 from brgm_pyro.metrics import (
     credible_interval,
     image_level_coverage,
@@ -62,8 +59,11 @@ from brgm_pyro.metrics import (
     psnr,
     spearman_std_error,
 )
+from brgm_pyro.models.variants import available_models
 from brgm_pyro.sampling import DEFAULT_MODEL, sample_posterior
 from brgm_pyro.stylegan2 import to_unit
+from brgm_pyro.uncertainty import conformal
+from brgm_pyro.uncertainty.leverage import unpinned_pixels
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 CURVE_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--perceptual", default="auto", help="auto, none or a registered name")
     parser.add_argument("--sigma-reach", default="auto",
-                        help="prior reach residual (brgm_pyro.discrepancy): auto (the card's), none, or a number")
+                        help="prior reach residual (brgm_pyro.uncertainty.discrepancy): auto (the card's), none, or a number")
     parser.add_argument("--num-samples", type=int, default=32, help="SVI draws, or kept draws per MCMC chain")
     parser.add_argument("--map-steps", type=int, default=None, help="default: the prior card's")
     parser.add_argument("--svi-steps", type=int, default=None)
@@ -171,7 +171,7 @@ def truth_image(args: argparse.Namespace, G: torch.nn.Module, index: int) -> tor
         w = G.w_avg.cpu() + G.w_std.cpu() * torch.randn(1, G.num_ws, G.w_dim, generator=gen)
         with torch.no_grad():
             return to_unit(G.synthesis(w.to(G.w_avg.device)), clamp=True).cpu()
-    from brgm_pyro.data import load_fashion_mnist
+    from brgm_pyro.fmnist.data import load_fashion_mnist
 
     images, _ = load_fashion_mnist(args.data, pad_to=G.resolution)
     return images[index : index + 1]

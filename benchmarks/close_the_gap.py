@@ -18,13 +18,12 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from brgm_pyro.models import learned_noise
-
 import brgm_pyro as bp
 from brgm_pyro import baselines, evaluation
 from brgm_pyro.card import PriorCard
 from brgm_pyro.fmnist import FMNISTEval
 from brgm_pyro.forward import Identity
+from brgm_pyro.models import learned_noise
 
 TASKS = {
     "superres-x8": lambda size: evaluation.superres_setting(8),

@@ -21,7 +21,7 @@ import torch
 from tune_defaults import evaluate
 
 import brgm_pyro as bp
-from brgm_pyro.data import load_fashion_mnist
+from brgm_pyro.fmnist.data import load_fashion_mnist
 from brgm_pyro.fmnist.evaluator import FMNISTEval, class_histogram, fid
 
 SETTING = {"sigma_pixel": 0.02, "sigma_percept": 0.3, "kappa": 0.5, "lr": 0.1}

@@ -30,7 +30,7 @@ import torch
 
 import brgm_pyro as bp
 from brgm_pyro import io
-from brgm_pyro.manifest import read_manifest
+from brgm_pyro.dataset.manifest import read_manifest
 
 FACTOR = 4
 

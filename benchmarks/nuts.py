@@ -29,10 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from brgm_pyro.models.variants import get_model
 
 import brgm_pyro as bp
-from brgm_pyro.data import load_fashion_mnist
+from brgm_pyro.fmnist.data import load_fashion_mnist
+from brgm_pyro.models.variants import get_model
 from brgm_pyro.problem import prepare_problem
 
 

@@ -22,11 +22,11 @@ import statistics
 import time
 
 import torch
-from brgm_pyro.inference.laplace import dense_hessian, initialize_at
-from brgm_pyro.models.variants import get_model
 
 import brgm_pyro as bp
-from brgm_pyro.data import load_fashion_mnist
+from brgm_pyro.fmnist.data import load_fashion_mnist
+from brgm_pyro.inference.laplace import dense_hessian, initialize_at
+from brgm_pyro.models.variants import get_model
 from brgm_pyro.problem import frozen, prepare_problem
 from brgm_pyro.sampling import sample_posterior
 

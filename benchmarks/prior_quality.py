@@ -5,7 +5,7 @@
 * The class histogram of the samples as ``fmnist-eval`` sees them (mode collapse shows here).
 * Coverage: MAP inversion with f = identity on validation images (median PSNR), since a prior that
   cannot reach an image cannot restore it, and the RMS of the residual x - G(w*) over their pixels,
-  which ``scripts/ship_prior.py`` ships as the card's ``sigma_reach`` (``brgm_pyro.discrepancy``).
+  which ``scripts/ship_prior.py`` ships as the card's ``sigma_reach`` (``brgm_pyro.uncertainty.discrepancy``).
 * A grid of 64 uncurated samples (``--grid``).
 
     python benchmarks/prior_quality.py --generator fashion-mnist-32 [--samples 10000] [--invert 100]
@@ -19,7 +19,7 @@ import time
 
 import brgm_pyro as bp
 from brgm_pyro import io
-from brgm_pyro.data import CLASS_NAMES, load_fashion_mnist
+from brgm_pyro.fmnist.data import CLASS_NAMES, load_fashion_mnist
 from brgm_pyro.fmnist.evaluator import FMNISTEval, class_histogram, fid
 from brgm_pyro.metrics import psnr
 
@@ -59,7 +59,7 @@ def quality(generator: str, samples: int, invert: int, invert_steps: int, seed: 
             "p90_psnr": round(float(values.quantile(0.9)), 2),
             "first_image": INVERT_FIRST,
             # RMS of x - G(w*) over all pixels of all inverted images: the prior's reach residual,
-            # shipped as the card's sigma_reach (brgm_pyro.discrepancy).
+            # shipped as the card's sigma_reach (brgm_pyro.uncertainty.discrepancy).
             "residual_rms": round(float((rec.image - target).square().mean().sqrt()), 4),
             "seconds": round(time.perf_counter() - start, 1),
         }

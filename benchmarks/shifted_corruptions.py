@@ -26,13 +26,12 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from brgm_pyro.models import unknown_blur
-
 import brgm_pyro as bp
 from brgm_pyro import evaluation, io
 from brgm_pyro.card import PriorCard
 from brgm_pyro.fmnist import FMNISTEval
 from brgm_pyro.forward import Downsample
+from brgm_pyro.models import unknown_blur
 
 NOISE = 0.03
 FACTOR = 4

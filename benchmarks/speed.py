@@ -56,12 +56,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
-from brgm_pyro.models import brgm
 from torch.utils.flop_counter import FlopCounterMode
 
 import brgm_pyro as bp
 from brgm_pyro.demo import load_examples
+from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
+from brgm_pyro.models import brgm
 from brgm_pyro.perceptual import LPIPSVGG
 from brgm_pyro.problem import frozen, prepare_problem
 from brgm_pyro.stylegan2 import to_unit

@@ -20,8 +20,8 @@ import torch
 
 import brgm_pyro as bp
 from brgm_pyro import io
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.demo import evaluate_outputs
+from brgm_pyro.fmnist.data import load_fashion_mnist
 from brgm_pyro.fmnist.evaluator import FMNISTEval
 
 GRID = {

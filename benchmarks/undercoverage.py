@@ -32,8 +32,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from brgm_pyro.inference.map import MAPSchedule, run_map
-from brgm_pyro.models.variants import get_model
 from calibration import (
     TASKS,
     corruption,
@@ -47,8 +45,10 @@ from calibration import parse_args as calibration_args
 
 import brgm_pyro as bp
 from brgm_pyro.card import PriorCard
+from brgm_pyro.inference.map import MAPSchedule, run_map
 from brgm_pyro.io import atomic_path
 from brgm_pyro.metrics import probability_integral_transform
+from brgm_pyro.models.variants import get_model
 from brgm_pyro.problem import frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, data_consistency
 from brgm_pyro.sampling import resolve_model, sample_posterior

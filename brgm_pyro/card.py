@@ -12,7 +12,7 @@ checkpoint) gets the library's defaults:
     card.perceptual    the feature network of perceptual="auto" (None: the pixel likelihood alone)
     card.sigma_reach   std of the prior's reach residual per clean pixel, or None (no reach term)
     card.calibrations  task -> the interval calibration measured on its validation images
-                       (``brgm_pyro.conformal``; ``brgm calibrate`` writes them)
+                       (``brgm_pyro.uncertainty.conformal``; ``brgm calibrate`` writes them)
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 
 from torch import nn
 
-from brgm_pyro.conformal import Calibration, read_calibrations
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.uncertainty.conformal import Calibration, read_calibrations
 
 __all__ = ["PriorCard"]
 

@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from brgm_pyro import baselines, io, metrics
 from brgm_pyro.baselines.masks import MASK_KINDS, mask
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.errors import InputError
+from brgm_pyro.fmnist.data import load_fashion_mnist
 from brgm_pyro.forward import Blur, Compose, Downsample, Mask, Operator
 from brgm_pyro.reconstruct import data_consistency
 

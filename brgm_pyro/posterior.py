@@ -4,7 +4,7 @@
     post.generator_samples  the images G(w) of the same draws of w (the plausible reconstructions)
     post.mean, post.std   (B, C, H, W) per-pixel posterior mean and standard deviation
     post.interval(0.9)    per-pixel 90% interval (lower, upper): calibrated when the prior's card
-                          has a calibration for the task (``brgm_pyro.conformal``), else the
+                          has a calibration for the task (``brgm_pyro.uncertainty.conformal``), else the
                           posterior's own; ``calibrated=False`` always gives the posterior's own
     post.error_radius(0.9)  per image, the MSE from the mean within which the truth lies with 90%
     post.inference_data   ArviZ InferenceData: w summaries, a latent sigma_pixel, MCMC sample stats
@@ -30,7 +30,7 @@ from brgm_pyro.metrics import credible_interval, leave_one_out_mse, mse_ball_rad
 from brgm_pyro.reconstruct import ReconstructionResult
 
 if TYPE_CHECKING:
-    from brgm_pyro.conformal import Calibration
+    from brgm_pyro.uncertainty.conformal import Calibration
 
 __all__ = ["Posterior"]
 
@@ -70,7 +70,7 @@ class Posterior:
             ``samples`` when the reach term is off.
         sigma_reach: std of the reach residual per clean pixel, None when off.
         task: the task family (``conformal.task_family`` of f), None for other corruptions.
-        unpinned: True where the data cannot pin the clean pixel (``brgm_pyro.leverage``),
+        unpinned: True where the data cannot pin the clean pixel (``brgm_pyro.uncertainty.leverage``),
             (B, C, H, W) bool; None where it was not computed (no task family).
         calibration: the calibration ``interval`` and ``error_radius`` use by default, or None.
         calibration_note: one sentence saying which intervals these are and why.
@@ -146,7 +146,7 @@ class Posterior:
         calibration (``self.calibration``: the prior's card holds one for this task and posterior
         procedure), else the posterior's own; True insists on the calibrated one, False gives the
         posterior's own. The calibrated interval is mean -+ lambda std, with lambda measured on
-        validation images per region kind (``brgm_pyro.conformal``: what it guarantees and when).
+        validation images per region kind (``brgm_pyro.uncertainty.conformal``: what it guarantees and when).
         The posterior's own interval is central, between the draws' order statistics of ranks
         (1 -+ level) / 2 (S + 1) (``metrics.credible_interval``), so that the interval of a
         calibrated posterior holds the truth with probability ``level`` whatever the number of draws

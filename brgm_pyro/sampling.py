@@ -12,7 +12,7 @@ The posterior is the one of the model (``brgm.model`` or a variant, see
 images G(w) are deterministic functions of the draws of w, computed through ``pyro.infer.Predictive``
 in chunks so that memory stays bounded. When the prior's card gives ``sigma_reach`` (or the caller
 does), each draw's predictive image is G(w) plus the prior's reach residual conditioned on y
-(``brgm_pyro.discrepancy``): the posterior then also says where the prior itself cannot be
+(``brgm_pyro.uncertainty.discrepancy``): the posterior then also says where the prior itself cannot be
 trusted, and its credible intervals are about clean images rather than about G(w) alone.
 
 All images of one call share one posterior: with ``method="svi"`` and the "normal" guide that
@@ -39,19 +39,19 @@ import torch
 from pyro.infer import Predictive
 from torch import nn
 
-from brgm_pyro.conformal import Calibration, fingerprint, load_calibrations, task_family
-from brgm_pyro.discrepancy import check_linear, sample_reach_residual
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.forward import per_draw
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, choose_guide, draw_latents, run_svi
-from brgm_pyro.leverage import unpinned_pixels
 from brgm_pyro.models.brgm import BRGMParams, Collapsed
 from brgm_pyro.models.variants import check_model, get_model, model_name
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
+from brgm_pyro.uncertainty.conformal import Calibration, fingerprint, load_calibrations, task_family
+from brgm_pyro.uncertainty.discrepancy import check_linear, sample_reach_residual
+from brgm_pyro.uncertainty.leverage import unpinned_pixels
 
 __all__ = ["DEFAULT_MODEL", "METHODS", "attach_calibration", "posterior_model", "resolve_model", "sample_posterior"]
 
@@ -116,14 +116,14 @@ def sample_posterior(
             :class:`~brgm_pyro.inference.mcmc.MCMCSettings`; ``options`` override single fields,
             e.g. ``guide="normal"``, ``rank=32``, ``steps=1000`` (SVI) or ``num_chains=4``,
             ``warmup_steps=200``, ``max_tree_depth=8`` (MCMC).
-        sigma_reach: std of the prior's reach residual per clean pixel (``brgm_pyro.discrepancy``):
+        sigma_reach: std of the prior's reach residual per clean pixel (``brgm_pyro.uncertainty.discrepancy``):
             "auto" takes the prior card's ``sigma_reach`` (off for priors without one), None or 0
             turns the term off, a positive number sets it. Needs a linear f.
-        calibration: the calibration of the intervals (``brgm_pyro.conformal``) that
+        calibration: the calibration of the intervals (``brgm_pyro.uncertainty.conformal``) that
             ``post.interval`` and ``post.error_radius`` use by default: "auto" takes the prior card's
             for this task when it holds for this posterior (same prior, procedure and at least as many
             draws; otherwise the posterior's own intervals, and ``post.calibration_note`` says why),
-            None none, a :class:`~brgm_pyro.conformal.Calibration` or the path of a file written by
+            None none, a :class:`~brgm_pyro.uncertainty.conformal.Calibration` or the path of a file written by
             ``brgm calibrate`` one that must hold (else InputError).
         chunk_size: draws per Predictive call when computing the images.
         seed: seed of Pyro and torch for this run.
@@ -435,7 +435,7 @@ def add_reach(
     chunk_size: int,
     seed: int,
 ) -> torch.Tensor:
-    """G(w) + r for each draw, r ~ p(r | y, w) (``brgm_pyro.discrepancy``), clamped to [0, 1]: (S, B, C, H, W) on the CPU."""
+    """G(w) + r for each draw, r ~ p(r | y, w) (``brgm_pyro.uncertainty.discrepancy``), clamped to [0, 1]: (S, B, C, H, W) on the CPU."""
     num, batch = images.shape[:2]
     device = problem.y.device
     f = per_draw(problem.forward, batch)

@@ -39,15 +39,15 @@ from dataclasses import dataclass
 
 import pyro
 import torch
+from pyro.infer import HMC, MCMC, NUTS
+
+from brgm_pyro.errors import InputError
 from brgm_pyro.inference.laplace import (
     EIGEN_FLOOR,
     LaplaceWhitening,
     fits_dense_hessian,
     initialize_at,
 )
-from pyro.infer import HMC, MCMC, NUTS
-
-from brgm_pyro.errors import InputError
 
 __all__ = ["KERNELS", "PRECONDITIONERS", "MCMCRun", "MCMCSettings", "run_mcmc"]
 

@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 import pyro
 import pyro.distributions as dist
 import torch
-from brgm_pyro.inference.laplace import EIGEN_FLOOR, LaplaceWhitening, fits_dense_hessian, initialize_at
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoNormal
@@ -46,6 +45,7 @@ from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
 from brgm_pyro.errors import InputError
+from brgm_pyro.inference.laplace import EIGEN_FLOOR, LaplaceWhitening, fits_dense_hessian, initialize_at
 
 __all__ = ["GUIDES", "SVISettings", "WhitenedGuide", "choose_guide", "draw_latents", "make_guide", "run_svi"]
 

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from brgm_pyro.models.observation import observe_features, observe_pixels
 from torch import Tensor, nn
 
 from brgm_pyro.errors import InputError
+from brgm_pyro.models.observation import observe_features, observe_pixels
 from brgm_pyro.stylegan2 import to_unit
 
 __all__ = ["BRGMParams", "Collapsed", "PRESETS", "preset", "model", "colinearity"]
@@ -60,7 +60,7 @@ class BRGMParams:
         kappa: concentration of the von Mises prior on the angles between the L latents
             (kappa = 0 removes the colinearity factor; larger kappa pulls the w_i together).
         sigma_reach: standard deviation per clean pixel of the prior's reach residual, the part of
-            an image no G(w) produces (``brgm_pyro.discrepancy``; 0: none). The paper's model has no
+            an image no G(w) produces (``brgm_pyro.uncertainty.discrepancy``; 0: none). The paper's model has no
             such term and ignores it; the "reach" model puts it in the likelihood.
             ``sample_posterior`` sets it from its ``sigma_reach`` argument (the prior card's).
     """

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-from brgm_pyro.models.brgm import BRGMParams, colinearity
-from brgm_pyro.models.observation import observe
 from torch import Tensor, nn
 
+from brgm_pyro.models.brgm import BRGMParams, colinearity
+from brgm_pyro.models.observation import observe
 from brgm_pyro.stylegan2 import to_unit
 
 __all__ = ["DEGREES_OF_FREEDOM", "model"]

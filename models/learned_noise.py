@@ -35,11 +35,11 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from brgm_pyro.models.brgm import BRGMParams, Collapsed, colinearity
-from brgm_pyro.models.observation import observe, observe_features
 from pyro.distributions.transforms import PowerTransform
 from torch import Tensor, nn
 
+from brgm_pyro.models.brgm import BRGMParams, Collapsed, colinearity
+from brgm_pyro.models.observation import observe, observe_features
 from brgm_pyro.stylegan2 import to_unit
 
 __all__ = ["NOISE_PRIOR_DOF", "collapsed", "collapsed_model", "draw_sigma_pixel", "model", "noise_and_image", "noise_prior"]

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-from brgm_pyro.models.brgm import BRGMParams
-from brgm_pyro.models.observation import observe
 from torch import Tensor, nn
 
+from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.models.observation import observe
 from brgm_pyro.stylegan2 import to_unit
 
 __all__ = ["model"]

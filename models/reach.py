@@ -3,7 +3,7 @@
     sigma_pixel^2 ~ Scaled-Inv-chi^2(nu_0, sigma_0^2)            unknown noise level, as in ``learned_noise``
     w_{l,d}       ~ Normal(w_avg_d, w_std^2)
     factor          kappa * sum_{i<j} cos(w_i, w_j)
-    x             = G(w) + r,   r ~ Normal(0, sigma_reach^2 I)    the prior's reach (``brgm_pyro.discrepancy``)
+    x             = G(w) + r,   r ~ Normal(0, sigma_reach^2 I)    the prior's reach (``brgm_pyro.uncertainty.discrepancy``)
     y             ~ Normal(f(x), sigma_pixel^2)                   on observed pixels
     phi(y)        ~ Normal(phi(f(G(w))), sigma_percept^2)
 
@@ -21,13 +21,13 @@ is that of one joint model. ``params.sigma_reach`` is the prior card's (``sample
 from __future__ import annotations
 
 import pyro
+from torch import Tensor, nn
+
+from brgm_pyro.errors import InputError
 from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.models.learned_noise import noise_and_image
 from brgm_pyro.models.observation import observe_features
-from torch import Tensor, nn
-
-from brgm_pyro.discrepancy import reach_log_likelihood
-from brgm_pyro.errors import InputError
+from brgm_pyro.uncertainty.discrepancy import reach_log_likelihood
 
 __all__ = ["model"]
 

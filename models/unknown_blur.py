@@ -33,12 +33,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from brgm_pyro.models.brgm import BRGMParams, colinearity
-from brgm_pyro.models.observation import observe
 from torch import Tensor, nn
 
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.forward import Operator
+from brgm_pyro.models.brgm import BRGMParams, colinearity
+from brgm_pyro.models.observation import observe
 from brgm_pyro.stylegan2 import to_unit
 
 __all__ = ["UnknownBlur", "blur_prior", "corruption", "model"]

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, reach, unknown_blur
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from brgm_pyro.errors import InputError, InputTypeError
+from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, reach, unknown_blur
 
 __all__ = ["MODELS", "available_models", "check_model", "get_model", "model_name", "register_model"]
 

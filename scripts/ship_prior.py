@@ -35,7 +35,7 @@ def model_card_markdown(card: dict) -> str:
         f"{json.dumps(card.get('schedule'))}, perceptual {card.get('perceptual')!r}."
         + (f" {card['schedule_note']}" if card.get("schedule_note") else ""),
         f"- **sigma_reach** (RMS residual of identity inversion on held-out validation images; the prior's "
-        f"reach term in the posterior predictive, brgm_pyro.discrepancy): {card.get('sigma_reach')}.",
+        f"reach term in the posterior predictive, brgm_pyro.uncertainty.discrepancy): {card.get('sigma_reach')}.",
         "",
         f"![64 uncurated samples]({card['samples_grid']})",
         "",
@@ -94,7 +94,7 @@ def main() -> None:
     }
     if args.quality:
         card["quality"] = json.loads(args.quality.read_text())
-        # The prior's reach residual (brgm_pyro.discrepancy): RMS of identity inversion on held-out images.
+        # The prior's reach residual (brgm_pyro.uncertainty.discrepancy): RMS of identity inversion on held-out images.
         residual = card["quality"].get("inversion", {}).get("residual_rms")
         if residual:
             card["sigma_reach"] = residual

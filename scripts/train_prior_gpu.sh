@@ -4,7 +4,7 @@
 #   1. installs the wheel files in WHEELS (default .whl/: the dependencies the machine lacks) offline,
 #      and runs the package from a copy of the repository's folders;
 #   2. GPU: the training runs of RUNS side by side, each "NAME:FOLDER:CHANNELS:BATCH": a copy of FOLDER
-#      (a training state, e.g. training/fashion-mnist-32-wide; "-" starts from scratch) trained on by
+#      (a training state, e.g. training-state/fashion-mnist-32-wide; "-" starts from scratch) trained on by
 #      `brgm train-prior` with --channel-max CHANNELS and --batch-size BATCH for the time left of
 #      SECONDS, with a snapshot every SNAPSHOT_KIMG (compare them with benchmarks/compare_priors.py);
 #   3. CPU: CHAINS NUTS chains (default 0: none) of `benchmarks/nuts.py NUTS_ARGS`, a process per chain
@@ -22,7 +22,7 @@ DRY_RUN=0
 if [ "${1:-}" = "--dry-run" ]; then DRY_RUN=1; shift; fi
 BUDGET=${1:-480}
 CHAINS=${CHAINS:-0}
-RUNS=${RUNS:-W:training/fashion-mnist-32-wide:96:64}
+RUNS=${RUNS:-W:training-state/fashion-mnist-32-wide:96:64}
 SNAPSHOT_KIMG=${SNAPSHOT_KIMG:-100}
 SNAPSHOT_MIB=${SNAPSHOT_MIB:-10}
 TRAIN_DEVICE=${TRAIN_DEVICE:-cuda}
@@ -43,7 +43,7 @@ is_count "$SNAPSHOT_KIMG" && [ "$SNAPSHOT_KIMG" -gt 0 ] || fail "SNAPSHOT_KIMG m
 for spec in $RUNS; do
   IFS=: read -r run folder channels batch extra <<<"$spec"
   [[ "$run" =~ ^[A-Za-z0-9_-]+$ ]] && [ -n "$batch" ] && [ -z "$extra" ] \
-    || fail "the run '$spec' is not NAME:FOLDER:CHANNELS:BATCH (e.g. W:training/fashion-mnist-32-wide:96:64)."
+    || fail "the run '$spec' is not NAME:FOLDER:CHANNELS:BATCH (e.g. W:training-state/fashion-mnist-32-wide:96:64)."
   [ "$folder" = "-" ] || [ -d "$folder" ] || fail "the run $run starts from '$folder', which is not a folder; give one or '-'."
   is_count "$channels" && is_count "$batch" && [ "$channels" -gt 0 ] && [ "$batch" -gt 0 ] \
     || fail "the run $run needs positive whole CHANNELS and BATCH, got '$channels' and '$batch'."

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from brgm_pyro import data
+from brgm_pyro.fmnist import data
 from brgm_pyro.stylegan2 import StyleGAN2Generator, to_unit
 
 DATA_MISSING = (

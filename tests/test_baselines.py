@@ -15,8 +15,8 @@ from brgm_pyro import baselines
 from brgm_pyro.baselines.masks import MASK_KINDS, cyclic_masks, mask, random_masks
 from brgm_pyro.baselines.supervised import TASKS, build_network, load_network, save_network, weights_path
 from brgm_pyro.baselines.training import Schedule, train
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.errors import CheckpointError, InputError, InputTypeError, MissingWeightsError
+from brgm_pyro.fmnist.data import load_fashion_mnist
 from brgm_pyro.forward import Blur, Compose, Downsample, Mask
 
 ROOT = Path(__file__).resolve().parent.parent

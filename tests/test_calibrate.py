@@ -7,11 +7,11 @@ import torch
 from conftest import sample_images, tiny_generator
 
 import brgm_pyro as bp
-from brgm_pyro import conformal
-from brgm_pyro.calibrate import calibrate
 from brgm_pyro.forward import Downsample, Mask
 from brgm_pyro.free_form_masks import free_form_mask
 from brgm_pyro.sampling import sample_posterior
+from brgm_pyro.uncertainty import conformal
+from brgm_pyro.uncertainty.calibrate import calibrate
 
 QUICK = dict(perceptual=None, map_schedule=bp.MAPSchedule(steps=3), steps=3, sigma_reach=0.05)
 

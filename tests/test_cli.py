@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from brgm_pyro.inference.map import MAPSchedule
 from PIL import Image
 
 import brgm_pyro
@@ -22,6 +21,7 @@ from brgm_pyro.cli import main
 from brgm_pyro.cli import reconstruct as cli_reconstruct
 from brgm_pyro.cli.plan import _conversion_note
 from brgm_pyro.forward import Downsample, Mask
+from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
 TINY = {
@@ -468,10 +468,10 @@ def test_module_entry_point_prints_help():
 
 
 def test_train_prior_resumes_with_path_length_regularisation_switched_on(tmp_path, monkeypatch):
-    import brgm_pyro.data
+    import brgm_pyro.fmnist.data
 
     images = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(brgm_pyro.data, "load_fashion_mnist", lambda split: (images, torch.zeros(16)))
+    monkeypatch.setattr(brgm_pyro.fmnist.data, "load_fashion_mnist", lambda split: (images, torch.zeros(16)))
     run = tmp_path / "run"
     common = ["train-prior", "--out", str(run), "--batch-size", "4", "--channel-base", "64", "--channel-max", "8"]
     assert main([*common, "--kimg", "0.008", "--checkpoint-kimg", "0.004", "--pl-weight", "0", "--quiet"]) == 0

@@ -10,8 +10,8 @@ from conftest import sample_images, tiny_generator
 import brgm_pyro as bp
 from brgm_pyro import io
 from brgm_pyro.cli import main
-from brgm_pyro.manifest import read_manifest
-from brgm_pyro.report import REPORT_NAME
+from brgm_pyro.dataset.manifest import read_manifest
+from brgm_pyro.dataset.report import REPORT_NAME
 
 
 @pytest.fixture(scope="module")

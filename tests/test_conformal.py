@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from brgm_pyro import conformal
-from brgm_pyro.conformal import Calibration, image_scores, risk_controlling_scale
+from brgm_pyro.uncertainty import conformal
+from brgm_pyro.uncertainty.conformal import Calibration, image_scores, risk_controlling_scale
 
 
 def too_narrow_posterior(images: int, pixels: int, truth_factor: float, seed: int):

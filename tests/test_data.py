@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import DATA_MISSING, fake_fashion_mnist, idx_bytes, require_data
 
-from brgm_pyro import data
+from brgm_pyro.fmnist import data
 
 NAMES = list(data.FILES.values())
 N_TRAIN, N_TEST = 12, 4

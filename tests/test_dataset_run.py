@@ -15,9 +15,9 @@ from conftest import sample_images, tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro import io
-from brgm_pyro.dataset_run import PosteriorRequest, image_seed, list_images, reconstruct_dataset, shard
+from brgm_pyro.dataset.manifest import RECORDS_DIR, read_manifest
+from brgm_pyro.dataset.run import PosteriorRequest, image_seed, list_images, reconstruct_dataset, shard
 from brgm_pyro.errors import InputError
-from brgm_pyro.manifest import RECORDS_DIR, read_manifest
 
 FACTOR = 2
 # The fields of a record that say where and when it was made, not what was computed.

@@ -10,8 +10,8 @@ from torch import nn
 
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
-from brgm_pyro.discrepancy import check_linear, sample_reach_residual
 from brgm_pyro.sampling import sample_posterior
+from brgm_pyro.uncertainty.discrepancy import check_linear, sample_reach_residual
 
 
 def _dense(f: fw.Operator, shape: tuple[int, ...]) -> torch.Tensor:
@@ -138,7 +138,7 @@ def test_the_reach_term_takes_one_mask_per_image(G16):
 def test_reach_log_likelihood_is_the_gaussian_of_y_with_r_integrated_out(f):
     """log N(y - f(G(w)); 0, sigma_reach^2 F F^T + sigma_pixel^2 I) over the observed pixels, against
     the dense multivariate normal, per image with its own sigma_pixel."""
-    from brgm_pyro.discrepancy import reach_log_likelihood
+    from brgm_pyro.uncertainty.discrepancy import reach_log_likelihood
 
     shape = (1, 1, 6, 6)
     F = _dense(f, shape)

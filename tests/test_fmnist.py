@@ -7,7 +7,6 @@ import pytest
 import scipy.linalg
 import torch
 
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.fmnist import (
     FEATURES_DIR,
     FMNISTEval,
@@ -23,6 +22,7 @@ from brgm_pyro.fmnist import (
     resize_to_input,
 )
 from brgm_pyro.fmnist import evaluator as evaluator_module
+from brgm_pyro.fmnist.data import load_fashion_mnist
 from brgm_pyro.forward import Blur
 from brgm_pyro.perceptual import FeatureNetwork, get_perceptual
 

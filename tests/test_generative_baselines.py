@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from brgm_pyro.inference.map import MAPSchedule
 from conftest import sample_images, tiny_generator
 
 from brgm_pyro import baselines
@@ -15,6 +14,7 @@ from brgm_pyro.baselines.projector import noise_regularizer, projector
 from brgm_pyro.baselines.pulse import EPS, _linear1cycledrop, gaussian_fit, geocross, pulse
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample, Mask
+from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.reconstruct import reconstruct
 from brgm_pyro.stylegan2 import to_unit
 

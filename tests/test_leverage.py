@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import brgm_pyro as bp
-from brgm_pyro.leverage import leverage, unpinned_pixels
+from brgm_pyro.uncertainty.leverage import leverage, unpinned_pixels
 
 
 def test_a_mask_pins_exactly_its_observed_pixels():

@@ -4,15 +4,15 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
-from brgm_pyro.models import brgm
 from conftest import sample_images, tiny_generator
 from pyro import poutine
 
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
 from brgm_pyro.errors import InputError
+from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
 from brgm_pyro.metrics import psnr
+from brgm_pyro.models import brgm
 from brgm_pyro.problem import prepare_problem
 
 PIXEL_ONLY = bp.BRGMParams(sigma_pixel=0.003, sigma_percept=1.0, kappa=0.0)
@@ -212,7 +212,6 @@ def test_screened_starts_are_the_candidates_of_highest_posterior_density(G32):
     image, the draws of highest log p(w, y) among the candidates."""
     from brgm_pyro.inference.map import log_joint
     from brgm_pyro.models import brgm
-
     from brgm_pyro.problem import prepare_problem
     from brgm_pyro.reconstruct import _starting_points
 

@@ -2,11 +2,11 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
-from brgm_pyro.models import brgm
 from conftest import sample_images, tiny_generator
 from pyro import poutine
 
 from brgm_pyro import forward as fw
+from brgm_pyro.models import brgm
 from brgm_pyro.perceptual import FeatureNetwork
 from brgm_pyro.stylegan2 import to_unit
 

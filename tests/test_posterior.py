@@ -8,16 +8,16 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from brgm_pyro.inference import laplace
-from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
-from brgm_pyro.inference.svi import SVISettings
-from brgm_pyro.models import brgm, variants
-from brgm_pyro.models.unknown_blur import UnknownBlur
 from conftest import sample_images, tiny_generator
 from torch import nn
 
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
+from brgm_pyro.inference import laplace
+from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
+from brgm_pyro.inference.svi import SVISettings
+from brgm_pyro.models import brgm, variants
+from brgm_pyro.models.unknown_blur import UnknownBlur
 from brgm_pyro.plotting import colorize, plot_posterior, save_uncertainty_maps, uncertainty_maps
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import prepare_problem

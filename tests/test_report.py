@@ -18,10 +18,10 @@ from PIL import Image
 
 import brgm_pyro as bp
 from brgm_pyro import io
-from brgm_pyro.dataset_run import PosteriorRequest, reconstruct_dataset
+from brgm_pyro.dataset.manifest import read_manifest
+from brgm_pyro.dataset.report import REPORT_NAME, write_report
+from brgm_pyro.dataset.run import PosteriorRequest, reconstruct_dataset
 from brgm_pyro.errors import InputError
-from brgm_pyro.manifest import read_manifest
-from brgm_pyro.report import REPORT_NAME, write_report
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

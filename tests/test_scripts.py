@@ -20,9 +20,9 @@ import torch
 from conftest import fake_fashion_mnist, tiny_generator
 
 import brgm_pyro as bp
-from brgm_pyro import data
-from brgm_pyro.conformal import load_calibrations
+from brgm_pyro.fmnist import data
 from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.uncertainty.conformal import load_calibrations
 
 REPO = Path(__file__).resolve().parent.parent
 FOLDERS = ("benchmarks", "scripts")

@@ -3,13 +3,13 @@ of each image's blur is recovered by the MAP and by the posterior on a synthetic
 
 import pytest
 import torch
-from brgm_pyro.models import unknown_blur
-from brgm_pyro.models.variants import get_model
 from conftest import tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.forward import Blur, Compose, Downsample, Identity, Mask
+from brgm_pyro.models import unknown_blur
+from brgm_pyro.models.variants import get_model
 from brgm_pyro.stylegan2 import to_unit
 
 TRUE_WIDTHS = torch.tensor([0.6, 1.0, 1.5, 2.2])

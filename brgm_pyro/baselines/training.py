@@ -40,8 +40,8 @@ from brgm_pyro.baselines.bicubic import bicubic_upsample
 from brgm_pyro.baselines.biharmonic import biharmonic
 from brgm_pyro.baselines.masks import MASK_KINDS, cyclic_masks, random_masks
 from brgm_pyro.baselines.supervised import IMAGE_SIZE, TASKS, build_network, save_network, task_corruption
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.errors import InputError
+from brgm_pyro.fmnist.data import load_fashion_mnist
 from brgm_pyro.forward import Mask
 from brgm_pyro.io import PathLike, atomic_path, atomic_write_text, ensure_output_dir, write_json
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import brgm_pyro as bp
 from brgm_pyro import io
-from brgm_pyro.calibrate import calibrate
 from brgm_pyro.checkpoints import load_generator
 from brgm_pyro.cli.common import (
     DEFAULT_PRIOR,
@@ -23,11 +22,12 @@ from brgm_pyro.cli.common import (
 )
 from brgm_pyro.cli.plan import resolve_model
 from brgm_pyro.cli.sample import add_sampling_options, inference_options
-from brgm_pyro.conformal import read_calibrations, save_calibration, task_family
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample, Mask
 from brgm_pyro.free_form_masks import free_form_mask
 from brgm_pyro.sampling import METHODS
+from brgm_pyro.uncertainty.calibrate import calibrate
+from brgm_pyro.uncertainty.conformal import read_calibrations, save_calibration, task_family
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Corrupt each clean validation image as --task says, sample its posterior exactly as brgm sample "
             "will with the same options, and fit the intervals' calibration (conformal risk control, "
-            "brgm_pyro.conformal) per region kind: the pixels the data pin and those they cannot. Writes the "
+            "brgm_pyro.uncertainty.conformal) per region kind: the pixels the data pin and those they cannot. Writes the "
             "calibration into --out (a new JSON file, or added to one, e.g. a prior's card), for brgm sample "
             "--calibration FILE. The guarantee holds for new images like these: give images, masks and noise "
             "like those it will be used on. Each image's scores are kept in --scores, so a stopped run resumes."

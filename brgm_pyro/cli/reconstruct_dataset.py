@@ -3,7 +3,7 @@
     brgm reconstruct-dataset low/ --task superres --factor 4 --out rec/
     torchrun --nproc_per_node 2 -m brgm_pyro.cli reconstruct-dataset low/ --task superres --factor 4 --out rec/
 
-The work is :func:`brgm_pyro.dataset_run.reconstruct_dataset`; this module turns the options that
+The work is :func:`brgm_pyro.dataset.run.reconstruct_dataset`; this module turns the options that
 ``brgm reconstruct`` and ``brgm sample`` also take into its arguments, with the same checks.
 """
 
@@ -28,8 +28,8 @@ from brgm_pyro.cli.common import (
 )
 from brgm_pyro.cli.plan import check_task_options, corruption, resolve_model
 from brgm_pyro.cli.sample import MCMC_OPTIONS, SVI_OPTIONS, add_sampling_options, inference_options
-from brgm_pyro.dataset_run import PosteriorRequest, reconstruct_dataset
-from brgm_pyro.distributed import local_device
+from brgm_pyro.dataset.distributed import local_device
+from brgm_pyro.dataset.run import PosteriorRequest, reconstruct_dataset
 from brgm_pyro.errors import InputError
 from brgm_pyro.sampling import DEFAULT_MODEL, METHODS
 

@@ -1,11 +1,11 @@
-"""``brgm report DIR``: the static HTML page of a ``brgm reconstruct-dataset`` run (``brgm_pyro.report``)."""
+"""``brgm report DIR``: the static HTML page of a ``brgm reconstruct-dataset`` run (``brgm_pyro.dataset.report``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from brgm_pyro.report import write_report
+from brgm_pyro.dataset.report import write_report
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

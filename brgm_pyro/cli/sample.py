@@ -25,7 +25,6 @@ from brgm_pyro.cli.common import (
     positive_int,
 )
 from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
-from brgm_pyro.conformal import Calibration, load_calibrations, task_family
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Mask
 from brgm_pyro.inference.laplace import MAX_LAPLACE_DIM
@@ -35,6 +34,7 @@ from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
 from brgm_pyro.models.variants import available_models
 from brgm_pyro.plotting import save_uncertainty_maps
 from brgm_pyro.sampling import DEFAULT_MODEL, METHODS
+from brgm_pyro.uncertainty.conformal import Calibration, load_calibrations, task_family
 
 # Per input NAME, besides the MAP's files: the maps NAME_<kind>.png and NAME_posterior.nc.
 MAP_KINDS = ("mean", "std", "samples", "overview")
@@ -105,7 +105,7 @@ def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._Arg
         "--sigma-reach",
         type=_sigma_reach,
         default="auto",
-        help="std of the prior's reach residual per clean pixel (brgm_pyro.discrepancy): auto (the prior "
+        help="std of the prior's reach residual per clean pixel (brgm_pyro.uncertainty.discrepancy): auto (the prior "
         "card's value; off if it has none), 0 to turn it off, or a positive number (default: auto)",
     )
     sampling.add_argument(
@@ -184,7 +184,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=_calibration,
         default="auto",
         metavar="auto|none|FILE",
-        help="calibration of the intervals (brgm_pyro.conformal): auto (the prior card's for the task, where "
+        help="calibration of the intervals (brgm_pyro.uncertainty.conformal): auto (the prior card's for the task, where "
         "it holds for these settings), none, or a file written by brgm calibrate (default: auto)",
     )
     intervals.add_argument(

@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: the data set and the training code are only needed by this command.
-    from brgm_pyro.data import load_fashion_mnist
+    from brgm_pyro.fmnist.data import load_fashion_mnist
     from brgm_pyro.training.recipe import TrainConfig, train_prior
 
     check_output_dir(args.out)

@@ -50,7 +50,7 @@ class FMNISTEval(nn.Module):
         return self.net.taps(images)[1]
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, 10), in the order of :data:`brgm_pyro.data.CLASS_NAMES`."""
+        """Class logits (B, 10), in the order of :data:`brgm_pyro.fmnist.data.CLASS_NAMES`."""
         return self.net(images)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:

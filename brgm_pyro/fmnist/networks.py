@@ -41,8 +41,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 from torch import nn
 
-from brgm_pyro.data import CLASS_NAMES
 from brgm_pyro.errors import InputError
+from brgm_pyro.fmnist.data import CLASS_NAMES
 from brgm_pyro.perceptual import check_images
 
 __all__ = [

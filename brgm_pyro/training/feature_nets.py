@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from brgm_pyro.data import load_fashion_mnist
 from brgm_pyro.errors import InputError
+from brgm_pyro.fmnist.data import load_fashion_mnist
 from brgm_pyro.fmnist.networks import ARCHITECTURES, METADATA_KEY, check_kind
 from brgm_pyro.io import atomic_path, write_json
 

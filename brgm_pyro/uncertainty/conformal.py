@@ -11,7 +11,7 @@ the calibrated interval of level p is
     [m - lambda_p(k, c) s, m + lambda_p(k, c) s]  (clipped to [0, 1])
 
 with one multiplier per level p, per region kind k and, optionally, per cell c of the posterior mean.
-The region kinds are the pixels the data pin and those they cannot (``brgm_pyro.leverage``: the
+The region kinds are the pixels the data pin and those they cannot (``brgm_pyro.uncertainty.leverage``: the
 observed pixels and the hole of an inpainting; every pixel of a super-resolution is unpinned). The std
 map keeps ranking the pixels; only the scale is calibrated.
 

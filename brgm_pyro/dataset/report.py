@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from brgm_pyro import io
-from brgm_pyro.manifest import Manifest, read_manifest
+from brgm_pyro.dataset.manifest import Manifest, read_manifest
 
 __all__ = ["REPORT_NAME", "render_report", "write_report"]
 
@@ -127,7 +127,7 @@ def _row(image: str, record: dict[str, Any], posterior: bool) -> str:
 
 
 def render_report(manifest: Manifest, title: str) -> str:
-    """The report's HTML for a merged manifest (``brgm_pyro.manifest.read_manifest``)."""
+    """The report's HTML for a merged manifest (``brgm_pyro.dataset.manifest.read_manifest``)."""
     posterior = manifest.settings.get("posterior") is not None
     images = list(dict.fromkeys([*manifest.planned, *sorted(manifest.images)]))
     headers = [("image", "text"), ("status", "text"), ("reason", "text")]

@@ -1,14 +1,14 @@
 """Calibrating a prior's intervals on validation images: ``calibrate`` runs the posterior on each, scores it, fits.
 
     calibration = calibrate(val_images, Downsample(4), G, data="my 100 validation images")
-    save_calibration("my-prior.calibration.json", calibration)      # brgm_pyro.conformal
+    save_calibration("my-prior.calibration.json", calibration)      # brgm_pyro.uncertainty.conformal
     post = sample_posterior(y, f, G, calibration="my-prior.calibration.json")
 
 For each clean validation image x (N, C, H, W in [0, 1]) and its corruption f, y = f(x) (plus
 ``noise``), the posterior is sampled exactly as ``sample_posterior`` will sample it later with the
 same options, and scored against x (``conformal.image_scores``); the scores of all images give the
-:class:`~brgm_pyro.conformal.Calibration`. Its guarantee holds for new images exchangeable with
-these (``brgm_pyro.conformal``): give images, corruptions and noise like those it will be used on.
+:class:`~brgm_pyro.uncertainty.conformal.Calibration`. Its guarantee holds for new images exchangeable with
+these (``brgm_pyro.uncertainty.conformal``): give images, corruptions and noise like those it will be used on.
 Each image's scores are kept in ``scores_dir`` as they are made, so a stopped run resumes.
 """
 
@@ -24,11 +24,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from brgm_pyro.conformal import Calibration, ImageScores, fingerprint, fit, image_scores, task_family
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.io import atomic_path
 from brgm_pyro.problem import check_images
 from brgm_pyro.sampling import sample_posterior
+from brgm_pyro.uncertainty.conformal import (
+    Calibration,
+    ImageScores,
+    fingerprint,
+    fit,
+    image_scores,
+    task_family,
+)
 
 __all__ = ["calibrate"]
 

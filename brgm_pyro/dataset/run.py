@@ -5,7 +5,7 @@
 
 The images are the files under the input folder with an image suffix (hidden files and folders
 skipped), named by their relative path. Sorted by that name they are cut into batches of
-``batch_size`` in order, and batch ``b`` goes to rank ``b mod world_size`` (``brgm_pyro.distributed``).
+``batch_size`` in order, and batch ``b`` goes to rank ``b mod world_size`` (``brgm_pyro.dataset.distributed``).
 Each rank runs the MAP of a batch at once, through the model's plate over images, then samples the
 posterior of each image on its own, seeded by a hash of the run's seed and the image's name. A batch
 holds the same images whatever the number of processes, so the per-image results do not depend on
@@ -22,7 +22,7 @@ the model sees it, unobserved pixels 0), ``REL_reconstruction.png`` (the MAP G(w
 ``REL_reconstruction_corrupted.png`` (f of it) and, with a posterior, ``REL_mean.png``, ``REL_std.png``
 (per-pixel std through the magma colour map, from 0 to the ``std_vmax`` in its record) and
 ``REL_posterior.nc`` (ArviZ InferenceData). Each file is written atomically, then the image's record
-is appended to the manifest (``brgm_pyro.manifest``): an image is done exactly when its record is.
+is appended to the manifest (``brgm_pyro.dataset.manifest``): an image is done exactly when its record is.
 
 Rerunning the same call continues: done images are skipped, the others are done (a batch with done
 images still runs its MAP over all of its images, so that results stay those of an uninterrupted run,
@@ -50,10 +50,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from brgm_pyro import io
-from brgm_pyro.distributed import Ranks, process_group
+from brgm_pyro.dataset.distributed import Ranks, process_group
+from brgm_pyro.dataset.manifest import (
+    Manifest,
+    RecordWriter,
+    new_attempt_id,
+    open_run,
+    read_manifest,
+    settings_id,
+)
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.inference.map import MAPSchedule
-from brgm_pyro.manifest import Manifest, RecordWriter, new_attempt_id, open_run, read_manifest, settings_id
 from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.plotting import STD_CMAP, colorize
 from brgm_pyro.posterior import Posterior
@@ -414,7 +421,7 @@ def reconstruct_dataset(
         input_dir: the folder of corrupted images (read only, never written to).
         out: the output folder: new, empty, or that of an earlier call with the same settings (continued).
         forward: the corruption f; every input must have the shape of f applied to G's images.
-        generator: G, on this process's device (``brgm_pyro.distributed.local_device``).
+        generator: G, on this process's device (``brgm_pyro.dataset.distributed.local_device``).
         posterior: also sample each image's posterior (None: the MAP only).
         params, perceptual, schedule: as for :func:`brgm_pyro.reconstruct`, resolved once.
         batch_size: images per MAP batch (and per unit of work of a rank).
