@@ -22,7 +22,7 @@ settings. Per task and method it gives:
 * with ``--figure``, a reliability diagram (nominal against rank coverage, unpinned and pinned).
 
 Tasks: ``superres-x4``, ``superres-x8`` (bicubic), ``inpaint-box`` (a centred ``--box`` square) and
-``inpaint-free`` (a seeded free-form mask per image, ``brgm_pyro.free_form_masks``; ``superres`` and
+``inpaint-free`` (a seeded free-form mask per image, ``brgm_pyro.forward.free_form``; ``superres`` and
 ``inpaint`` mean ``superres-x{--factor}`` and ``inpaint-box``). ``--data val`` / ``test`` take
 Fashion-MNIST validation / test images; ``--data prior`` takes G(w) of prior draws, for which the
 model is exactly right, so any miscalibration there is the inference's.
@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 import brgm_pyro as bp
-from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.forward.free_form import free_form_mask
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.io import atomic_path
 from brgm_pyro.metrics import (

@@ -48,10 +48,10 @@ from brgm_pyro.card import PriorCard
 from brgm_pyro.inference.map import MAPSchedule, run_map
 from brgm_pyro.io import atomic_path
 from brgm_pyro.metrics import probability_integral_transform
-from brgm_pyro.models.variants import get_model
+from brgm_pyro.models.variants import choose
 from brgm_pyro.problem import frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, data_consistency
-from brgm_pyro.sampling import resolve_model, sample_posterior
+from brgm_pyro.sampling import sample_posterior
 from brgm_pyro.stylegan2 import to_unit
 
 ANALYSES = ("reach", "modes", "noise")
@@ -143,10 +143,8 @@ def map_from(G: torch.nn.Module, y: torch.Tensor, f: torch.nn.Module, model, ini
     """The MAP of p(w | y) started at ``init_w`` (``bp.reconstruct`` always starts at w_avg)."""
     problem = prepare_problem(y, f, G, cal.preset, None if cal.perceptual == "none" else cal.perceptual)
     problem = replace(problem, params=replace(problem.params, sigma_reach=reach or 0.0))
-    inferred = getattr(model, "collapsed", None)
-    inferred = inferred.model if inferred is not None else model
     with frozen(G):
-        latents, losses = run_map(inferred, (), problem.model_kwargs(), init_w, schedule, progress=False)
+        latents, losses = run_map(model.inferred, (), problem.model_kwargs(), init_w, schedule, progress=False)
         w = latents["w"]
         with torch.no_grad():
             image = to_unit(G.synthesis(w), clamp=True)
@@ -161,8 +159,8 @@ def modes(G: torch.nn.Module, cal: argparse.Namespace, task: str, index: int, st
     default posterior from the best other start, against the recorded default posterior."""
     x, f, y = observation(cal, G, task, index)
     x = x[0]
-    reach = PriorCard.of(G).sigma_reach if cal.sigma_reach == "auto" else cal.sigma_reach
-    model = get_model(resolve_model(cal.model, reach))
+    clean_shape = (1, G.channels, G.resolution, G.resolution)
+    model, reach, _ = choose(cal.model, cal.sigma_reach, f, PriorCard.of(G).sigma_reach, clean_shape)
     schedule = map_schedule(cal, G)
     gen = torch.Generator().manual_seed(7 + index)
     z = torch.randn(starts - 1, G.z_dim, generator=gen)

@@ -19,6 +19,7 @@ from brgm_pyro.perceptual import LPIPSVGG, FeatureNetwork
 __all__ = [
     "check_images",
     "credible_interval",
+    "sorted_quantile",
     "image_level_coverage",
     "interval_coverage",
     "leave_one_out_mse",
@@ -179,6 +180,12 @@ def _central_interval(sorted_samples: torch.Tensor, level: float) -> tuple[torch
     draws = sorted_samples.shape[0]
     return (_order_statistic(sorted_samples, (1 - level) / 2 * (draws + 1)),
             _order_statistic(sorted_samples, (1 + level) / 2 * (draws + 1)))
+
+
+def sorted_quantile(sorted_samples: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile of sorted draws (S, ...) along dim 0 by the rule of :func:`credible_interval`: the
+    order statistic of rank q (S + 1), interpolated, clamped to [min, max]."""
+    return _order_statistic(sorted_samples, q * (sorted_samples.shape[0] + 1))
 
 
 def credible_interval(samples: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,32 +16,22 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyro
 import torch
 
 from brgm_pyro.errors import InputError
+from brgm_pyro.inference.diagnostics import inference_data, layer_rms_z, monitored_w
 from brgm_pyro.io import atomic_path
-from brgm_pyro.metrics import credible_interval, leave_one_out_mse, mse_ball_radius
+from brgm_pyro.metrics import leave_one_out_mse, mse_ball_radius, sorted_quantile
 from brgm_pyro.reconstruct import ReconstructionResult
 
 if TYPE_CHECKING:
     from brgm_pyro.uncertainty.conformal import Calibration
 
 __all__ = ["Posterior"]
-
-
-def _quantile(sorted_samples: torch.Tensor, q: float) -> torch.Tensor:
-    """The q-quantile along dim 0 of sorted samples, interpolating linearly between order statistics
-    (numpy's default, as ``metrics.interval_coverage``)."""
-    position = q * (sorted_samples.shape[0] - 1)
-    below = math.floor(position)
-    above = min(below + 1, sorted_samples.shape[0] - 1)
-    return torch.lerp(sorted_samples[below], sorted_samples[above], position - below)
 
 
 @dataclass
@@ -74,6 +64,8 @@ class Posterior:
             (B, C, H, W) bool; None where it was not computed (no task family).
         calibration: the calibration ``interval`` and ``error_radius`` use by default, or None.
         calibration_note: one sentence saying which intervals these are and why.
+        notes: sentences a user should read about how this posterior was made (a model chosen for
+            a corruption without structure, ...).
     """
 
     samples: torch.Tensor
@@ -95,6 +87,7 @@ class Posterior:
     unpinned: torch.Tensor | None = None
     calibration: Calibration | None = None
     calibration_note: str = "The posterior's own intervals: no calibration was looked for."
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.generator_samples is None:
@@ -124,10 +117,13 @@ class Posterior:
         return self.samples.sort(dim=0).values
 
     def quantile(self, q: float) -> torch.Tensor:
-        """Per-pixel q-quantile of the draws, (B, C, H, W), q in [0, 1]."""
+        """Per-pixel q-quantile of the draws, (B, C, H, W), q in [0, 1]: the order statistic of rank
+        q (S + 1), interpolated (``metrics.sorted_quantile``), the rule of the posterior's own
+        :meth:`interval`, so ``interval(p, calibrated=False)`` is ``(quantile((1 - p) / 2),
+        quantile((1 + p) / 2))``."""
         if not 0 <= q <= 1:
             raise InputError(f"The quantile q must lie in [0, 1], got {q!r}.")
-        return _quantile(self._sorted, q)
+        return sorted_quantile(self._sorted, q)
 
     def _calibrated(self, calibrated: bool | None) -> bool:
         if calibrated is None:
@@ -156,7 +152,7 @@ class Posterior:
             raise InputError(f"The credible level must lie strictly between 0 and 1, got {level!r}.")
         if self._calibrated(calibrated):
             return self.calibration.interval(self.mean, self.std, self.unpinned, level)
-        return credible_interval(self.samples, level)
+        return self.quantile((1 - level) / 2), self.quantile((1 + level) / 2)
 
     def error_radius(self, level: float = 0.9, calibrated: bool | None = None) -> torch.Tensor:
         """Per image, the radius r of the ball MSE(x, mean) <= r of probability ``level``: (B,).
@@ -172,68 +168,24 @@ class Posterior:
         return mse_ball_radius(self.samples, (level,))[:, 0]
 
     def monitored_w(self) -> tuple[list[str], torch.Tensor]:
-        """A few coordinates of w to monitor, as labels and draws (S, B, K): the first two coordinates
-        of the first and of the last w vector."""
-        num_ws, w_dim = self.w_samples.shape[-2:]
-        pairs = sorted({(layer, d) for layer in (0, num_ws - 1) for d in range(min(2, w_dim))})
-        draws = torch.stack([self.w_samples[..., layer, d] for layer, d in pairs], dim=-1)
-        return [f"w[{layer},{d}]" for layer, d in pairs], draws
+        """A few coordinates of w to monitor, as labels and draws (S, B, K) (``inference.diagnostics``)."""
+        return monitored_w(self.w_samples)
 
     def w_layer_rms_z(self) -> torch.Tensor:
         """RMS over coordinates of (w_l - w_avg) / w_std for each w vector: (S, B, num_ws); about 1
         for a draw of the prior."""
-        return ((self.w_samples - self.w_avg) / self.w_std).square().mean(-1).sqrt()
+        return layer_rms_z(self.w_samples, self.w_avg, self.w_std)
 
     def to_arviz(self, images: bool = False) -> Any:
-        """An ``arviz.InferenceData``: posterior (monitored w coordinates "w_monitored", "w_rms_z" per
-        image and "w_layer_rms_z" per w vector, every other latent such as "sigma_pixel", and with
-        ``images=True`` the draws of G(w) as "image"), sample_stats for MCMC and observed_data y.
-        Dimension "batch" indexes the images of the batch."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz as az
-
-        chains = self.num_chains
-        draws = self.num_samples // chains
-
-        def by_chain(t: torch.Tensor) -> Any:
-            return t.reshape(chains, draws, *t.shape[1:]).double().numpy()
-
-        labels, monitored = self.monitored_w()
-        layer_rms = self.w_layer_rms_z()
-        posterior = {
-            "w_monitored": by_chain(monitored),
-            "w_rms_z": by_chain(layer_rms.square().mean(-1).sqrt()),
-            "w_layer_rms_z": by_chain(layer_rms),
-        }
-        dims = {
-            "w_monitored": ["batch", "coordinate"],
-            "w_rms_z": ["batch"],
-            "w_layer_rms_z": ["batch", "layer"],
-            "y": ["batch", "channel", "y_row", "y_column"],
-        }
-        for name, value in self.latents.items():
-            if name != "w":
-                posterior[name] = by_chain(value)
-                dims[name] = ["batch"] + [f"{name}_dim_{i}" for i in range(value.dim() - 2)]
-        if images:
-            posterior["image"] = by_chain(self.samples)
-            dims["image"] = ["batch", "channel", "row", "column"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return az.from_dict(
-                posterior=posterior,
-                sample_stats={name: value.numpy() for name, value in self.sample_stats.items()} or None,
-                observed_data={"y": self.y.double().numpy()},
-                coords={"coordinate": labels},
-                dims=dims,
-                attrs={
-                    "method": self.method,
-                    "model": str(self.settings.get("model", "")),
-                    "inference_library": "pyro",
-                    "inference_library_version": pyro.__version__,
-                },
-            )
+        """An ``arviz.InferenceData`` of the draws (``inference.diagnostics.inference_data``): monitored w
+        coordinates "w_monitored", "w_rms_z" per image and "w_layer_rms_z" per w vector, every other latent
+        such as "sigma_pixel", and with ``images=True`` the draws of the clean image as "image";
+        sample_stats for MCMC and observed_data y. Dimension "batch" indexes the images of the batch."""
+        return inference_data(
+            self.latents, self.num_chains, self.w_avg, self.w_std, self.y, self.sample_stats,
+            images=self.samples if images else None,
+            attrs={"method": self.method, "model": str(self.settings.get("model", ""))},
+        )
 
     @functools.cached_property
     def inference_data(self) -> Any:

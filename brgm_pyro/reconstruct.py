@@ -19,6 +19,8 @@ from torch import nn
 
 from brgm_pyro.inference.map import MAPSchedule, log_joint, run_map
 from brgm_pyro.models import brgm
+from brgm_pyro.models.protocol import BRGMModel
+from brgm_pyro.models.variants import get_model
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.stylegan2 import to_unit
 
@@ -35,8 +37,8 @@ class ReconstructionResult:
         y: the corrupted input, (B, C, h, w).
         y_reconstructed: f(image), the corrupted reconstruction, comparable to y.
         observed: observation mask of y (1 = observed), broadcastable to y.
-        losses: term -> (steps, B) tensor of -log p contributions per image
-            ("prior", "colinear", "pixel", "percept", "total").
+        losses: term -> (steps + 1, B) tensor of -log p contributions per image
+            ("prior", "colinear", "pixel", "percept", "total"): before each step, and at the end.
         data_consistency: per image, RMSE and PSNR (dB) between f(image) and y on observed
             pixels: how far the reconstruction is from explaining the input (paper Fig. 8).
         params, schedule: the model parameters and the optimiser schedule used.
@@ -84,7 +86,7 @@ def reconstruct(
     steps: int | None = None,
     lr: float | None = None,
     schedule: MAPSchedule | None = None,
-    model: Callable | None = None,
+    model: str | Callable | BRGMModel | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> ReconstructionResult:
@@ -101,9 +103,10 @@ def reconstruct(
         steps, lr: shortcuts overriding the schedule's fields.
         schedule: Adam schedule (:class:`~brgm_pyro.inference.map.MAPSchedule`); default: a
             registered prior's tuned steps and learning rate, else ``MAPSchedule()``.
-        model: a Pyro model with the signature of ``brgm.model`` (default: ``brgm.model``); for a
-            model that integrates latents out (``model.collapsed``, as learned-noise does with
-            sigma_pixel) the MAP is the mode of p(w | y) with them integrated out.
+        model: a registered model name, a :class:`~brgm_pyro.models.protocol.BRGMModel` or a Pyro model
+            with the signature of ``brgm.model`` (default: ``brgm.model``); for a model that integrates
+            latents out (``collapsed``, as learned-noise does with sigma_pixel) the MAP is the mode of
+            p(w | y) with them integrated out.
         seed: seed of Pyro and torch for this run.
         progress: show a progress bar.
     """
@@ -155,7 +158,8 @@ def _best_of_starts(
 
 
 def map_reconstruction(
-    problem: Problem, schedule: MAPSchedule | None = None, model: Callable | None = None, seed: int = 0,
+    problem: Problem, schedule: MAPSchedule | None = None, model: str | Callable | BRGMModel | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> ReconstructionResult:
     """The MAP w of a prepared problem (``prepare_problem``), from w = w_avg (and more starting points
@@ -163,24 +167,21 @@ def map_reconstruction(
 
     ``schedule`` None takes the prior card's (``MAPSchedule()`` without a card); ``model``, ``seed``
     and ``progress`` are those of :func:`reconstruct`. A model that infers a parameter of the
-    corruption (``model.corruption``; unknown-blur: the blur width) gives f(G(w)) under f at that
+    corruption (``BRGMModel.corruption``; unknown-blur: the blur width) gives f(G(w)) under f at that
     parameter's MAP.
     """
     schedule = schedule or problem.card.schedule
-    model = model or brgm.model
-    # A model that integrates latents out (``model.collapsed``; learned-noise: sigma_pixel) is
-    # maximised over w alone: the mode of p(w | y). The joint mode with a latent noise level is
-    # degenerate: sigma_pixel shrinks onto the fit's own residual, which pulls w into fitting noise.
-    collapsed = getattr(model, "collapsed", None)
-    if collapsed is not None:
-        model = collapsed.model
+    spec = get_model(model)
+    # A model that integrates latents out (``collapsed``; learned-noise: sigma_pixel) is maximised
+    # over w alone: the mode of p(w | y). The joint mode with a latent noise level is degenerate:
+    # sigma_pixel shrinks onto the fit's own residual, which pulls w into fitting noise.
+    model = spec.inferred
     G = problem.generator
     pyro.set_rng_seed(seed)
     with frozen(G):
         latents, losses = _best_of_starts(model, problem, schedule, seed, progress)
         w = latents.pop("w")
-        corruption = getattr(model, "corruption", None)
-        forward = corruption(problem.forward, latents) if corruption is not None else problem.forward
+        forward = spec.corruption(problem.forward, latents) if spec.infers_corruption else problem.forward
         with torch.no_grad():
             image = to_unit(G.synthesis(w), clamp=True)
             y_rec = forward(image)

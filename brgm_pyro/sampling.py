@@ -26,9 +26,7 @@ benchmark do).
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -40,33 +38,27 @@ from pyro.infer import Predictive
 from torch import nn
 
 from brgm_pyro.errors import InputError, InputTypeError
-from brgm_pyro.forward import per_draw
+from brgm_pyro.inference.diagnostics import inference_data, mcmc_diagnostics
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.inference.mcmc import MCMCSettings, run_mcmc
 from brgm_pyro.inference.svi import SVISettings, choose_guide, draw_latents, run_svi
-from brgm_pyro.models.brgm import BRGMParams, Collapsed
-from brgm_pyro.models.variants import check_model, get_model, model_name
+from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.models.protocol import BRGMModel, Collapsed, check_model
+from brgm_pyro.models.variants import choose
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import Problem, frozen, prepare_problem
 from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
-from brgm_pyro.uncertainty.conformal import Calibration, fingerprint, load_calibrations, task_family
-from brgm_pyro.uncertainty.discrepancy import check_linear, sample_reach_residual
+from brgm_pyro.uncertainty.conformal import Calibration, fingerprint, load_calibrations
+from brgm_pyro.uncertainty.discrepancy import predictive_images
 from brgm_pyro.uncertainty.leverage import unpinned_pixels
 
-__all__ = ["DEFAULT_MODEL", "METHODS", "attach_calibration", "posterior_model", "resolve_model", "sample_posterior"]
+__all__ = ["DEFAULT_MODEL", "METHODS", "posterior_model", "predict_images", "sample_posterior"]
 
 METHODS = ("svi", "nuts", "hmc")
 DEFAULT_MODEL = "auto"
 """The model ``sample_posterior`` and ``brgm sample`` use unless told otherwise: "reach" where the
-prior has a reach (its card's ``sigma_reach``, or the caller's), else "learned-noise" (:func:`resolve_model`)."""
-
-
-def resolve_model(model: str | Callable | None, sigma_reach: float | None) -> str | Callable | None:
-    """``model`` with "auto" resolved: the reach in the likelihood ("reach") when there is a reach to
-    put there, else the noise level inferred alone ("learned-noise"); any other model unchanged."""
-    if isinstance(model, str) and model == "auto":
-        return "reach" if sigma_reach else "learned-noise"
-    return model
+prior has a reach (its card's ``sigma_reach``, or the caller's) and f carries its structure, else
+"learned-noise" (``models.variants.choose``)."""
 
 
 def sample_posterior(
@@ -76,7 +68,7 @@ def sample_posterior(
     method: str = "svi",
     num_samples: int = 16,
     *,
-    model: str | Callable | None = DEFAULT_MODEL,
+    model: str | Callable | BRGMModel | None = DEFAULT_MODEL,
     params: BRGMParams | str | None = None,
     perceptual: str | nn.Module | None = "auto",
     map_result: ReconstructionResult | None = None,
@@ -89,12 +81,14 @@ def sample_posterior(
     progress: bool = True,
     **options: Any,
 ) -> Posterior:
-    """Posterior draws of the clean images behind the corrupted images y (B, C, h, w) in [0, 1].
+    """Posterior draws of the clean images behind the corrupted images y (B, C, h, w).
 
     The data flow one way: the settings resolved, the problem prepared (``brgm_pyro.problem``:
-    checks, phi(y), the prior's card), the MAP (``reconstruct.map_reconstruction``) unless
-    ``map_result`` is given, SVI or MCMC started from it (``brgm_pyro.inference``), the images G(w)
-    of the draws (``pyro.infer.Predictive``), the reach residual added, and the ``Posterior``.
+    checks, phi(y), the prior's card), the model and reach chosen (``models.variants.choose``), the MAP
+    (``reconstruct.map_reconstruction``) unless ``map_result`` is given, SVI or MCMC started from it
+    (``brgm_pyro.inference``), the images G(w) of the draws (``pyro.infer.Predictive``), the reach
+    residual added (``uncertainty.discrepancy.predictive_images``), the diagnostics, the calibration,
+    and the ``Posterior``, built once.
 
     Args:
         y, f, G, params, perceptual: as for :func:`brgm_pyro.reconstruct`.
@@ -103,13 +97,15 @@ def sample_posterior(
         num_samples: draws from the fitted guide (SVI), or kept draws per chain (MCMC, which
             returns ``num_chains * num_samples`` draws, as Pyro's MCMC does).
         model: a registered model name ("reach", "learned-noise", "brgm", "heavy-tail",
-            "no-colinear"), "auto", or a Pyro model with the signature of ``brgm.model`` (None:
-            ``brgm.model``). The default, "auto", is "reach" for a prior with a reach (the card's
-            ``sigma_reach``, or the ``sigma_reach`` given): the reach residual in the likelihood and
-            sigma_pixel inferred per image, so that a w whose G(w) misses y by the prior's reach stays
-            plausible (docs/results/calibration.md: it covers more of the unobserved pixels than
-            "learned-noise", which "auto" takes for a prior without a reach). "brgm" is the paper's
-            model with the fixed sigma_pixel, whose intervals are far too narrow on real images.
+            "no-colinear", "unknown-blur"), "auto", a :class:`~brgm_pyro.models.protocol.BRGMModel`
+            or a Pyro model with the signature of ``brgm.model`` (None: ``brgm.model``). The
+            default, "auto", is "reach" for a prior with a reach (the card's ``sigma_reach``, or the
+            ``sigma_reach`` given) and an f that carries its structure (a linear
+            ``brgm_pyro.forward.Operator``): the reach residual in the likelihood and sigma_pixel
+            inferred per image, so that a w whose G(w) misses y by the prior's reach stays plausible
+            (docs/results/calibration.md). Otherwise "learned-noise", with a note in
+            ``post.notes`` where a reach was left out. "brgm" is the paper's model with the fixed
+            sigma_pixel, whose intervals are far too narrow on real images.
         map_result: a MAP reconstruction of this y to start from (skips the MAP).
         map_schedule: the MAP's Adam schedule (default: the prior card's, else ``MAPSchedule()``).
         settings: :class:`~brgm_pyro.inference.svi.SVISettings` or
@@ -117,91 +113,146 @@ def sample_posterior(
             e.g. ``guide="normal"``, ``rank=32``, ``steps=1000`` (SVI) or ``num_chains=4``,
             ``warmup_steps=200``, ``max_tree_depth=8`` (MCMC).
         sigma_reach: std of the prior's reach residual per clean pixel (``brgm_pyro.uncertainty.discrepancy``):
-            "auto" takes the prior card's ``sigma_reach`` (off for priors without one), None or 0
-            turns the term off, a positive number sets it. Needs a linear f.
+            "auto" takes the prior card's ``sigma_reach`` (off for priors without one, for a model that
+            infers f and for an f without structure), None or 0 turns the term off, a positive number
+            sets it (it needs a linear operator f).
         calibration: the calibration of the intervals (``brgm_pyro.uncertainty.conformal``) that
             ``post.interval`` and ``post.error_radius`` use by default: "auto" takes the prior card's
             for this task when it holds for this posterior (same prior, procedure and at least as many
             draws; otherwise the posterior's own intervals, and ``post.calibration_note`` says why),
-            None none, a :class:`~brgm_pyro.uncertainty.conformal.Calibration` or the path of a file written by
-            ``brgm calibrate`` one that must hold (else InputError).
+            None none, a :class:`~brgm_pyro.uncertainty.conformal.Calibration` or the path of a file
+            written by ``brgm calibrate`` one that must hold (else InputError).
         chunk_size: draws per Predictive call when computing the images.
         seed: seed of Pyro and torch for this run.
         progress: show progress bars.
     """
     settings = _resolve_settings(method, num_samples, chunk_size, settings, options)
-    model, problem, sigma_reach = posterior_model(model, sigma_reach, prepare_problem(y, f, G, params, perceptual))
-    inferred, latents = _inferred_model(model, problem)
+    spec, problem, sigma_reach, notes = posterior_model(model, sigma_reach, prepare_problem(y, f, G, params, perceptual))
+    latents = _check(spec, problem)
     timings: dict[str, float] = {}
     if map_result is None:
         with _timed(timings, "map_s"):
-            map_result = map_reconstruction(problem, map_schedule, model, seed, progress)
+            map_result = map_reconstruction(problem, map_schedule, spec, seed, progress)
     else:
         _check_map_result(map_result, problem)
-    init_values = _initial_values(latents, map_result, problem.y.device)
     kwargs = problem.model_kwargs()
     with frozen(problem.generator):
         with _timed(timings, "inference_s"):
-            inference = _infer(method, inferred, kwargs, init_values, settings, num_samples, seed, progress)
+            inference = _infer(method, spec.inferred, kwargs, _initial_values(latents, map_result, problem.y.device),
+                               settings, num_samples, seed, progress)
         with _timed(timings, "images_s"):
-            images = _images(model, kwargs, inference, chunk_size, seed)
+            images = predict_images(spec.inferred, kwargs, inference.draws, chunk_size, clamp=False)
+            draws = {**inference.draws, **_complete(spec.collapsed, images, kwargs, inference.num_chains, seed)}
+            images = images.clamp(0.0, 1.0)
         predictive = images
         if sigma_reach is not None:
             with _timed(timings, "reach_s"):
-                predictive = add_reach(images, inference.draws, problem, sigma_reach, chunk_size, seed)
-    inference.diagnostics.update(timings)
-    posterior = _posterior(problem, map_result, inference, images, predictive, sigma_reach,
-                           method=method, model=model_name(model), seed=seed, chunk_size=chunk_size)
-    return attach_calibration(posterior, problem, calibration)
-
-
-def attach_calibration(
-    posterior: Posterior, problem: Problem, calibration: Calibration | str | Path | None
-) -> Posterior:
-    """``posterior`` with its task, unpinned pixels and the calibration its intervals use (see
-    ``sample_posterior``), and a note saying which intervals these are."""
-    posterior.task = task_family(problem.forward)
+                noise = draws["sigma_pixel"] if "sigma_pixel" in draws else problem.params.sigma_pixel
+                predictive = predictive_images(images, problem.y, problem.forward, sigma_reach, noise, chunk_size, seed)
+    record = _settings_record(problem, spec, inference.settings, map_result, method, seed, chunk_size, sigma_reach)
     G = problem.generator
-    if posterior.task is not None:
-        clean_shape = (problem.y.shape[0], G.channels, G.resolution, G.resolution)
-        posterior.unpinned = unpinned_pixels(problem.forward, clean_shape).cpu().expand(clean_shape)
-    explicit = calibration is not None and not (isinstance(calibration, str) and calibration == "auto")
+    diagnostics = {**inference.diagnostics, **timings}
+    draws = {name: value.detach().cpu() for name, value in draws.items()}
+    if method != "svi":
+        data = inference_data(draws, inference.num_chains, G.w_avg.detach().cpu(), G.w_std.detach().cpu(),
+                              problem.y.cpu(), inference.sample_stats)
+        diagnostics.update(mcmc_diagnostics(data, inference.sample_stats, diagnostics["chain_seconds"],
+                                            inference.settings.max_tree_depth))
+    task = getattr(problem.forward, "task", None)
+    clean_shape = (problem.y.shape[0], G.channels, G.resolution, G.resolution)
+    unpinned = unpinned_pixels(problem.forward, clean_shape).cpu().expand(clean_shape) if task is not None else None
+    chosen, note = _calibration(calibration, task, problem, record, predictive.shape[0])
+    return Posterior(
+        samples=predictive,
+        generator_samples=images,
+        sigma_reach=sigma_reach,
+        latents=draws,
+        num_chains=inference.num_chains,
+        method=method,
+        map=map_result,
+        y=problem.y.cpu(),
+        observed=problem.observed.cpu(),
+        w_avg=G.w_avg.detach().cpu(),
+        w_std=G.w_std.detach().cpu(),
+        sample_stats=inference.sample_stats,
+        loss_trace=inference.loss_trace,
+        diagnostics=diagnostics,
+        settings=record,
+        task=task,
+        unpinned=unpinned,
+        calibration=chosen,
+        calibration_note=note,
+        notes=notes,
+    )
+
+
+def posterior_model(
+    model: str | Callable | BRGMModel | None, sigma_reach: float | str | None, problem: Problem
+) -> tuple[BRGMModel, Problem, float | None, tuple[str, ...]]:
+    """What :func:`sample_posterior` runs for its ``model`` and ``sigma_reach`` arguments
+    (``models.variants.choose``): the model, the problem with that reach in its params, the reach, and
+    the notes about the choice."""
+    G = problem.generator
+    clean_shape = (problem.y.shape[0], G.channels, G.resolution, G.resolution)
+    spec, sigma_reach, notes = choose(model, sigma_reach, problem.forward, problem.card.sigma_reach, clean_shape,
+                                      problem.y.device)
+    # One value of the reach for the likelihood (models that have it there) and the predictive.
+    problem = replace(problem, params=replace(problem.params, sigma_reach=sigma_reach or 0.0))
+    return spec, problem, sigma_reach, notes
+
+
+def _calibration(
+    calibration: Calibration | str | Path | None, task: str | None, problem: Problem, record: dict[str, Any],
+    num_samples: int,
+) -> tuple[Calibration | None, str]:
+    """The calibration the posterior's intervals use (see ``sample_posterior``) and the sentence saying which."""
     if calibration is None:
-        posterior.calibration_note = "The posterior's own intervals: calibration=None."
-        return posterior
+        return None, "The posterior's own intervals: calibration=None."
+    explicit = not (isinstance(calibration, str) and calibration == "auto")
     if isinstance(calibration, (str, Path)) and explicit:
         found = load_calibrations(calibration)
-        if posterior.task not in found:
+        if task not in found:
             raise InputError(
                 f"{calibration} holds calibrations for {', '.join(sorted(found)) or 'no task'}, not for this "
-                f"posterior's task {posterior.task or '(not a calibrated kind)'}; calibrate this task with `brgm calibrate`."
+                f"posterior's task {task or '(not a calibrated kind)'}; calibrate this task with `brgm calibrate`."
             )
-        calibration = found[posterior.task]
+        calibration = found[task]
     elif not explicit:
-        calibration = problem.card.calibrations.get(posterior.task) if posterior.task else None
+        calibration = problem.card.calibrations.get(task) if task else None
         if calibration is None:
-            posterior.calibration_note = (
-                f"The posterior's own intervals: the prior's card has no calibration for "
-                f"{posterior.task or 'this corruption'}."
-            )
-            return posterior
+            return None, (f"The posterior's own intervals: the prior's card has no calibration for "
+                          f"{task or 'this corruption'}.")
     elif not isinstance(calibration, Calibration):
         raise InputTypeError(
             f"calibration must be 'auto', None, a Calibration or the path of a calibration file, got "
             f"{type(calibration).__name__}."
         )
-    reason = calibration.check(posterior.task, fingerprint(G), posterior.settings, posterior.num_samples)
+    reason = calibration.check(task, fingerprint(problem.generator), record, num_samples)
     if reason is not None:
         if explicit:
             raise InputError(f"This calibration does not hold for this posterior: {reason}; calibrate it with `brgm calibrate`.")
-        posterior.calibration_note = f"The posterior's own intervals: the card's calibration for {posterior.task} does not apply, {reason}."
-        return posterior
-    posterior.calibration = calibration
-    posterior.calibration_note = (
-        f"Calibrated intervals: {posterior.task}, {calibration.images} validation images ({calibration.data})."
-        if calibration.data else f"Calibrated intervals: {posterior.task}, {calibration.images} validation images."
-    )
-    return posterior
+        return None, f"The posterior's own intervals: the card's calibration for {task} does not apply, {reason}."
+    data = f" ({calibration.data})" if calibration.data else ""
+    return calibration, f"Calibrated intervals: {task}, {calibration.images} validation images{data}."
+
+
+def _settings_record(
+    problem: Problem, spec: BRGMModel, inference: SVISettings | MCMCSettings, map_result: ReconstructionResult,
+    method: str, seed: int, chunk_size: int, sigma_reach: float | None,
+) -> dict[str, Any]:
+    """Everything that defined the run, JSON-able (``Posterior.settings``; a calibration matches its
+    ``conformal.procedure``)."""
+    return {
+        "method": method,
+        "model": spec.name,
+        "params": asdict(problem.params),
+        "inference": asdict(inference),
+        "map_schedule": asdict(map_result.schedule),
+        "seed": seed,
+        "chunk_size": chunk_size,
+        "sigma_reach": sigma_reach,
+        "perceptual": type(problem.perceptual).__name__ if problem.perceptual is not None else None,
+    }
 
 
 def _resolve_settings(
@@ -229,54 +280,12 @@ def _resolve_settings(
     return replace(settings, **overrides)
 
 
-def posterior_model(model: str | Callable | None, sigma_reach: float | str | None,
-                    problem: Problem) -> tuple[Callable, Problem, float | None]:
-    """What :func:`sample_posterior` runs for its ``model`` and ``sigma_reach`` arguments: the model with
-    "auto" resolved, the problem with that reach in its params and the reach ("auto": the card's)."""
-    given = None if isinstance(model, str) and model == "auto" else get_model(model)
-    sigma_reach = _resolve_sigma_reach(sigma_reach, problem, given)
-    # One value of the reach for the likelihood (models that have it there) and the predictive.
-    problem = replace(problem, params=replace(problem.params, sigma_reach=sigma_reach or 0.0))
-    return get_model(resolve_model(model, sigma_reach)), problem, sigma_reach
-
-
-def _resolve_sigma_reach(sigma_reach: float | str | None, problem: Problem, model: Callable | None) -> float | None:
-    """The std of the reach residual: "auto" is the prior card's; a value needs a linear f that is known.
-    A model that infers a parameter of f (``model.corruption``) has no known f to condition the residual
-    on, so "auto" is off for it."""
-    inferred_corruption = model is not None and getattr(model, "corruption", None) is not None
-    if sigma_reach == "auto":
-        sigma_reach = None if inferred_corruption else problem.card.sigma_reach
-    elif isinstance(sigma_reach, (bool, str)) or not (sigma_reach is None or 0 <= sigma_reach < math.inf):
-        raise InputError(
-            f"sigma_reach must be 'auto', None, 0 or a positive number (std per clean pixel), got {sigma_reach!r}."
-        )
-    if not sigma_reach:
-        return None
-    if inferred_corruption:
-        raise InputError(
-            f"The model {model_name(model)} infers the corruption, but the reach term (sigma_reach) needs f known; "
-            "pass sigma_reach=None."
-        )
-    G = problem.generator
-    check_linear(problem.forward, (problem.y.shape[0], G.channels, G.resolution, G.resolution), device=problem.y.device)
-    return float(sigma_reach)
-
-
-def _inferred_model(model: Callable, problem: Problem) -> tuple[Callable, dict[str, torch.Size]]:
-    """The model the inference runs on, and its latent sites' shapes, after checking ``model``.
-
-    A model may say how to integrate latents out (``model.collapsed``; learned-noise: sigma_pixel,
-    by conjugacy); the inference then runs on w alone and each draw gets those latents from their
-    exact conditional (``_complete``).
-    """
+def _check(spec: BRGMModel, problem: Problem) -> dict[str, torch.Size]:
+    """The latent sites' shapes of the model the inference runs on, after checking the model and it."""
     kwargs = problem.model_kwargs()
     with frozen(problem.generator):
-        latents = check_model(model, kwargs)
-        collapsed = getattr(model, "collapsed", None)
-        if collapsed is None:
-            return model, latents
-        return collapsed.model, check_model(collapsed.model, kwargs)
+        latents = check_model(spec, kwargs)
+        return latents if spec.collapsed is None else check_model(spec.inferred, kwargs)
 
 
 def _check_map_result(map_result: Any, problem: Problem) -> None:
@@ -328,65 +337,11 @@ def _infer(
         draws = draw_latents(guide, model_kwargs, num_samples)
         return _Inference(draws, settings, loss_trace=loss_trace, diagnostics=diagnostics)
     run = run_mcmc(model, model_kwargs, init_values, settings, seed=seed, progress=progress)
-    diagnostics = {"chain_seconds": run.seconds}
+    diagnostics: dict[str, Any] = {"chain_seconds": run.seconds}
     if run.setup_seconds:
         diagnostics["precondition_s"] = run.setup_seconds
     diagnostics["acceptance_rate"] = run.acceptance_rate
-    return _Inference(run.samples, settings, run.num_chains, sample_stats=run.sample_stats,
-                      diagnostics=diagnostics)
-
-
-def _images(
-    model: Callable, model_kwargs: dict, inference: _Inference, chunk_size: int, seed: int
-) -> torch.Tensor:
-    """G(w) of each draw, (S, B, C, H, W) in [0, 1] on the CPU; the latents ``model`` integrates out
-    (``model.collapsed``) are drawn for each draw from their conditional and added to ``inference.draws``."""
-    collapsed = getattr(model, "collapsed", None)
-    inferred = model if collapsed is None else collapsed.model
-    images = predict_images(inferred, model_kwargs, inference.draws, chunk_size, clamp=False)
-    if collapsed is not None:
-        device = model_kwargs["y"].device
-        inference.draws.update(_complete(collapsed, images, model_kwargs, inference.num_chains, seed, device))
-    return images.clamp(0.0, 1.0)
-
-
-def _posterior(
-    problem: Problem, map_result: ReconstructionResult, inference: _Inference, images: torch.Tensor,
-    predictive: torch.Tensor, sigma_reach: float | None, *, method: str, model: str, seed: int,
-    chunk_size: int,
-) -> Posterior:
-    """The result: the draws, the MAP, the inputs and the settings, with MCMC's convergence diagnostics."""
-    G = problem.generator
-    posterior = Posterior(
-        samples=predictive,
-        generator_samples=images,
-        sigma_reach=sigma_reach,
-        latents={name: value.detach().cpu() for name, value in inference.draws.items()},
-        num_chains=inference.num_chains,
-        method=method,
-        map=map_result,
-        y=problem.y.cpu(),
-        observed=problem.observed.cpu(),
-        w_avg=G.w_avg.detach().cpu(),
-        w_std=G.w_std.detach().cpu(),
-        sample_stats=inference.sample_stats,
-        loss_trace=inference.loss_trace,
-        diagnostics=inference.diagnostics,
-        settings={
-            "method": method,
-            "model": model,
-            "params": asdict(problem.params),
-            "inference": asdict(inference.settings),
-            "map_schedule": asdict(map_result.schedule),
-            "seed": seed,
-            "chunk_size": chunk_size,
-            "sigma_reach": sigma_reach,
-            "perceptual": type(problem.perceptual).__name__ if problem.perceptual is not None else None,
-        },
-    )
-    if method != "svi":
-        inference.diagnostics.update(mcmc_diagnostics(posterior, inference.settings))
-    return posterior
+    return _Inference(run.samples, settings, run.num_chains, sample_stats=run.sample_stats, diagnostics=diagnostics)
 
 
 @contextlib.contextmanager
@@ -415,75 +370,17 @@ def predict_images(
 
 
 def _complete(
-    collapsed: Collapsed, images: torch.Tensor, model_kwargs: dict, num_chains: int, seed: int, device: torch.device
+    collapsed: Collapsed | None, images: torch.Tensor, model_kwargs: dict, num_chains: int, seed: int
 ) -> dict[str, torch.Tensor]:
-    """The integrated-out latents of each draw from their conditional, chain by chain, each chain's
-    draws seeded by its own seed (seed + k, as its sampler), so a chain run alone gets the same draws."""
+    """The integrated-out latents of each draw from their conditional (none without ``collapsed``), chain by
+    chain, each chain's draws seeded by its own seed (seed + k, as its sampler), so a chain run alone gets
+    the same draws."""
+    if collapsed is None:
+        return {}
+    device = model_kwargs["y"].device
     parts = []
     for chain, chunk in enumerate(images.chunk(num_chains)):
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed + chain)
             parts.append(collapsed.conditional(chunk, model_kwargs))
     return {name: torch.cat([part[name].cpu() for part in parts]) for name in parts[0]}
-
-
-def add_reach(
-    images: torch.Tensor,
-    draws: dict[str, torch.Tensor],
-    problem: Problem,
-    sigma_reach: float,
-    chunk_size: int,
-    seed: int,
-) -> torch.Tensor:
-    """G(w) + r for each draw, r ~ p(r | y, w) (``brgm_pyro.uncertainty.discrepancy``), clamped to [0, 1]: (S, B, C, H, W) on the CPU."""
-    num, batch = images.shape[:2]
-    device = problem.y.device
-    f = per_draw(problem.forward, batch)
-    noise = draws.get("sigma_pixel")
-    gen = torch.Generator().manual_seed(10_007 + seed)
-    out = []
-    for start in range(0, num, chunk_size):
-        chunk = images[start : start + chunk_size].to(device)
-        flat = chunk.reshape(-1, *chunk.shape[2:])
-        with torch.no_grad():
-            residual = problem.y.repeat(chunk.shape[0], 1, 1, 1) - f(flat)
-        sigma_pixel: float | torch.Tensor = problem.params.sigma_pixel
-        if noise is not None:
-            sigma_pixel = noise[start : start + chunk_size].reshape(-1, 1, 1, 1).to(device=device, dtype=residual.dtype)
-        observed = problem.observed.expand_as(problem.y).repeat(chunk.shape[0], 1, 1, 1)
-        r = sample_reach_residual(residual, f, observed, tuple(flat.shape), sigma_reach, sigma_pixel, generator=gen)
-        out.append((flat + r).clamp(0.0, 1.0).reshape(chunk.shape).cpu())
-    return torch.cat(out)
-
-
-def mcmc_diagnostics(posterior: Posterior, settings: MCMCSettings) -> dict[str, Any]:
-    """Divergences, tree depths, and R-hat and bulk ESS (ArviZ) of the monitored scalars, with ESS per second."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import arviz as az
-
-        table = az.summary(posterior.inference_data, kind="diagnostics", round_to="none")
-    stats = posterior.sample_stats
-    seconds = sum(posterior.diagnostics.get("chain_seconds", [])) or float("nan")
-    out: dict[str, Any] = {
-        "divergences": int(stats["diverging"].sum()),
-        "divergence_fraction": float(stats["diverging"].float().mean()),
-        "mean_step_size": float(stats["step_size"].mean()),
-        "mean_n_steps": float(stats["n_steps"].float().mean()),
-        "sampling_s": seconds,
-        "monitored": {
-            label: {
-                "r_hat": float(row["r_hat"]),
-                "ess_bulk": float(row["ess_bulk"]),
-                "ess_bulk_per_s": float(row["ess_bulk"]) / seconds,
-            }
-            for label, row in table.iterrows()
-        },
-    }
-    if "tree_depth" in stats:
-        out["mean_tree_depth"] = float(stats["tree_depth"].float().mean())
-        out["max_tree_depth_fraction"] = float((stats["tree_depth"] >= settings.max_tree_depth).float().mean())
-    r_hats = [v["r_hat"] for v in out["monitored"].values() if math.isfinite(v["r_hat"])]
-    out["max_r_hat"] = max(r_hats) if r_hats else float("nan")
-    out["min_ess_bulk"] = min(v["ess_bulk"] for v in out["monitored"].values())
-    return out

@@ -37,10 +37,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+from pyro.infer.autoguide.initialization import init_to_value
 from pyro.infer.mcmc.util import initialize_model
 
 from brgm_pyro.errors import InputError
+from brgm_pyro.inference.params import init_to_prior_median
 
 __all__ = [
     "EIGEN_FLOOR", "MAX_LAPLACE_DIM", "LaplaceWhitening", "dense_hessian", "fits_dense_hessian",
@@ -70,10 +71,23 @@ def initialize_at(model: Callable, model_kwargs: dict, init_values: dict[str, to
     init_params, potential_fn, transforms, _ = initialize_model(
         model,
         model_kwargs=model_kwargs,
-        init_strategy=init_to_value(values=init_values, fallback=init_to_median),
+        init_strategy=init_to_value(values=init_values, fallback=init_to_prior_median),
         max_plate_nesting=1,
     )
     return init_params, potential_fn, transforms
+
+
+_NO_FORWARD_RULE = ("forward ad", "forward-mode", "functorch", "vmap", "batching rule", "batched")
+"""Phrases of torch's errors for an operation without a forward-mode derivative or a batching rule."""
+
+
+def _no_forward_rule(err: Exception) -> bool:
+    """Whether ``err`` says that forward-over-reverse cannot run here (an operation without a forward-mode
+    derivative or a vmap rule), rather than some other failure (out of memory, a bug) that must surface."""
+    if isinstance(err, NotImplementedError):
+        return True
+    message = str(err).lower()
+    return "out of memory" not in message and any(phrase in message for phrase in _NO_FORWARD_RULE)
 
 
 def dense_hessian(
@@ -86,7 +100,7 @@ def dense_hessian(
     differentiates the gradient backwards again (``is_grads_batched``); for the 32 px prior on the
     CPU it is 3.2-3.6x slower (``benchmarks/posterior_speed.py``). ``"auto"`` takes ``"forward"``
     and falls back to ``"reverse"`` for a potential with an operation that has no forward-mode
-    derivative or no batching rule."""
+    derivative or no batching rule; any other error (out of memory included) is raised."""
     if mode not in ("auto", "forward", "reverse"):
         raise InputError(f"Unknown Hessian mode {mode!r}; choose 'auto', 'forward' or 'reverse'.")
     z0 = z0.detach()
@@ -100,8 +114,8 @@ def dense_hessian(
 
         try:
             hessian = torch.cat([torch.func.vmap(hvp)(eye[i : i + chunk]) for i in range(0, z0.numel(), chunk)])
-        except (NotImplementedError, RuntimeError):  # no forward-mode AD or no batching rule for some op
-            if mode == "forward":
+        except (NotImplementedError, RuntimeError) as err:
+            if mode == "forward" or not _no_forward_rule(err):
                 raise
     if hessian is None:
         z = z0.clone().requires_grad_(True)

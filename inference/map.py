@@ -30,6 +30,7 @@ from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from brgm_pyro.errors import InputError
+from brgm_pyro.inference.params import init_to_prior_median, local_params
 
 __all__ = ["MAPSchedule", "TERM_NAMES", "log_joint", "lr_factor", "run_map"]
 
@@ -41,8 +42,12 @@ TERM_NAMES = {"w": "prior", "colinear": "colinear", "y": "pixel", "y_features": 
 class MAPSchedule:
     """Adam with StyleGAN2's projector schedule: linear warm-up, cosine ramp-down.
 
-    ``lr(t) = lr * min(1, t / rampup) * (0.5 - 0.5 cos(pi * min(1, (1 - t) / rampdown)))`` for
-    ``t = step / steps``; ``rampup = rampdown = 0`` gives a constant rate (the authors' code).
+    The rate at step k = 0, ..., steps - 1 is ``lr * lr_factor(k, schedule)``, with
+
+        lr_factor(k) = min(1, (k + 1) / (steps * rampup)) * (0.5 - 0.5 * cos(pi * min(1, (1 - k / steps) / rampdown)))
+
+    each factor 1 where its ramp is 0: ``rampup = rampdown = 0`` gives a constant rate (the
+    authors' code). The warm-up counts the step being taken, so the first step moves.
     ``starts`` > 1 runs the MAP that many times per image, from w_avg and from ``starts - 1`` draws
     of the mapping network, and keeps per image the run of highest posterior density (lowest final
     -log p), never a choice by the truth (``brgm_pyro.reconstruct.map_reconstruction``). With
@@ -75,7 +80,7 @@ class MAPSchedule:
 
 
 def lr_factor(step: int, schedule: MAPSchedule) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based)."""
+    """Multiplier of the base learning rate at ``step`` (0-based): the formula of :class:`MAPSchedule`."""
     t = step / schedule.steps
     factor = 1.0
     if schedule.rampdown > 0:
@@ -203,32 +208,38 @@ def run_map(
     other latent from its prior median.
 
     Returns the MAP of every latent site, name -> value ("w": (B, L, D); a variant's other latents,
-    such as an unknown blur width, in their own shapes), and the loss trace: term name -> (steps, B)
-    tensor of ``-log p`` contributions (nats) per image, plus ``"total"``. ``traced`` replays a
+    such as an unknown blur width, in their own shapes), and the loss trace: term name -> (steps + 1, B)
+    tensor of ``-log p`` contributions (nats) per image, plus ``"total"``: row k at the point before
+    step k, the last row at the latents returned. ``traced`` replays a
     recording of the model's log density after the first steps (see ``_NegativeLogJoint``); False
     runs the model under Pyro at every step.
     """
-    pyro.clear_param_store()
-    guide = AutoDelta(model, init_loc_fn=init_to_value(values={"w": init_w.detach().clone()}))
-    with torch.no_grad():
-        guide(*model_args, **model_kwargs)  # creates the guide's parameters at the initial values
-    optimizer = torch.optim.Adam(guide.parameters(), lr=schedule.lr, betas=schedule.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, schedule))
-    negative_log_joint = _NegativeLogJoint(model, guide, model_args, model_kwargs, traced)
-    trace: dict[str, list[torch.Tensor]] = {}
-    bar = tqdm(range(schedule.steps), disable=not progress, desc="MAP", leave=False)
-    for _ in bar:
-        loss, terms = negative_log_joint()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        for name, value in terms.items():
-            trace.setdefault(TERM_NAMES.get(name, name), []).append(value.detach())
-        if progress:
-            bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
-    losses = {name: _per_image(values).cpu() for name, values in trace.items()}
-    losses["total"] = sum(losses.values())
-    with torch.no_grad():
-        latents = {name: value.detach() for name, value in guide.median(*model_args, **model_kwargs).items()}
+    with local_params():
+        init_loc_fn = init_to_value(values={"w": init_w.detach().clone()}, fallback=init_to_prior_median)
+        guide = AutoDelta(model, init_loc_fn=init_loc_fn)
+        with torch.no_grad():
+            guide(*model_args, **model_kwargs)  # creates the guide's parameters at the initial values
+        optimizer = torch.optim.Adam(guide.parameters(), lr=schedule.lr, betas=schedule.betas)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, schedule))
+        negative_log_joint = _NegativeLogJoint(model, guide, model_args, model_kwargs, traced)
+        trace: dict[str, list[torch.Tensor]] = {}
+        bar = tqdm(range(schedule.steps + 1), disable=not progress, desc="MAP", leave=False)
+        for step in bar:
+            if step == schedule.steps:  # the terms where the optimisation ends, at the latents returned
+                with torch.no_grad():
+                    loss, terms = negative_log_joint()
+            else:
+                loss, terms = negative_log_joint()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+            for name, value in terms.items():
+                trace.setdefault(TERM_NAMES.get(name, name), []).append(value.detach())
+            if progress:
+                bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
+        losses = {name: _per_image(values).cpu() for name, values in trace.items()}
+        losses["total"] = sum(losses.values())
+        with torch.no_grad():
+            latents = {name: value.detach() for name, value in guide.median(*model_args, **model_kwargs).items()}
     return latents, losses

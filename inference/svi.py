@@ -1,4 +1,4 @@
-"""Variational inference for BRGM: ``pyro.infer.SVI`` with a Gaussian guide on w, started at the MAP.
+"""Variational inference for BRGM: a Gaussian guide on w fitted to the ELBO (``Trace_ELBO``), started at the MAP.
 
 The guide q(w) is fitted by maximising the ELBO, ``E_q[log p(w, y)] - E_q[log q(w)]``, estimated
 by ``Trace_ELBO`` with ``num_particles`` draws per step. Its entropy term is what keeps q from
@@ -38,14 +38,15 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoNormal
-from pyro.infer.autoguide.initialization import init_to_median, init_to_value
-from pyro.optim import ClippedAdam
+from pyro.infer.autoguide.initialization import init_to_value
+from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
 from brgm_pyro.errors import InputError
 from brgm_pyro.inference.laplace import EIGEN_FLOOR, LaplaceWhitening, fits_dense_hessian, initialize_at
+from brgm_pyro.inference.params import init_to_prior_median, local_params
 
 __all__ = ["GUIDES", "SVISettings", "WhitenedGuide", "choose_guide", "draw_latents", "make_guide", "run_svi"]
 
@@ -109,7 +110,7 @@ def make_guide(model: Callable, settings: SVISettings, init_values: dict[str, to
     (other sites: prior median)."""
     if settings.guide not in ("normal", "lowrank"):
         raise InputError(f"make_guide builds the 'normal' and 'lowrank' guides, not {settings.guide!r}.")
-    init_loc_fn = init_to_value(values=init_values, fallback=init_to_median)
+    init_loc_fn = init_to_value(values=init_values, fallback=init_to_prior_median)
     if settings.guide == "normal":
         return AutoNormal(model, init_loc_fn=init_loc_fn, init_scale=float(settings.init_scale))
     return AutoLowRankMultivariateNormal(
@@ -157,27 +158,41 @@ def run_svi(
     """Fit the guide of ``settings`` to ``model(**model_kwargs)``; returns the guide and the loss
     trace, -ELBO (nats, summed over the images of the batch) per step, shape (steps,)."""
     settings = choose_guide(model, model_kwargs, init_values, settings)
-    pyro.clear_param_store()
-    decay = settings.final_lr_ratio ** (1.0 / settings.steps)
-    optim = ClippedAdam({"lr": settings.lr, "lrd": decay})
+    with local_params():
+        return _fit(model, model_kwargs, init_values, settings, progress)
+
+
+def _fit(model: Callable, model_kwargs: dict, init_values: dict[str, torch.Tensor], settings: SVISettings,
+         progress: bool) -> tuple[AutoGuide | WhitenedGuide, torch.Tensor]:
+    """The fit itself, Pyro's PyTorch-native loop (``Trace_ELBO()(model, guide)`` is a module whose call is the
+    differentiable -ELBO), with Pyro's ClippedAdam: gradients clipped to 10 per coordinate, the learning
+    rate multiplied by ``lrd`` each step."""
     if settings.guide == "laplace":
         guide = WhitenedGuide(model, model_kwargs, init_values)
-        svi = SVI(guide.model, guide.guide, optim, loss=Trace_ELBO(num_particles=settings.num_particles))
+        fitted, fitted_guide = guide.model, guide.guide
     else:
-        guide = make_guide(model, settings, init_values)
-        svi = SVI(model, guide, optim, loss=Trace_ELBO(num_particles=settings.num_particles))
+        guide = fitted_guide = make_guide(model, settings, init_values)
+        fitted = model
+    elbo = Trace_ELBO(num_particles=settings.num_particles)(fitted, fitted_guide)
+    elbo(**model_kwargs)  # creates the guide's parameters
+    decay = settings.final_lr_ratio ** (1.0 / settings.steps)
+    optimizer = ClippedAdam(elbo.parameters(), lr=settings.lr, lrd=decay)
     losses = []
     bar = tqdm(range(settings.steps), disable=not progress, desc=f"SVI ({settings.guide})", leave=False)
     for _ in bar:
-        loss = svi.step(**model_kwargs)
-        losses.append(loss)
+        optimizer.zero_grad()
+        loss = elbo(**model_kwargs)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
         if progress:
-            bar.set_postfix(elbo=f"{-loss:.4g}", refresh=False)
+            bar.set_postfix(elbo=f"{-losses[-1]:.4g}", refresh=False)
     return guide, torch.tensor(losses)
 
 
 @torch.no_grad()
 def draw_latents(guide: AutoGuide | WhitenedGuide, model_kwargs: dict, num_samples: int) -> dict[str, torch.Tensor]:
     """``num_samples`` independent draws of every latent site from the fitted guide: name -> (S, ...)."""
-    draws = [guide(**model_kwargs) for _ in range(num_samples)]
+    with local_params():
+        draws = [guide(**model_kwargs) for _ in range(num_samples)]
     return {name: torch.stack([draw[name] for draw in draws]) for name in draws[0]}

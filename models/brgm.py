@@ -4,7 +4,7 @@
     factor    kappa * sum_{i<j} cos(w_i, w_j)                     von Mises colinearity, mean angle 0
     x       = G(w)                                                clean image (deterministic)
     y       ~ Normal(f(x), sigma_pixel^2)     on observed pixels  pixel likelihood (Eq. 5)
-    phi(y)  ~ Normal(phi(f(x)), sigma_percept^2)                  perceptual likelihood (Eq. 5)
+    phi(y)  ~ Normal(phi(f(x)), sigma_percept^2)  on observed pixels  perceptual likelihood (Eq. 5)
 
 with one ``pyro.plate`` over the images of a batch. Images are in [0, 1], so ``sigma_pixel`` is in
 units of the full intensity range. The negative log joint is, per image and up to constants,
@@ -35,7 +35,6 @@ Presets (:data:`PRESETS`, built by :func:`preset`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyro
@@ -47,7 +46,7 @@ from brgm_pyro.errors import InputError
 from brgm_pyro.models.observation import observe_features, observe_pixels
 from brgm_pyro.stylegan2 import to_unit
 
-__all__ = ["BRGMParams", "Collapsed", "PRESETS", "preset", "model", "colinearity"]
+__all__ = ["BRGMParams", "PRESETS", "preset", "model", "colinearity"]
 
 
 @dataclass(frozen=True)
@@ -79,26 +78,6 @@ class BRGMParams:
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):
                 raise InputError(f"{name} must be a non-negative finite number, got {value!r}.")
-
-
-@dataclass(frozen=True)
-class Collapsed:
-    """How inference may integrate latents other than w out of a model (``model.collapsed = Collapsed(...)``).
-
-    Attributes:
-        model: the model with those latents integrated out (same signature, latent "w" only).
-        conditional: ``conditional(images, model_kwargs)`` draws the integrated latents from their
-            exact conditional given each draw of w: ``images`` are the draws' G(w), (S, B, C, H, W)
-            in [0, 1] unclamped; returns site -> (S, B, ...).
-        sites: the names of the latents it integrates out.
-
-    ``sample_posterior`` runs SVI, NUTS and HMC on ``model`` and completes every draw with
-    ``conditional``, which gives draws of the full model's joint posterior.
-    """
-
-    model: Callable
-    conditional: Callable
-    sites: tuple[str, ...]
 
 
 def colinearity(w: torch.Tensor) -> torch.Tensor:
@@ -133,7 +112,7 @@ def model(y: Tensor, forward: nn.Module, generator: nn.Module, params: BRGMParam
         x = pyro.deterministic("image", to_unit(generator.synthesis(w)), event_dim=3)
         y_clean = forward(x)
         observe_pixels(y, y_clean, params.sigma_pixel, observed)
-        observe_features(y_features, y_clean, perceptual, params.sigma_percept)
+        observe_features(y_features, y_clean, perceptual, params.sigma_percept, observed)
     return x
 
 

@@ -38,8 +38,9 @@ import torch
 from pyro.distributions.transforms import PowerTransform
 from torch import Tensor, nn
 
-from brgm_pyro.models.brgm import BRGMParams, Collapsed, colinearity
+from brgm_pyro.models.brgm import BRGMParams, colinearity
 from brgm_pyro.models.observation import observe, observe_features
+from brgm_pyro.models.protocol import Collapsed
 from brgm_pyro.stylegan2 import to_unit
 
 __all__ = ["NOISE_PRIOR_DOF", "collapsed", "collapsed_model", "draw_sigma_pixel", "model", "noise_and_image", "noise_prior"]
@@ -112,7 +113,7 @@ def collapsed_model(y: Tensor, forward: nn.Module, generator: nn.Module, params:
             - (a + n / 2) * torch.log(b + rss / 2) - n / 2 * math.log(2 * math.pi)
         )
         pyro.factor("y", log_marginal)
-        observe_features(y_features, y_clean, perceptual, params.sigma_percept)
+        observe_features(y_features, y_clean, perceptual, params.sigma_percept, observed)
     return x
 
 
@@ -133,5 +134,5 @@ def draw_sigma_pixel(images: torch.Tensor, model_kwargs: dict) -> dict[str, torc
 
 
 collapsed = Collapsed(model=collapsed_model, conditional=draw_sigma_pixel, sites=("sigma_pixel",))
-"""How the inference integrates sigma_pixel out of :func:`model` (see the module notes)."""
-model.collapsed = collapsed  # type: ignore[attr-defined]
+"""How the inference integrates sigma_pixel out of :func:`model` (see the module notes); the registry
+(``variants``) gives it to the drivers as ``BRGMModel.collapsed``."""

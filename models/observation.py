@@ -1,10 +1,12 @@
 """The observation shared by the BRGM models: the pixel and perceptual likelihoods of y given the image.
 
     y      ~ Normal(f(x), sigma_pixel^2)          on the observed pixels    site "y"           (Eq. 5)
-    phi(y) ~ Normal(phi(f(x)), sigma_percept^2)                             site "y_features"  (Eq. 5)
+    phi(y) ~ Normal(phi(m * f(x)), sigma_percept^2)                         site "y_features"  (Eq. 5)
 
 Called inside a model's ``pyro.plate("images", B)`` with y_clean = f(x), so each image's pixels
-(C, h, w) and features (N,) are one event. Masked-out pixels (observed = 0) never enter the likelihood.
+(C, h, w) and features (N,) are one event. Unobserved pixels (m = observed = 0) never enter either
+likelihood: phi sees m * f(x), and phi(y) is computed on m * y (``f.observe(y)``, where the problem
+is prepared), so what y holds in a hole never changes a result.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ def observe_pixels(
 
 
 def observe_features(
-    y_features: torch.Tensor | None, y_clean: torch.Tensor, perceptual: nn.Module | None, sigma_percept: float
+    y_features: torch.Tensor | None, y_clean: torch.Tensor, perceptual: nn.Module | None, sigma_percept: float,
+    observed: torch.Tensor | None = None,
 ) -> None:
-    """phi(y) (B, N) ~ Normal(phi(y_clean), sigma_percept^2); nothing without a feature network phi."""
+    """phi(y) (B, N) ~ Normal(phi(observed * y_clean), sigma_percept^2); nothing without a feature network phi."""
     if perceptual is not None:
-        pyro.sample("y_features", dist.Normal(perceptual(y_clean), sigma_percept).to_event(1), obs=y_features)
+        seen = y_clean if observed is None else y_clean * observed
+        pyro.sample("y_features", dist.Normal(perceptual(seen), sigma_percept).to_event(1), obs=y_features)
 
 
 def observe(
@@ -56,4 +60,4 @@ def observe(
     ``params.sigma_pixel`` (or ``sigma_pixel``, a latent noise level), the features with
     ``params.sigma_percept``."""
     observe_pixels(y, y_clean, params.sigma_pixel if sigma_pixel is None else sigma_pixel, observed)
-    observe_features(y_features, y_clean, perceptual, params.sigma_percept)
+    observe_features(y_features, y_clean, perceptual, params.sigma_percept, observed)

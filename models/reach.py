@@ -44,6 +44,6 @@ def model(y: Tensor, forward: nn.Module, generator: nn.Module, params: BRGMParam
         )
     with pyro.plate("images", y.shape[0]):
         sigma_pixel, x, y_clean = noise_and_image(y, forward, generator, params)
-        pyro.factor("y", reach_log_likelihood(y - y_clean, forward, observed, sigma_pixel, params.sigma_reach))
-        observe_features(y_features, y_clean, perceptual, params.sigma_percept)
+        pyro.factor("y", reach_log_likelihood(y - y_clean, forward, sigma_pixel, params.sigma_reach))
+        observe_features(y_features, y_clean, perceptual, params.sigma_percept, observed)
     return x

@@ -20,7 +20,7 @@ of the likelihood with respect to the width:
     rec = bp.reconstruct(y, f, G, model=unknown_blur.model)      rec.latents["sigma_b"]: (B,)
     post = bp.sample_posterior(y, f, G, model="unknown-blur")     post.latents["sigma_b"]: (S, B)
 
-``model.corruption(f, latents)`` is f at the inferred widths, which the MAP uses for f(G(w)) and its
+``corruption(f, latents)`` (the registry's ``BRGMModel.corruption``) is f at the inferred widths, which the MAP uses for f(G(w)) and its
 data consistency. The prior's reach term needs a known f, so ``sample_posterior`` leaves it off.
 """
 
@@ -93,6 +93,18 @@ class UnknownBlur(Operator):
             )
         return self.after.output_shape(shape)
 
+    def input_shape(self, shape: Sequence[int]) -> torch.Size:
+        return self.after.input_shape(shape)
+
+    @property
+    def per_image(self) -> bool:
+        return self.after.per_image
+
+    def tile(self, repeats: int) -> UnknownBlur:
+        if not self.per_image:
+            return self
+        return UnknownBlur(self.after.tile(repeats), self.sigma, self.spread, self.size)
+
     def observed(self, shape: Sequence[int], device: torch.device | str | None = None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
         # The blur observes every pixel; what is missing is only what ``after`` hides.
@@ -164,5 +176,3 @@ def corruption(forward: UnknownBlur, latents: dict[str, Tensor]) -> nn.Module:
     """f at the inferred widths ``latents["sigma_b"]`` (B,)."""
     return forward.at(latents["sigma_b"])
 
-
-model.corruption = corruption  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
 """The registry of BRGM models by name, for the API (``model="learned-noise"``) and the CLI (``--model``),
-and ``check_model``, what any model must be to stand in for ``brgm.model``.
+and the one place that chooses the model and the reach for ``model="auto"`` (:func:`choose`).
 
     brgm           the paper's model (``brgm.model``)
     learned-noise  sigma_pixel is a per-image latent with a conjugate prior (``learned_noise.model``)
@@ -8,34 +8,36 @@ and ``check_model``, what any model must be to stand in for ``brgm.model``.
     reach          the prior's reach in the likelihood, sigma_pixel a latent (``reach.model``)
     unknown-blur   the width of a Gaussian blur in f is a per-image latent (``unknown_blur.model``)
 
-Any Pyro model with the signature of ``brgm.model`` can be passed instead of a name, or registered
-with :func:`register_model`.
+Each entry is a :class:`~brgm_pyro.models.protocol.BRGMModel`: the function and what it tells the
+drivers (latents integrated out, an inferred corruption, a reach in its likelihood). Any Pyro model
+with the signature of ``brgm.model`` can be passed instead of a name, or registered with
+:func:`register_model`.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any
+import math
+from collections.abc import Callable, Sequence
 
-import torch
-from pyro import poutine
-from pyro.poutine.util import site_is_subsample
+from torch import nn
 
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, reach, unknown_blur
+from brgm_pyro.models.protocol import BRGMModel
+from brgm_pyro.uncertainty.discrepancy import check_linear, has_structure
 
-__all__ = ["MODELS", "available_models", "check_model", "get_model", "model_name", "register_model"]
+__all__ = ["MODELS", "available_models", "choose", "get_model", "register_model"]
 
-MODEL_ARGUMENTS = "(y, forward, generator, params, observed, perceptual, y_features)"
-
-MODELS: dict[str, Callable] = {
-    "brgm": brgm.model,
-    "learned-noise": learned_noise.model,
-    "heavy-tail": heavy_tail.model,
-    "no-colinear": no_colinear.model,
-    "reach": reach.model,
-    "unknown-blur": unknown_blur.model,
+MODELS: dict[str, BRGMModel] = {
+    spec.name: spec
+    for spec in (
+        BRGMModel("brgm", brgm.model),
+        BRGMModel("learned-noise", learned_noise.model, collapsed=learned_noise.collapsed),
+        BRGMModel("heavy-tail", heavy_tail.model),
+        BRGMModel("no-colinear", no_colinear.model),
+        BRGMModel("reach", reach.model, needs_reach=True),
+        BRGMModel("unknown-blur", unknown_blur.model, corruption=unknown_blur.corruption),
+    )
 }
 
 
@@ -44,86 +46,79 @@ def available_models() -> list[str]:
     return list(MODELS)
 
 
-def register_model(name: str, model: Callable, overwrite: bool = False) -> None:
-    """Make ``get_model(name)`` return ``model``, a Pyro model with the signature of ``brgm.model``."""
-    if not callable(model):
+def register_model(name: str, model: Callable | BRGMModel, overwrite: bool = False) -> None:
+    """Make ``get_model(name)`` return ``model``: a :class:`BRGMModel`, or a Pyro function with the
+    signature of ``brgm.model``."""
+    if not callable(model) and not isinstance(model, BRGMModel):
         raise InputTypeError(f"register_model needs a callable Pyro model, got {type(model).__name__}.")
     if name in MODELS and not overwrite:
         raise InputError(f"A model named {name!r} is already registered; pass overwrite=True to replace it.")
-    MODELS[name] = model
+    spec = model if isinstance(model, BRGMModel) else BRGMModel(name, model)
+    MODELS[name] = BRGMModel(name, spec.model, spec.collapsed, spec.corruption, spec.needs_reach)
 
 
-def get_model(model: str | Callable | None) -> Callable:
-    """A model by registered name, a Pyro model itself, or ``brgm.model`` for None."""
+def get_model(model: str | Callable | BRGMModel | None) -> BRGMModel:
+    """A model by registered name, a registered model's function, a ``BRGMModel``, a user's Pyro function
+    (with none of the extras), or ``brgm`` for None."""
     if model is None:
-        return brgm.model
+        return MODELS["brgm"]
+    if isinstance(model, BRGMModel):
+        return model
     if isinstance(model, str):
         if model not in MODELS:
             raise InputError(f"Unknown model {model!r}; choose one of: {', '.join(MODELS)}, or pass a Pyro model.")
         return MODELS[model]
-    if not callable(model):
-        raise InputTypeError(
-            f"model must be a registered name or a Pyro model (a function), got {type(model).__name__}."
-        )
-    return model
+    for spec in MODELS.values():
+        if spec.model is model:
+            return spec
+    return BRGMModel.of(model)
 
 
-def model_name(model: Callable) -> str:
-    """The registered name of a model, else its qualified Python name."""
-    for name, registered in MODELS.items():
-        if registered is model:
-            return name
-    return f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', repr(model))}"
+def choose(
+    model: str | Callable | BRGMModel | None,
+    sigma_reach: float | str | None,
+    forward: nn.Module,
+    card_reach: float | None,
+    clean_shape: Sequence[int],
+    device: object = "cpu",
+) -> tuple[BRGMModel, float | None, tuple[str, ...]]:
+    """The model and the reach a posterior runs with, and the notes a user should read about the choice.
 
-
-def check_model(model: Callable, model_kwargs: dict[str, Any]) -> dict[str, torch.Size]:
-    """Check that ``model`` can stand in for ``brgm.model`` on this problem; return its latent sites' shapes.
-
-    It must take the arguments of ``brgm.model``, have a continuous latent site "w" of shape
-    (B, num_ws, w_dim) and record the clean images at a deterministic site "image" (B, C, H, W).
+    ``sigma_reach="auto"`` is the prior card's reach (``card_reach``), off for a model that infers
+    the corruption and for an f without structure (not a linear ``Operator``: the reach needs its
+    adjoint and F F^T); None or 0 is off; a positive number needs a model with a known f and an f
+    with structure (else one sentence). ``model="auto"`` is "reach" when there is a reach and
+    "learned-noise" otherwise (a note says why where the prior has a reach that f cannot carry).
+    A model whose likelihood holds the reach (``needs_reach``) without one gets one sentence.
     """
-    name = model_name(model)
-    try:
-        inspect.signature(model).bind(**model_kwargs)
-    except TypeError as err:
-        raise InputTypeError(
-            f"The model {name} must take the arguments of brgm.model {MODEL_ARGUMENTS}, but {err}; "
-            "give it that signature."
-        ) from None
-    try:
-        with torch.no_grad(), poutine.block():
-            trace = poutine.trace(model).get_trace(**model_kwargs)
-    except InputError:
-        raise  # the model's own sentence about its input is the clearest one
-    except Exception as err:
-        first_line = (str(err).splitlines() or [""])[0]
-        raise InputError(
-            f"The model {name} fails on this problem ({type(err).__name__}: {first_line}); "
-            "check it against brgm.model."
-        ) from err
-    y, G = model_kwargs["y"], model_kwargs["generator"]
-    latents = {
-        site: node["value"].shape
-        for site, node in trace.nodes.items()
-        if node["type"] == "sample" and not node["is_observed"] and not site_is_subsample(node)
-    }
-    expected = torch.Size((y.shape[0], G.num_ws, G.w_dim))
-    if latents.get("w") != expected:
-        found = f"shape {tuple(latents['w'])}" if "w" in latents else "no such site"
-        raise InputError(
-            f"The model {name} needs a latent site 'w' of shape {tuple(expected)} (images, num_ws, w_dim), "
-            f"found {found}; sample w as brgm.model does."
-        )
-    image = trace.nodes.get("image")
-    clean_shape = (y.shape[0], G.channels, G.resolution, G.resolution)
-    if image is None or tuple(image["value"].shape) != clean_shape:
-        raise InputError(
-            f"The model {name} must record G(w) in [0, 1] as pyro.deterministic('image', ..., event_dim=3) "
-            f"of shape {clean_shape}; add that line as in brgm.model."
-        )
-    for site in latents:
-        if trace.nodes[site]["fn"].support.is_discrete:
-            raise InputError(
-                f"The model {name} has a discrete latent site {site!r}; SVI and MCMC here need continuous latents."
+    spec = None if isinstance(model, str) and model == "auto" else get_model(model)
+    infers_corruption = spec is not None and spec.infers_corruption
+    notes: list[str] = []
+    if sigma_reach == "auto":
+        sigma_reach = None if infers_corruption else card_reach
+        if sigma_reach and not has_structure(forward):
+            notes.append(
+                f"The prior's reach is left out: f ({type(forward).__name__}) is not a linear brgm_pyro.forward.Operator, "
+                "whose adjoint and F F^T the reach needs; the noise level is inferred instead (learned-noise)."
             )
-    return latents
+            sigma_reach = None
+    elif isinstance(sigma_reach, (bool, str)) or not (sigma_reach is None or 0 <= sigma_reach < math.inf):
+        raise InputError(
+            f"sigma_reach must be 'auto', None, 0 or a positive number (std per clean pixel), got {sigma_reach!r}."
+        )
+    elif sigma_reach:
+        if infers_corruption:
+            raise InputError(
+                f"The model {spec.name} infers the corruption, but the reach term (sigma_reach) needs f known; "
+                "pass sigma_reach=None."
+            )
+        check_linear(forward, tuple(clean_shape), device=device)
+    sigma_reach = float(sigma_reach) if sigma_reach else None
+    if spec is None:
+        spec = MODELS["reach" if sigma_reach else "learned-noise"]
+    if spec.needs_reach and not sigma_reach:
+        raise InputError(
+            f"model={spec.name!r} needs the prior's reach (params.sigma_reach > 0), and there is none: the prior's card "
+            "has no sigma_reach, or sigma_reach=None was given; pass sigma_reach, or use model='learned-noise'."
+        )
+    return spec, sigma_reach, tuple(notes)

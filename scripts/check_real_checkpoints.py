@@ -21,8 +21,8 @@ downloads), and, for rosinality, ``torch.utils.cpp_extension.load`` returning No
 package compiles CUDA kernels at import; on CPU its own native code paths run instead).
 NVIDIA's TensorFlow pickles are not covered: writing them needs TensorFlow 1.x (Python <= 3.7).
 
-Exit status: 0 when every check passes (or nothing was given to check), 1 when one fails,
-2 for a path that is not the checkout it is given as.
+Exit status: 0 when every check passes, 1 when one fails, 2 when nothing was given to check (a run
+that checked nothing must not read as a pass) or for a path that is not the checkout it is given as.
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             dest=kind,
             type=Path,
             metavar="DIR",
-            help=f"a local checkout of github.com/{repository}",
+            help=f"a local checkout of github.com/{repository} (git clone https://github.com/{repository})",
         )
     parser.add_argument("--child", nargs=3, metavar=("KIND", "CHECKOUT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -385,10 +385,11 @@ def main(argv: list[str] | None = None) -> int:
             for k, (r, _) in REPOSITORIES.items()
         )
         print(
-            f"Nothing to check: give local checkouts of the implementations to compare against: {needs}. "
-            "NVIDIA's TensorFlow pickles need TensorFlow 1.x and are not checked here."
+            f"Nothing was checked: give local checkouts of the implementations to compare against: {needs}. "
+            "NVIDIA's TensorFlow pickles need TensorFlow 1.x and are not checked here.",
+            file=sys.stderr,
         )
-        return 0
+        return 2
     for kind, checkout in given.items():
         marker = REPOSITORIES[kind][1]
         if not (checkout / marker).is_file():

@@ -8,7 +8,7 @@ from conftest import sample_images, tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro.forward import Downsample, Mask
-from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.forward.free_form import free_form_mask
 from brgm_pyro.sampling import sample_posterior
 from brgm_pyro.uncertainty import conformal
 from brgm_pyro.uncertainty.calibrate import calibrate

@@ -49,7 +49,7 @@ def test_reconstruct_and_sample_posterior_take_their_defaults_from_the_card(ship
     # steps overrides the card's schedule; its learning rate stays the card's
     assert rec.schedule == bp.MAPSchedule(**{**card["schedule"], "steps": 2})
     assert rec.params == bp.BRGMParams(**card["params"], sigma_reach=card["sigma_reach"])
-    assert rec.settings["perceptual"] is not None and rec.losses["percept"].shape == (2, 1)
+    assert rec.settings["perceptual"] is not None and rec.losses["percept"].shape == (3, 1)  # 2 steps and the end
     post = sample_posterior(y, f, G, "svi", 2, map_result=rec, guide="normal", steps=2, progress=False)
     assert post.sigma_reach == pytest.approx(card["sigma_reach"])
     assert post.settings["params"] == {**card["params"], "sigma_reach": card["sigma_reach"]}

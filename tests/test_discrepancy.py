@@ -40,8 +40,8 @@ def test_draws_follow_the_exact_gaussian_conditional(f):
 
     draws = 20_000
     r = sample_reach_residual(
-        residual.expand(draws, *out_shape[1:]).contiguous(), f, observed, (draws, *shape[1:]), sigma_reach,
-        sigma_pixel, generator=torch.Generator().manual_seed(1), tolerance=1e-10,
+        residual.expand(draws, *out_shape[1:]).contiguous(), f.tile(draws), sigma_reach, sigma_pixel,
+        generator=torch.Generator().manual_seed(1),
     ).reshape(draws, -1)
     # Monte Carlo error of a mean is sd / sqrt(draws) <= 0.1 / 141; of a covariance about var * sqrt(2 / draws).
     assert (r.mean(0) - mean).abs().max() < 5 * sigma_reach / draws**0.5
@@ -55,7 +55,7 @@ def test_a_noiseless_observation_is_reproduced():
     """With sigma_pixel -> 0 and f = identity, r = y - G(w) exactly."""
     f = fw.Identity()
     residual = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    r = sample_reach_residual(residual, f, torch.ones(1), (3, 1, 4, 4), 0.5, 1e-6)
+    r = sample_reach_residual(residual, f, 0.5, 1e-6)
     assert torch.allclose(r, residual, atol=1e-4)
 
 
@@ -64,10 +64,17 @@ class Square(nn.Module):
         return x.square()
 
 
+class SquareOperator(fw.Identity):
+    def forward(self, x):
+        return x.square()
+
+
 def test_nonlinear_operators_are_refused():
     check_linear(fw.Downsample(2), (1, 1, 8, 8))
-    with pytest.raises(ValueError, match="needs a linear corruption f, and Square is not linear"):
+    with pytest.raises(ValueError, match="needs a linear corruption f with its structure .* Square is not one"):
         check_linear(Square(), (1, 1, 8, 8))
+    with pytest.raises(ValueError, match="needs a linear corruption f, and SquareOperator is not linear"):
+        check_linear(SquareOperator(), (1, 1, 8, 8))
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +155,7 @@ def test_reach_log_likelihood_is_the_gaussian_of_y_with_r_integrated_out(f):
     residual = 0.1 * torch.randn(out_shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     residual = residual * observed
     sigma_pixel = torch.tensor([0.01, 0.05], dtype=torch.float64)
-    value = reach_log_likelihood(residual, f, observed, sigma_pixel, 0.08)
+    value = reach_log_likelihood(residual, f, sigma_pixel, 0.08)
     for b in range(2):
         cov = 0.08**2 * F[seen] @ F[seen].T + sigma_pixel[b] ** 2 * torch.eye(int(seen.sum()), dtype=torch.float64)
         exact = torch.distributions.MultivariateNormal(torch.zeros(len(cov), dtype=torch.float64), cov)
@@ -165,7 +172,7 @@ def test_reach_model_needs_the_cards_sigma_reach_and_widens_the_posterior_of_w(m
     x = sample_images(G, 1, seed=5)
     f = fw.Mask.center_box(16, 6)
     y = f(x)
-    with pytest.raises(ValueError, match=r"^model='reach' needs params.sigma_reach > 0"):
+    with pytest.raises(ValueError, match=r"^model='reach' needs the prior's reach \(params.sigma_reach > 0\)"):
         sample_posterior(y, f, G, "svi", 4, model="reach", perceptual=None, steps=2, progress=False, sigma_reach=None,
                          map_schedule=bp.MAPSchedule(steps=2))
     G.card = {"sigma_reach": 0.1}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from brgm_pyro.forward import Mask
-from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.forward.free_form import free_form_mask
 
 
 def test_the_seed_fixes_the_mask_and_different_seeds_differ():

@@ -21,7 +21,8 @@ def test_separable_downsample_leverage_equals_the_dense_projection(kernel, facto
     the leverages sum to the rank, (16 / factor)^2, and none is pinned."""
     f = bp.forward.Downsample(factor, kernel)
     fast = leverage(f, (1, 1, 16, 16))
-    dense = leverage(bp.forward.Compose(f), (1, 1, 16, 16))
+    matrix = f(torch.eye(256, dtype=torch.float64).reshape(256, 1, 16, 16)).reshape(256, -1).T
+    dense = (torch.linalg.pinv(matrix) @ matrix).diagonal().reshape(1, 1, 16, 16)
     assert torch.allclose(fast, dense, atol=1e-6)
     assert float(fast.sum()) == pytest.approx((16 // factor) ** 2, rel=1e-6)
     assert bool(unpinned_pixels(f, (1, 1, 16, 16)).all())
@@ -35,5 +36,8 @@ def test_an_invertible_blur_pins_every_pixel_and_a_masked_blur_not_the_hole():
 
 
 def test_too_large_for_the_dense_matrix_gets_one_sentence():
-    with pytest.raises(ValueError, match="dense matrix"):
-        leverage(bp.forward.Compose(bp.forward.Downsample(2, "box")), (1, 1, 128, 128))
+    """A separable f of any size has its leverage per axis; a masked one above the dense limit does not."""
+    assert leverage(bp.forward.Compose(bp.forward.Downsample(2, "box")), (1, 1, 128, 128)).shape == (1, 1, 128, 128)
+    masked = bp.forward.Compose(bp.forward.Mask.center_box(128, 8), bp.forward.Downsample(2, "box"))
+    with pytest.raises(ValueError, match="dense matrix is too large"):
+        leverage(masked, (1, 1, 128, 128))

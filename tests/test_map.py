@@ -53,8 +53,8 @@ def test_loss_trace(G32):
     rec = bp.reconstruct(y, f, G32, params=bp.BRGMParams(kappa=0.3), perceptual=None, steps=steps, lr=0.05,
                          progress=False)
     assert set(rec.losses) == {"prior", "colinear", "pixel", "total"}
-    for trace in rec.losses.values():
-        assert trace.shape == (steps, 2) and torch.isfinite(trace).all()
+    for trace in rec.losses.values():  # before each step, and where the optimisation ends
+        assert trace.shape == (steps + 1, 2) and torch.isfinite(trace).all()
     total = rec.losses["total"]
     assert (total[-1] < total[0]).all()
     summary = rec.summary()
@@ -176,7 +176,7 @@ def G16():
     [
         (lambda: torch.rand(1, 1, 8, 8), fw.Downsample(4), "shape"),  # wrong size for G
         (lambda: torch.rand(1, 3, 4, 4), fw.Downsample(4), "channel"),  # wrong channel count
-        (lambda: torch.rand(1, 1, 4, 4) * 2, fw.Downsample(4), r"outside \[0, 1\]"),
+        (lambda: torch.rand(1, 1, 4, 4) * 255, fw.Downsample(4), r"no image in \[0, 1\] under this corruption"),
         (lambda: torch.full((1, 1, 4, 4), float("nan")), fw.Downsample(4), "NaN"),
         (lambda: torch.rand(1, 1, 16, 16), fw.Mask(torch.ones(8, 8)), "mask"),
         (lambda: torch.rand(1, 1, 5, 5), fw.Downsample(3), "divide"),
@@ -271,3 +271,35 @@ def test_a_model_the_recording_cannot_follow_runs_eagerly_with_a_warning():
                                           progress=False, traced=False)
     assert torch.allclose(latents["w"], latents_eager["w"], atol=1e-6)
     assert torch.allclose(losses["total"], losses_eager["total"], rtol=1e-6)
+
+
+def test_the_learning_rate_follows_the_documented_formula():
+    """The formula in MAPSchedule's docstring, evaluated as written, is what lr_factor computes."""
+    import math
+    import re
+
+    from brgm_pyro.inference.map import lr_factor
+
+    (formula,) = re.findall(r"lr_factor\(k\) = (.+)", MAPSchedule.__doc__)
+    for schedule in (MAPSchedule(steps=100), MAPSchedule(steps=37, rampup=0.2, rampdown=0.5)):
+        for k in range(schedule.steps):
+            documented = eval(formula, {"min": min, "cos": math.cos, "pi": math.pi, "k": k, "steps": schedule.steps,
+                                        "rampup": schedule.rampup, "rampdown": schedule.rampdown})
+            assert lr_factor(k, schedule) == pytest.approx(documented, abs=1e-12)
+    assert lr_factor(0, MAPSchedule(steps=100)) > 0  # the first step moves
+
+
+def test_the_final_loss_is_that_of_the_latents_returned(G32):
+    """The last row of the loss trace is -log p at the returned MAP, not before the last Adam step: the
+    best-of-starts choice compares what it keeps."""
+    from brgm_pyro.inference.map import log_joint
+    from brgm_pyro.models import brgm
+    from brgm_pyro.problem import prepare_problem
+
+    f = fw.Downsample(4, "bicubic")
+    problem = prepare_problem(f(sample_images(G32, 2, seed=5)).clamp(0, 1), f, G32, perceptual=None)
+    kwargs = problem.model_kwargs()
+    init = G32.w_avg.expand(2, G32.num_ws, G32.w_dim).clone()
+    latents, losses = run_map(brgm.model, (), kwargs, init, MAPSchedule(steps=4, lr=0.2), progress=False)
+    assert torch.allclose(-log_joint(brgm.model, kwargs, latents["w"]), losses["total"][-1], rtol=1e-5)
+    assert not torch.allclose(losses["total"][-1], losses["total"][-2], rtol=1e-3)

@@ -21,7 +21,7 @@ from brgm_pyro.models.unknown_blur import UnknownBlur
 from brgm_pyro.plotting import colorize, plot_posterior, save_uncertainty_maps, uncertainty_maps
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import prepare_problem
-from brgm_pyro.sampling import resolve_model, sample_posterior
+from brgm_pyro.sampling import sample_posterior
 from brgm_pyro.stylegan2 import to_unit
 
 
@@ -420,7 +420,7 @@ def test_any_model_with_the_signature_can_be_passed(G16, inpainting):
     assert post.settings["model"].endswith("laplace_model")
     variants.register_model("laplace-test", laplace_model)
     try:
-        assert variants.get_model("laplace-test") is laplace_model
+        assert variants.get_model("laplace-test").model is laplace_model
         with pytest.raises(ValueError, match="already registered"):
             variants.register_model("laplace-test", laplace_model)
     finally:
@@ -455,7 +455,7 @@ def crashing(y, forward, generator, params, observed=None, perceptual=None, y_fe
         ({"num_samples": True}, ValueError, "num_samples"),
         ({"method": "vi"}, ValueError, "Unknown method 'vi'; choose one of: svi, nuts, hmc"),
         ({"model": "gaussian-mixture"}, ValueError, "Unknown model 'gaussian-mixture'"),
-        ({"model": 3}, TypeError, "registered name or a Pyro model"),
+        ({"model": 3}, TypeError, "registered name, a BRGMModel or a Pyro model"),
         ({"model": wrong_signature}, TypeError, "must take the arguments of brgm.model"),
         ({"model": no_latent_w}, ValueError, "latent site 'w'"),
         ({"model": no_image_site}, ValueError, "pyro.deterministic\\('image'"),
@@ -487,14 +487,30 @@ def test_map_result_of_another_problem_is_refused(G16, inpainting):
         sample_posterior(y, f, G16, "svi", 2, perceptual=None, map_result=rec.w, progress=False)
 
 
+class Halve(nn.Module):
+    """A user's corruption that is not an Operator: no adjoint, no F F^T."""
+
+    def forward(self, x):
+        return 0.5 * x
+
+
 def test_default_models():
     """reconstruct (MAP) uses the paper's model; sample_posterior "auto": the reach model for a prior with
-    a reach, else the learned-noise variant; a named or given model is kept."""
-    assert variants.get_model(None) is brgm.model
+    a reach and an f with structure, else the learned-noise variant (with one note when a reach is left
+    out); a named or given model is kept."""
+    shape = (1, 1, 16, 16)
+    box = fw.Mask.center_box(16, 4)
+    assert variants.get_model(None).model is brgm.model
     assert inspect.signature(sample_posterior).parameters["model"].default == "auto"
-    assert resolve_model("auto", 0.05) == "reach" and resolve_model("auto", None) == "learned-noise"
-    assert resolve_model("brgm", 0.05) == "brgm" and resolve_model(brgm.model, None) is brgm.model
-    assert variants.model_name(brgm.model) == "brgm"
+    assert variants.choose("auto", "auto", box, 0.05, shape)[:2] == (variants.MODELS["reach"], 0.05)
+    assert variants.choose("auto", "auto", box, None, shape) == (variants.MODELS["learned-noise"], None, ())
+    spec, reach, notes = variants.choose("auto", "auto", Halve(), 0.05, shape)
+    assert spec.name == "learned-noise" and reach is None and len(notes) == 1 and "Halve" in notes[0]
+    assert variants.choose("brgm", "auto", box, 0.05, shape)[:2] == (variants.MODELS["brgm"], 0.05)
+    assert variants.choose(brgm.model, None, box, 0.05, shape)[0].name == "brgm"
+    assert variants.choose("unknown-blur", "auto", box, 0.05, shape)[1] is None  # f is inferred: no reach
+    with pytest.raises(ValueError, match="model='reach' needs the prior's reach"):
+        variants.choose("reach", None, box, 0.05, shape)
 
 
 def test_uncertainty_maps_and_plots(G16, inpainting, tmp_path):
@@ -527,3 +543,110 @@ def test_the_map_result_is_left_as_it_was(G16, inpainting):
     w = rec.w.clone()
     sample_posterior(y, f, G16, "svi", 2, perceptual=None, map_result=rec, steps=5, progress=False)
     assert torch.equal(rec.w, w)
+
+
+# ---------------------------------------------------------------- defects found by reading (each failed before its fix)
+
+
+@pytest.mark.parametrize("f", [fw.Blur.gaussian(1.0), fw.Compose(fw.Blur.gaussian(1.0), fw.Downsample(2))],
+                         ids=["blur", "blur-then-downsample"])
+def test_the_default_posterior_runs_on_blur(f):
+    """A prior with a reach picks the reach model for blur too: F F^T comes from the operator."""
+    G = tiny_generator(16).requires_grad_(False)
+    G.card = {"sigma_reach": 0.06}
+    y = f(sample_images(G, 1, seed=4))
+    post = sample_posterior(y, f, G, "svi", 4, perceptual=None, map_schedule=bp.MAPSchedule(steps=3), steps=3,
+                            progress=False)
+    assert post.settings["model"] == "reach" and post.sigma_reach == 0.06
+    assert post.samples.shape == (4, 1, 1, 16, 16) and torch.isfinite(post.samples).all()
+    assert post.notes == ()
+
+
+def model_with_its_own_sentence(y, forward, generator, params, observed=None, perceptual=None, y_features=None):
+    from brgm_pyro.errors import InputError
+
+    with pyro.plate("images", y.shape[0]):
+        pyro.sample("w", dist.Normal(generator.w_avg.expand(generator.num_ws, -1), 1.0).to_event(2))
+        raise InputError("This model needs a sharper prior; pass another one.")
+
+
+def test_a_models_own_error_arrives_as_one_sentence(G16, inpainting):
+    """Pyro appends its trace-shape table to an error raised inside a model; the user gets the sentence."""
+    f, x, y = inpainting
+    with pytest.raises(ValueError) as info:
+        sample_posterior(y, f, G16, "svi", 2, model=model_with_its_own_sentence, perceptual=None, progress=False)
+    assert str(info.value) == "This model needs a sharper prior; pass another one."
+
+
+def test_quantile_and_interval_share_one_rule(G16, inpainting):
+    f, x, y = inpainting
+    post = sample_posterior(y, f, G16, "svi", 16, perceptual=None, map_schedule=bp.MAPSchedule(steps=3), steps=3,
+                            progress=False, calibration=None)
+    lower, upper = post.interval(0.9, calibrated=False)
+    assert torch.equal(lower, post.quantile(0.05)) and torch.equal(upper, post.quantile(0.95))
+    assert torch.equal(post.quantile(0.0), post.samples.min(0).values)
+    assert torch.equal(post.quantile(1.0), post.samples.max(0).values)
+
+
+def test_library_calls_leave_the_users_pyro_parameters_alone(G16, inpainting):
+    f, x, y = inpainting
+    pyro.clear_param_store()
+    mine = pyro.param("my_own", torch.tensor([1.0, 2.0]))
+    bp.reconstruct(y, f, G16, perceptual=None, steps=2, progress=False)
+    for guide in ("normal", "lowrank", "laplace"):
+        sample_posterior(y[:1], f, G16, "svi", 2, perceptual=None, map_schedule=bp.MAPSchedule(steps=2), steps=2,
+                         guide=guide, progress=False)
+    assert list(pyro.get_param_store().keys()) == ["my_own"]
+    assert torch.equal(pyro.param("my_own"), mine)
+    pyro.clear_param_store()
+
+
+def test_dense_hessian_surfaces_errors_other_than_a_missing_forward_rule():
+    """An out-of-memory error in forward mode is raised, not taken for "no forward-mode rule" (which
+    would run the costlier reverse mode); an operation without a forward-mode rule still falls back
+    (test_dense_hessian_matches_autograd_on_a_non_quadratic_function[fallback])."""
+    calls = []
+
+    def runs_out_of_memory_once(z):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return z.square().sum()
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        laplace.dense_hessian(runs_out_of_memory_once, torch.ones(3))
+
+
+class UserMask(fw.Operator):
+    """A user's masking operator, not a subclass of Mask: it tells its own task and leverage."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    @property
+    def task(self):
+        return "inpaint"
+
+    def observed(self, shape, device=None, dtype=torch.float32):
+        return self.mask[None, None].to(device=self._device(device), dtype=dtype)
+
+    def forward(self, x):
+        self.check(x)
+        return x * self.mask.to(x)
+
+
+def test_the_layers_ask_the_operator_not_its_class(G16):
+    """The task family (calibrations), the unpinned pixels (leverage) and the reach (F F^T) come from the
+    operator: a user's own operator gets them without being a Mask."""
+    box = fw.Mask.center_box(16, 6)
+    f = UserMask(box.mask)
+    G16.card = {"sigma_reach": 0.06}
+    try:
+        y = f(sample_images(G16, 1, seed=4))
+        post = sample_posterior(y, f, G16, "svi", 4, perceptual=None, map_schedule=bp.MAPSchedule(steps=2), steps=2,
+                                progress=False)
+    finally:
+        G16.card = None
+    assert post.task == "inpaint" and post.settings["model"] == "reach"
+    assert torch.equal(post.unpinned[0, 0], box.mask == 0)

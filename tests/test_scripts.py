@@ -21,7 +21,7 @@ from conftest import fake_fashion_mnist, tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro.fmnist import data
-from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.forward.free_form import free_form_mask
 from brgm_pyro.uncertainty.conformal import load_calibrations
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +60,9 @@ SCRIPTS = {
     "benchmarks/tune_defaults.py": "--generator {generator} --images 1 --steps 1 --json {tmp}/tuning.json",
     "benchmarks/undercoverage.py": UNDERCOVERED + " --calibration-out {tmp}/cal --out {tmp}/uc --starts 2 "
                                    "--figure {tmp}/reach.png --modes-figure {tmp}/modes.png --json {tmp}/uc.json",
-    "scripts/check_real_checkpoints.py": "",
+    # The real check needs checkouts of NVIDIA's and rosinality's code, which CI cannot fetch and the project does
+    # not hold: it runs by hand (docs/results/checkpoints.md). Here: it imports and documents its arguments.
+    "scripts/check_real_checkpoints.py": "--help",
     "scripts/ship_prior.py": "{generator} --name tiny --quality {tmp}/given-quality.json --hardware 'a test' "
                              "--priors-dir {tmp}/priors",
     "scripts/train_baselines.py": "--tasks sr-x8 --train-size 32 --val-size 8 --max-epochs 1 --features 8 --blocks 1 "
@@ -292,11 +294,11 @@ def check_train_prior_gpu(printed, tmp_path, run):
         assert result.returncode == 2 and problem in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
-def check_real_checkpoints(printed, tmp_path, run):
-    """Without checkouts it says what it needs and runs nothing."""
+def check_real_checkpoints_names_the_checkouts_it_needs(printed, tmp_path, run):
+    """Its help names the three checkouts (what it checks without them: tests/test_check_real_checkpoints.py)."""
+    printed = " ".join(printed.split())  # argparse wraps its help
     for repository in ("NVlabs/stylegan2-ada-pytorch", "NVlabs/stylegan3", "rosinality/stylegan2-pytorch"):
         assert f"git clone https://github.com/{repository}" in printed
-    assert "TensorFlow 1.x" in printed
 
 
 def check_ablation(printed, tmp_path, run):
@@ -351,7 +353,7 @@ CHECKS = {
     "benchmarks/speed.py": check_speed,
     "benchmarks/tune_defaults.py": check_tune_defaults,
     "benchmarks/undercoverage.py": check_undercoverage,
-    "scripts/check_real_checkpoints.py": check_real_checkpoints,
+    "scripts/check_real_checkpoints.py": check_real_checkpoints_names_the_checkouts_it_needs,
     "scripts/ship_prior.py": check_ship_prior,
     "scripts/train_baselines.py": check_train_baselines,
     "scripts/train_feature_nets.py": check_train_feature_nets,

@@ -16,7 +16,7 @@ bottom-half         rows 16-31, all columns                     1/2
 ==================  ==========================================  ====================
 
 Masks are float tensors with 1 = observed, 0 = missing, as ``brgm_pyro.forward.Mask`` takes them.
-Random free-form (brush-stroke) masks are another kind of mask: ``brgm_pyro.free_form_masks``.
+Random free-form (brush-stroke) masks are another kind of mask: ``brgm_pyro.forward.free_form``.
 The paper applies its masks in turn over the test images; :func:`cyclic_masks` does the same.
 """
 

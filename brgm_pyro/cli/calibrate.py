@@ -24,10 +24,10 @@ from brgm_pyro.cli.plan import resolve_model
 from brgm_pyro.cli.sample import add_sampling_options, inference_options
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample, Mask
-from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.forward.free_form import free_form_mask
 from brgm_pyro.sampling import METHODS
 from brgm_pyro.uncertainty.calibrate import calibrate
-from brgm_pyro.uncertainty.conformal import read_calibrations, save_calibration, task_family
+from brgm_pyro.uncertainty.conformal import read_calibrations, save_calibration
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     corruption = add_corruption_options(parser)
     corruption.add_argument(
         "--free-form", action="store_true",
-        help="inpaint with a seeded free-form mask per image (brgm_pyro.free_form_masks) instead of --mask",
+        help="inpaint with a seeded free-form mask per image (brgm_pyro.forward.free_form) instead of --mask",
     )
     corruption.add_argument(
         "--noise", type=nonnegative_float, default=0.0, help="std of the noise added to y = f(x) (default 0)"
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         )
     corruption = _corruption(args, G.resolution)
     first = corruption(0)
-    task = task_family(first)
+    task = getattr(first, "task", None)
     # Checked again when writing; here so that a long run does not end in a refusal.
     if out.exists() and task in read_calibrations(json.loads(out.read_text())) and not args.replace:
         raise InputError(f"{out} already holds a calibration for {task}; pass --replace or choose another --out.")

@@ -21,7 +21,7 @@ import torch
 
 from brgm_pyro import io
 from brgm_pyro.errors import InputError
-from brgm_pyro.forward import _KERNEL_NAMES
+from brgm_pyro.forward.resample import KERNEL_NAMES
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import PRESETS
 
@@ -151,7 +151,7 @@ def add_corruption_options(parser: argparse.ArgumentParser) -> argparse._Argumen
     parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
     corruption = parser.add_argument_group("corruption")
     corruption.add_argument("--factor", type=positive_int, help="superres factor (default: R / input size)")
-    corruption.add_argument("--kernel", choices=_KERNEL_NAMES, help="superres kernel (default: bicubic)")
+    corruption.add_argument("--kernel", choices=KERNEL_NAMES, help="superres kernel (default: bicubic)")
     corruption.add_argument(
         "--sigma", type=positive_float, help="width of the gaussian kernel in pixels (default: factor / 2)"
     )

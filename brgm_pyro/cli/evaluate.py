@@ -27,7 +27,7 @@ from brgm_pyro.cli.common import (
     positive_int,
     resolve_device,
 )
-from brgm_pyro.forward import _KERNEL_NAMES
+from brgm_pyro.forward.resample import KERNEL_NAMES
 
 __all__ = ["add_parser", "parse_indices", "run"]
 
@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
     corruption = parser.add_argument_group("corruption")
     corruption.add_argument("--factor", type=positive_int, help="superres factor (required for superres)")
-    corruption.add_argument("--kernel", choices=_KERNEL_NAMES, default="bicubic", help="superres kernel")
+    corruption.add_argument("--kernel", choices=KERNEL_NAMES, default="bicubic", help="superres kernel")
     corruption.add_argument("--blur", type=positive_float, metavar="SIGMA",
                             help="a Gaussian blur of this width (pixels) before downsampling")
     corruption.add_argument("--masks", default="all", metavar="KIND,...",

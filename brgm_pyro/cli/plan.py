@@ -162,9 +162,9 @@ def corruption(
             "invert it or give another mask."
         )
     forward = Mask(mask)
-    # The hole is shown as 0, and phi(y) sees what phi(f(x)) sees.
     record = {"mask": str(args.mask), "observed_fraction": float(mask.mean())}
-    return forward, forward(y), {"task": args.task, "operator": "Mask", **record}
+    # the input as the model sees it (the library applies f.observe too): 0 in the hole
+    return forward, forward.observe(y), {"task": args.task, "operator": "Mask", **record}
 
 
 def _conversion(from_channels: int, to_channels: int) -> str | None:

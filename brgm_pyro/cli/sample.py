@@ -34,7 +34,7 @@ from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
 from brgm_pyro.models.variants import available_models
 from brgm_pyro.plotting import save_uncertainty_maps
 from brgm_pyro.sampling import DEFAULT_MODEL, METHODS
-from brgm_pyro.uncertainty.conformal import Calibration, load_calibrations, task_family
+from brgm_pyro.uncertainty.conformal import Calibration, load_calibrations
 
 # Per input NAME, besides the MAP's files: the maps NAME_<kind>.png and NAME_posterior.nc.
 MAP_KINDS = ("mean", "std", "samples", "overview")
@@ -239,7 +239,7 @@ def plan(args: argparse.Namespace) -> SampleJob:
     calibration = args.calibration
     if isinstance(calibration, Path):
         found = load_calibrations(calibration)  # read now: a bad file fails before anything is written
-        task = task_family(job.forward)
+        task = getattr(job.forward, "task", None)
         if task not in found:
             raise InputError(
                 f"{calibration} holds calibrations for {', '.join(sorted(found)) or 'no task'}, not for "

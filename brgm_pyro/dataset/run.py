@@ -341,7 +341,7 @@ class _Worker:
         problem = prepare_problem(torch.stack(inputs), job.forward, job.generator, job.params, job.perceptual)
         model = None
         if job.posterior is not None:  # the MAP of the model (and reach) that sample_posterior will run
-            model, problem, _ = posterior_model(job.posterior.model, job.posterior.sigma_reach, problem)
+            model, problem, _, _ = posterior_model(job.posterior.model, job.posterior.sigma_reach, problem)
         rec = map_reconstruction(problem, job.schedule, model, job.seed, progress=False)
         map_seconds = (time.perf_counter() - began) / len(readable)
         for index, image in enumerate(readable):

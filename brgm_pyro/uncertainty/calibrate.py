@@ -34,7 +34,6 @@ from brgm_pyro.uncertainty.conformal import (
     fingerprint,
     fit,
     image_scores,
-    task_family,
 )
 
 __all__ = ["calibrate"]
@@ -67,7 +66,7 @@ def calibrate(
     Args:
         images: clean validation images (N, C, H, W) in [0, 1], at G's resolution.
         f: the corruption, or a function of the image index giving each image its own (e.g. a seeded
-            free-form mask); every one of the same task family (``conformal.task_family``).
+            free-form mask); every one of the same task family (``f.task``).
         G: the prior.
         num_samples: posterior draws per image; the calibration holds for this many or more.
         noise: std of the Gaussian noise added to y = f(x) (clamped to [0, 1]), as in the data it is for.
@@ -97,7 +96,7 @@ def calibrate(
     task, settings = None, None
     for index in tqdm(range(images.shape[0]), desc="calibration images", disable=not progress):
         x, f_i = images[index : index + 1], corruption(index)
-        family = task_family(f_i)
+        family = getattr(f_i, "task", None)
         if family is None or (task is not None and family != task):
             raise InputError(
                 f"Image {index}'s corruption is {type(f_i).__name__} ({family or 'not a calibrated kind'}), "

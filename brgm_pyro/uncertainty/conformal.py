@@ -78,7 +78,6 @@ import torch
 from torch import nn
 
 from brgm_pyro.errors import InputError
-from brgm_pyro.forward import Downsample, Mask
 from brgm_pyro.io import atomic_path
 from brgm_pyro.metrics import leave_one_out_mse
 
@@ -98,7 +97,6 @@ __all__ = [
     "read_calibrations",
     "risk_controlling_scale",
     "save_calibration",
-    "task_family",
 ]
 
 LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -110,17 +108,6 @@ SETTINGS = ("method", "guide", "model", "sigma_reach", "params", "perceptual", "
 """The posterior settings a calibration is valid for (all must match), besides its minimum number of draws."""
 CARD_KEY = "calibration"
 """Where a card (or a calibration file) keeps its calibrations: task -> record."""
-
-
-def task_family(f: nn.Module) -> str | None:
-    """The task a calibration is made for: "inpaint" for any Mask, "superres-x{k}" for a bicubic
-    Downsample by k ("superres-x{k}-{kernel}" for another named kernel), None for anything else."""
-    if isinstance(f, Mask):
-        return "inpaint"
-    if isinstance(f, Downsample) and f.kernel_name is not None:
-        suffix = "" if f.kernel_name == "bicubic" else f"-{f.kernel_name}"
-        return f"superres-x{f.factor}{suffix}"
-    return None
 
 
 def procedure(settings: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +202,7 @@ class Calibration:
     """Interval multipliers for one prior, task family and posterior procedure (module notes).
 
     Attributes:
-        task: the task family (:func:`task_family`).
+        task: the task family (``f.task`` of the operator: "inpaint", "superres-x4", ...).
         prior: the prior's :func:`fingerprint`.
         settings: the posterior settings it holds for (``SETTINGS``), as ``Posterior.settings`` records them.
         min_samples: the fewest posterior draws it holds for (the number it was made with; more

@@ -22,50 +22,30 @@ import torch
 from torch import nn
 
 from brgm_pyro.errors import InputError
-from brgm_pyro.forward import Downsample, Mask
+from brgm_pyro.forward import MAX_DENSE_PIXELS, Operator
 
-__all__ = ["MAX_DENSE_PIXELS", "PINNED_LEVERAGE", "leverage", "unpinned_pixels"]
+__all__ = ["PINNED_LEVERAGE", "leverage", "unpinned_pixels"]
 
 PINNED_LEVERAGE = 0.5
 """A pixel with leverage at least this is pinned by the data (module notes)."""
-MAX_DENSE_PIXELS = 4096
-"""Largest clean image (C H W values) whose leverage is computed from f's dense matrix."""
-
-
-def _projection_diagonal(matrix: torch.Tensor) -> torch.Tensor:
-    """diag(A^+ A) for a matrix A (m, n): squared row norms of the right singular vectors kept."""
-    _, singular, vh = torch.linalg.svd(matrix, full_matrices=False)
-    keep = singular > singular.max() * max(matrix.shape) * torch.finfo(matrix.dtype).eps
-    return vh[keep].square().sum(0)
 
 
 def leverage(f: nn.Module, shape: Sequence[int]) -> torch.Tensor:
-    """The leverage h_i of every clean pixel for the linear corruption f: (1, C, H, W) in [0, 1].
+    """The leverage h_i of every clean pixel for the linear corruption f: (1 or B, C, H, W) float64 in [0, 1].
 
-    ``shape`` is the clean images' (B, C, H, W) (B is ignored: f treats the images of a batch alike,
-    except a ``Mask`` with one mask per image, whose leverage is then (B, C, H, W)).
+    ``shape`` is the clean images' (B, C, H, W). The operator computes it (``Operator.leverage``):
+    exactly for a mask, per axis for a separable f, from its dense matrix for small images. One
+    sentence when f cannot tell (not an operator, or too large for its dense matrix).
     """
-    batch, channels, height, width = (int(s) for s in shape)
-    if isinstance(f, Mask):
-        return f.observed(shape).expand(-1, channels, height, width).cpu().double()
-    if isinstance(f, Downsample) and f.kernel_name is not None:
-        # y = A_H x A_W^T is separable: the row space of A_W (x) A_H projects as P_H (x) P_W.
-        probe = torch.zeros((), dtype=torch.float64)
-        rows = _projection_diagonal(f._matrix(height, probe))
-        cols = _projection_diagonal(f._matrix(width, probe))
-        return (rows[:, None] * cols[None, :]).expand(1, channels, height, width)
-    size = channels * height * width
-    if size > MAX_DENSE_PIXELS:
+    value = f.leverage(shape) if isinstance(f, Operator) and f.linear else None
+    if value is None:
+        channels, height, width = (int(s) for s in shape[1:])
         raise InputError(
-            f"The leverage of {type(f).__name__} on {channels}x{height}x{width} images needs its dense matrix "
-            f"({size} > {MAX_DENSE_PIXELS} pixels); use a Mask or a named Downsample kernel at this size."
+            f"The leverage of {type(f).__name__} on {channels}x{height}x{width} images is not known: it is not a "
+            f"separable or masking operator and its dense matrix is too large ({channels * height * width} > "
+            f"{MAX_DENSE_PIXELS} pixels); use a Mask, a Downsample or a separable Blur at this size."
         )
-    device = next(iter(f.buffers()), torch.zeros(())).device
-    basis = torch.eye(size, device=device).reshape(size, channels, height, width)
-    with torch.no_grad():
-        observed = f.observed((1, channels, height, width), device=device)
-        columns = (f(basis) * observed).reshape(size, -1).cpu().double()
-    return _projection_diagonal(columns.T).reshape(1, channels, height, width)
+    return value
 
 
 def unpinned_pixels(f: nn.Module, shape: Sequence[int]) -> torch.Tensor:

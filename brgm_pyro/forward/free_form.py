@@ -20,7 +20,7 @@ import math
 import torch
 
 from brgm_pyro.errors import InputError
-from brgm_pyro.forward import Mask
+from brgm_pyro.forward.masks import Mask
 
 __all__ = ["free_form_mask"]
 
