@@ -16,6 +16,7 @@ from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.reconstruct import ReconstructionResult, reconstruct
 from brgm_pyro.sampling import sample_posterior
+from brgm_pyro.search import SearchSettings
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "MAPSchedule",
     "Posterior",
     "ReconstructionResult",
+    "SearchSettings",
     "StyleGAN2Generator",
     "forward",
     "load_generator",

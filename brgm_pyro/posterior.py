@@ -31,7 +31,34 @@ from brgm_pyro.reconstruct import ReconstructionResult
 if TYPE_CHECKING:
     from brgm_pyro.uncertainty.conformal import Calibration
 
-__all__ = ["Posterior"]
+__all__ = ["Posterior", "PosteriorModes"]
+
+
+@dataclass(frozen=True)
+class PosteriorModes:
+    """The modes of a mixture posterior, K per image, K-major (``inference.mixture``).
+
+    Attributes:
+        images: (K, B, C, H, W) each mode's estimate of the clean image, G(w_k) + E[r | y, w_k] in [0, 1].
+        weights: (K, B) each mode's posterior mass, summing to 1 per image (0 for a start that ended on
+            another mode's).
+        log_evidence: (K, B) Laplace's log evidence of each mode (-inf for a merged one).
+        log_joint: (K, B) log p(theta_k, y) at each mode.
+    """
+
+    images: torch.Tensor
+    weights: torch.Tensor
+    log_evidence: torch.Tensor
+    log_joint: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.weights.shape[0]
+
+    def of_image(self, index: int) -> list[dict[str, Any]]:
+        """The modes of image ``index`` with weight above 0, heaviest first: image, weight, log evidence."""
+        order = self.weights[:, index].argsort(descending=True).tolist()
+        return [{"image": self.images[k, index], "weight": float(self.weights[k, index]),
+                 "log_evidence": float(self.log_evidence[k, index])} for k in order if self.weights[k, index] > 0]
 
 
 @dataclass
@@ -56,6 +83,8 @@ class Posterior:
         diagnostics: a JSON-able dict: timings and, for MCMC, acceptance rates, divergences,
             tree depths, R-hat and bulk ESS of the monitored scalars.
         settings: a JSON-able dict of everything that defined the run.
+        conditional_means: E[x | y, w_s] = G(w_s) + E[r | y, w_s] of each draw, (S, B, C, H, W) in [0, 1]
+            (``generator_samples`` without the reach): what ``mean`` averages.
         generator_samples: G(w) of each draw, (S, B, C, H, W) in [0, 1]; the same tensor as
             ``samples`` when the reach term is off.
         sigma_reach: std of the reach residual per clean pixel, None when off.
@@ -66,6 +95,8 @@ class Posterior:
         calibration_note: one sentence saying which intervals these are and why.
         notes: sentences a user should read about how this posterior was made (a model chosen for
             a corruption without structure, ...).
+        modes: the modes of the mixture (method "laplace"): each one's image, weight and log evidence;
+            for SVI, NUTS and HMC, which run from the mode of highest density, that mode alone.
     """
 
     samples: torch.Tensor
@@ -82,16 +113,20 @@ class Posterior:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     generator_samples: torch.Tensor | None = None
+    conditional_means: torch.Tensor | None = None
     sigma_reach: float | None = None
     task: str | None = None
     unpinned: torch.Tensor | None = None
     calibration: Calibration | None = None
     calibration_note: str = "The posterior's own intervals: no calibration was looked for."
     notes: tuple[str, ...] = ()
+    modes: PosteriorModes | None = None
 
     def __post_init__(self) -> None:
         if self.generator_samples is None:
             self.generator_samples = self.samples
+        if self.conditional_means is None:
+            self.conditional_means = self.generator_samples if self.sigma_reach is None else self.samples
 
     @property
     def num_samples(self) -> int:
@@ -104,8 +139,11 @@ class Posterior:
 
     @functools.cached_property
     def mean(self) -> torch.Tensor:
-        """Per-pixel posterior mean, (B, C, H, W)."""
-        return self.samples.mean(0)
+        """Per-pixel posterior mean E[x | y], (B, C, H, W): the mean over draws of E[x | y, w_s] = G(w_s) +
+        E[r | y, w_s] (``conditional_means``), the same expectation as the mean of ``samples`` without the
+        Monte Carlo noise of the reach residual's draws (Rao-Blackwell)."""
+        return self.conditional_means.mean(0)
+
 
     @functools.cached_property
     def std(self) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -112,6 +112,24 @@ class Problem:
     perceptual: nn.Module | None
     y_features: torch.Tensor | None
     card: PriorCard
+
+    def tile(self, repeats: int) -> Problem:
+        """The problem of the batch repeated ``repeats`` times, ``y.repeat(repeats, 1, 1, 1)`` (each image's
+        mask stays that image's): K starting points of B images run as one batch of K B through the plate."""
+        if repeats == 1:
+            return self
+        forward = self.forward.tile(repeats) if isinstance(self.forward, Operator) else self.forward
+        observed = self.observed.repeat(repeats, 1, 1, 1) if self.observed.shape[0] > 1 else self.observed
+        features = None if self.y_features is None else self.y_features.repeat(repeats, 1)
+        return replace(self, y=self.y.repeat(repeats, 1, 1, 1), forward=forward, observed=observed,
+                       y_features=features)
+
+    def select(self, index: int) -> Problem:
+        """The problem of image ``index`` of the batch alone."""
+        forward = self.forward.select(index) if isinstance(self.forward, Operator) else self.forward
+        observed = self.observed[index : index + 1] if self.observed.shape[0] > 1 else self.observed
+        features = None if self.y_features is None else self.y_features[index : index + 1]
+        return replace(self, y=self.y[index : index + 1], forward=forward, observed=observed, y_features=features)
 
     def model_kwargs(self) -> dict[str, Any]:
         """The arguments of ``brgm.model`` (and of every model with its signature) for this problem."""

@@ -411,13 +411,18 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{r}", block)
         self.num_ws += 1  # the last ToRGB
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", resolution: int | None = None) -> torch.Tensor:
+        """The image (B, C, R, R) in [-1, 1]; with ``resolution`` r < R, the image of the skip
+        architecture at r, the sum of the ToRGB outputs up to block r (what the network has drawn on
+        its way up, without the blocks above: their cost is not paid)."""
         x = img = None
         index = 0
         # One w per layer, split once: the backward of each index of ws would be a zero-filled copy of
         # all of ws, and a recorded log density (inference/map.py) keeps even an index's full slices.
         layer_ws = ws.unbind(1)
         for r in self.block_resolutions:
+            if resolution is not None and r > resolution:
+                break
             block = getattr(self, f"b{r}")
             x, img = block(x, img, layer_ws[index : index + block.num_conv + 1], noise_mode)
             index += block.num_conv

@@ -44,7 +44,7 @@ from brgm_pyro.errors import InputError
 from brgm_pyro.inference.params import init_to_prior_median
 
 __all__ = [
-    "EIGEN_FLOOR", "MAX_LAPLACE_DIM", "LaplaceWhitening", "dense_hessian", "fits_dense_hessian",
+    "EIGEN_FLOOR", "MAX_LAPLACE_DIM", "LaplaceWhitening", "block_hessians", "dense_hessian", "fits_dense_hessian",
     "initialize_at", "latent_dim",
 ]
 
@@ -128,6 +128,51 @@ def dense_hessian(
     return (hessian + hessian.T) / 2
 
 
+def block_hessians(
+    fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], params: dict[str, torch.Tensor], blocks: int, chunk: int = 64,
+) -> torch.Tensor:
+    """The Hessians of a sum of ``blocks`` independent terms, fn = sum_k U_k(theta_k), at ``params``
+    (site -> (blocks, ...): the latents of K images of a plate), (blocks, d, d) with d the coordinates
+    of one block.
+
+    The Hessian of fn is block-diagonal, so one Hessian-vector product with the same unit vector e_j
+    in every block gives column j of every block's Hessian at once: d products, not K d
+    (forward-over-reverse, ``chunk`` of them vectorised; reverse mode where an operation has no
+    forward-mode rule, as in :func:`dense_hessian`)."""
+    names = list(params)
+    sizes = [params[name][0].numel() for name in names]
+    shapes = [params[name].shape[1:] for name in names]
+    z0 = torch.cat([params[name].detach().reshape(blocks, -1) for name in names], dim=1)  # (blocks, d)
+
+    def total(z: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(z, sizes, dim=-1)
+        return fn({n: part.reshape(blocks, *s) for n, part, s in zip(names, parts, shapes, strict=True)})
+
+    dimension = z0.shape[1]
+    eye = torch.eye(dimension, dtype=z0.dtype, device=z0.device)
+    probes = eye[:, None, :].expand(dimension, blocks, dimension)
+    columns = None
+    try:
+        gradient = torch.func.grad(total)
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            return torch.func.jvp(gradient, (z0,), (v,))[1]
+
+        columns = torch.cat([torch.func.vmap(hvp)(probes[i : i + chunk]) for i in range(0, dimension, chunk)])
+    except (NotImplementedError, RuntimeError) as err:
+        if not _no_forward_rule(err):
+            raise
+    if columns is None:
+        z = z0.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(total(z), z, create_graph=True)
+        columns = torch.cat([
+            torch.autograd.grad(grad, z, probes[i : i + chunk], retain_graph=True, is_grads_batched=True)[0]
+            for i in range(0, dimension, chunk)
+        ])
+    hessians = columns.permute(1, 0, 2)  # (blocks, d, d): block k, column j
+    return (hessians + hessians.transpose(1, 2)) / 2
+
+
 class LaplaceWhitening:
     """The affine change of variables z = z0 + A u (module notes).
 
@@ -146,6 +191,7 @@ class LaplaceWhitening:
         *,
         option: str,
         fallback: str,
+        hessian: torch.Tensor | None = None,
     ) -> None:
         if not fits_dense_hessian(params):
             raise InputError(
@@ -157,7 +203,8 @@ class LaplaceWhitening:
         self.shapes = [params[name].shape for name in self.names]
         self.sizes = [params[name].numel() for name in self.names]
         self.z0 = torch.cat([params[name].detach().reshape(-1) for name in self.names])
-        hessian = dense_hessian(lambda z: potential_fn(self.unpack(z)), self.z0)
+        if hessian is None:  # (one computed elsewhere: ``block_hessians`` of several modes at once)
+            hessian = dense_hessian(lambda z: potential_fn(self.unpack(z)), self.z0)
         eigenvalues, vectors = torch.linalg.eigh(hessian.double())
         scale = eigenvalues.abs().clamp_min(eigen_floor * eigenvalues.abs().median())
         self.A = (vectors * scale.rsqrt()).to(self.z0.dtype)

@@ -47,12 +47,8 @@ class MAPSchedule:
         lr_factor(k) = min(1, (k + 1) / (steps * rampup)) * (0.5 - 0.5 * cos(pi * min(1, (1 - k / steps) / rampdown)))
 
     each factor 1 where its ramp is 0: ``rampup = rampdown = 0`` gives a constant rate (the
-    authors' code). The warm-up counts the step being taken, so the first step moves.
-    ``starts`` > 1 runs the MAP that many times per image, from w_avg and from ``starts - 1`` draws
-    of the mapping network, and keeps per image the run of highest posterior density (lowest final
-    -log p), never a choice by the truth (``brgm_pyro.reconstruct.map_reconstruction``). With
-    ``candidates`` > 0 those draws are the ``starts - 1`` of highest posterior density per image
-    among ``candidates`` mapping draws (one batched evaluation of -log p each, no optimisation).
+    authors' code). The warm-up counts the step being taken, so the first step moves. Where the MAP
+    starts is the mode search's (``brgm_pyro.search``).
     """
 
     steps: int = 300
@@ -60,21 +56,10 @@ class MAPSchedule:
     rampup: float = 0.05
     rampdown: float = 0.25
     betas: tuple[float, float] = (0.9, 0.999)
-    starts: int = 1
-    candidates: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "starts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
-                raise InputError(f"{name} must be a positive integer, got {value!r}.")
-        if isinstance(self.candidates, bool) or not (isinstance(self.candidates, int) and self.candidates >= 0):
-            raise InputError(f"candidates must be a non-negative integer, got {self.candidates!r}.")
-        if 0 < self.candidates < self.starts - 1:
-            raise InputError(
-                f"candidates ({self.candidates}) must be at least starts - 1 ({self.starts - 1}), the draws "
-                "kept; raise candidates or set it to 0."
-            )
+        if isinstance(self.steps, bool) or not (isinstance(self.steps, int) and self.steps >= 1):
+            raise InputError(f"steps must be a positive integer, got {self.steps!r}.")
         if not self.lr > 0:
             raise InputError(f"The learning rate must be positive, got {self.lr!r}.")
 
@@ -199,13 +184,14 @@ def run_map(
     model: Callable,
     model_args: tuple,
     model_kwargs: dict,
-    init_w: torch.Tensor,
+    init: torch.Tensor | dict[str, torch.Tensor],
     schedule: MAPSchedule,
     progress: bool = True,
     traced: bool = True,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Optimise the latents of ``model(*model_args, **model_kwargs)``, w from ``init_w`` (B, L, D) and any
-    other latent from its prior median.
+    """Optimise the latents of ``model(*model_args, **model_kwargs)`` from ``init``: a dict of starting
+    values (site -> value; e.g. {"w": (B, L, D)}, or {"z": (B, z_dim)} for the mapping model), or w
+    itself; any other latent starts at its prior median.
 
     Returns the MAP of every latent site, name -> value ("w": (B, L, D); a variant's other latents,
     such as an unknown blur width, in their own shapes), and the loss trace: term name -> (steps + 1, B)
@@ -215,7 +201,9 @@ def run_map(
     runs the model under Pyro at every step.
     """
     with local_params():
-        init_loc_fn = init_to_value(values={"w": init_w.detach().clone()}, fallback=init_to_prior_median)
+        values = init if isinstance(init, dict) else {"w": init}
+        values = {name: value.detach().clone() for name, value in values.items()}
+        init_loc_fn = init_to_value(values=values, fallback=init_to_prior_median)
         guide = AutoDelta(model, init_loc_fn=init_loc_fn)
         with torch.no_grad():
             guide(*model_args, **model_kwargs)  # creates the guide's parameters at the initial values

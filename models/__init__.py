@@ -10,6 +10,7 @@ from brgm_pyro.models import (
     brgm,
     heavy_tail,
     learned_noise,
+    mapping,
     no_colinear,
     observation,
     protocol,
@@ -18,4 +19,4 @@ from brgm_pyro.models import (
     variants,
 )
 
-__all__ = ["brgm", "heavy_tail", "learned_noise", "no_colinear", "observation", "protocol", "reach", "unknown_blur", "variants"]
+__all__ = ["brgm", "heavy_tail", "learned_noise", "mapping", "no_colinear", "observation", "protocol", "reach", "unknown_blur", "variants"]

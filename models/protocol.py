@@ -18,7 +18,13 @@ model may tell the drivers two things, which ``BRGMModel`` holds:
 - ``needs_reach``: its likelihood holds the prior's reach (``params.sigma_reach`` > 0, and f's
   structure, ``brgm_pyro.forward.Operator.gram``).
 
-A plain function is a ``BRGMModel`` with none of these (``BRGMModel.of(fn)``).
+- ``start``: the model's latents at a draw (z, w = mapping(z)) of G's own prior, where the mode
+  search starts it (``brgm_pyro.search``): w on every layer for the W+ models, z for ``mapping``.
+
+The likelihood of y is the model's sites ``LIKELIHOOD_SITES`` ("y" and "y_features"): the search
+ranks draws of the prior by it.
+
+A plain function is a ``BRGMModel`` with none of these (``BRGMModel.of(fn)``, starting at w).
 """
 
 from __future__ import annotations
@@ -34,9 +40,16 @@ from pyro.poutine.util import site_is_subsample
 
 from brgm_pyro.errors import InputError, InputTypeError
 
-__all__ = ["MODEL_ARGUMENTS", "BRGMModel", "Collapsed", "check_model"]
+__all__ = ["LIKELIHOOD_SITES", "MODEL_ARGUMENTS", "BRGMModel", "Collapsed", "check_model", "w_plus_start"]
 
 MODEL_ARGUMENTS = "(y, forward, generator, params, observed, perceptual, y_features)"
+LIKELIHOOD_SITES = ("y", "y_features")
+"""The sites of a model that hold the likelihood of y (the pixel and the perceptual terms)."""
+
+
+def w_plus_start(z: torch.Tensor, w: torch.Tensor, generator: Any) -> dict[str, torch.Tensor]:
+    """The latents of a W+ model at a draw (z, w) of G's prior: the same w on every layer, (N, num_ws, w_dim)."""
+    return {"w": w[:, None, :].expand(-1, generator.num_ws, -1).contiguous()}
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,7 @@ class BRGMModel:
         collapsed: latents integrated out for inference, or None.
         corruption: ``corruption(f, latents) -> f`` at the inferred corruption latents, or None.
         needs_reach: whether its likelihood holds the prior's reach.
+        start: ``start(z, w, generator) -> latents`` at a draw of G's prior (module notes).
     """
 
     name: str
@@ -73,6 +87,7 @@ class BRGMModel:
     collapsed: Collapsed | None = None
     corruption: Callable | None = None
     needs_reach: bool = False
+    start: Callable = w_plus_start
 
     @classmethod
     def of(cls, model: Callable) -> BRGMModel:
@@ -104,8 +119,9 @@ def _first_line(message: str) -> str:
 def check_model(model: BRGMModel | Callable, model_kwargs: dict[str, Any]) -> dict[str, torch.Size]:
     """Check that ``model`` can stand in for ``brgm.model`` on this problem; return its latent sites' shapes.
 
-    It must take the arguments of ``brgm.model``, have a continuous latent site "w" of shape
-    (B, num_ws, w_dim) and record the clean images at a deterministic site "image" (B, C, H, W).
+    It must take the arguments of ``brgm.model``, have a site "w" of shape (B, num_ws, w_dim), a
+    continuous latent or a deterministic function of one (``mapping``: of z), and record the clean
+    images at a deterministic site "image" (B, C, H, W).
     An error the model raises about its input keeps its own sentence (without Pyro's shape table).
     """
     spec = BRGMModel.of(model)
@@ -134,11 +150,13 @@ def check_model(model: BRGMModel | Callable, model_kwargs: dict[str, Any]) -> di
         if node["type"] == "sample" and not node["is_observed"] and not site_is_subsample(node)
     }
     expected = torch.Size((y.shape[0], G.num_ws, G.w_dim))
-    if latents.get("w") != expected:
-        found = f"shape {tuple(latents['w'])}" if "w" in latents else "no such site"
+    w_site = trace.nodes.get("w")
+    found_shape = tuple(w_site["value"].shape) if w_site is not None and w_site["type"] == "sample" else None
+    if found_shape != tuple(expected):
+        found = f"shape {found_shape}" if found_shape is not None else "no such site"
         raise InputError(
-            f"The model {name} needs a latent site 'w' of shape {tuple(expected)} (images, num_ws, w_dim), "
-            f"found {found}; sample w as brgm.model does."
+            f"The model {name} needs a site 'w' of shape {tuple(expected)} (images, num_ws, w_dim), latent or "
+            f"pyro.deterministic, found {found}; sample w as brgm.model does."
         )
     image = trace.nodes.get("image")
     clean_shape = (y.shape[0], G.channels, G.resolution, G.resolution)

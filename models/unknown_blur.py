@@ -105,6 +105,11 @@ class UnknownBlur(Operator):
             return self
         return UnknownBlur(self.after.tile(repeats), self.sigma, self.spread, self.size)
 
+    def select(self, index: int) -> UnknownBlur:
+        if not self.per_image:
+            return self
+        return UnknownBlur(self.after.select(index), self.sigma, self.spread, self.size)
+
     def observed(self, shape: Sequence[int], device: torch.device | str | None = None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
         # The blur observes every pixel; what is missing is only what ``after`` hides.

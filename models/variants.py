@@ -7,6 +7,7 @@ and the one place that chooses the model and the reach for ``model="auto"`` (:fu
     no-colinear    no colinearity factor between the w_l (``no_colinear.model``)
     reach          the prior's reach in the likelihood, sigma_pixel a latent (``reach.model``)
     unknown-blur   the width of a Gaussian blur in f is a per-image latent (``unknown_blur.model``)
+    mapping        G's own prior, z ~ N(0, I) and w = mapping(z), with the reach in the likelihood (``mapping.model``)
 
 Each entry is a :class:`~brgm_pyro.models.protocol.BRGMModel`: the function and what it tells the
 drivers (latents integrated out, an inferred corruption, a reach in its likelihood). Any Pyro model
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from brgm_pyro.errors import InputError, InputTypeError
-from brgm_pyro.models import brgm, heavy_tail, learned_noise, no_colinear, reach, unknown_blur
+from brgm_pyro.models import brgm, heavy_tail, learned_noise, mapping, no_colinear, reach, unknown_blur
 from brgm_pyro.models.protocol import BRGMModel
 from brgm_pyro.uncertainty.discrepancy import check_linear, has_structure
 
@@ -37,6 +38,7 @@ MODELS: dict[str, BRGMModel] = {
         BRGMModel("no-colinear", no_colinear.model),
         BRGMModel("reach", reach.model, needs_reach=True),
         BRGMModel("unknown-blur", unknown_blur.model, corruption=unknown_blur.corruption),
+        BRGMModel("mapping", mapping.model, needs_reach=True, start=mapping.start),
     )
 }
 
@@ -54,7 +56,7 @@ def register_model(name: str, model: Callable | BRGMModel, overwrite: bool = Fal
     if name in MODELS and not overwrite:
         raise InputError(f"A model named {name!r} is already registered; pass overwrite=True to replace it.")
     spec = model if isinstance(model, BRGMModel) else BRGMModel(name, model)
-    MODELS[name] = BRGMModel(name, spec.model, spec.collapsed, spec.corruption, spec.needs_reach)
+    MODELS[name] = BRGMModel(name, spec.model, spec.collapsed, spec.corruption, spec.needs_reach, spec.start)
 
 
 def get_model(model: str | Callable | BRGMModel | None) -> BRGMModel:

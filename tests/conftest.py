@@ -30,6 +30,24 @@ def sample_images(G: StyleGAN2Generator, num: int, seed: int = 1) -> torch.Tenso
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _bank_cache(tmp_path_factory):
+    """The prior banks of the mode search in one folder of this session (never the user's cache), of 512
+    draws (the tests that measure the search set their own size): a tiny generator's bank is built once
+    and shared by the tests that use it."""
+    import os
+
+    settings = {"BRGM_CACHE_DIR": str(tmp_path_factory.mktemp("brgm-cache")), "BRGM_BANK_SIZE": "512"}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    yield
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _threads():
     # The tests use tiny networks: one thread avoids thread start-up costs that dominate them.
     previous = torch.get_num_threads()

@@ -344,6 +344,14 @@ def test_tile_applies_f_to_a_repeated_batch(name):
     torch.testing.assert_close(f.tile(3)(x.repeat(3, 1, 1, 1)), f(x).repeat(3, 1, 1, 1))
 
 
+@pytest.mark.parametrize("name", list(STRUCTURED))
+def test_select_applies_f_to_one_image(name):
+    f = STRUCTURED[name]()
+    x = _random(B, C, H, W, seed=37)
+    for i in range(B):
+        torch.testing.assert_close(f.select(i)(x[i : i + 1]), f(x)[i : i + 1])
+
+
 def test_the_task_families():
     assert Mask.center_box(16, 4).task == "inpaint"
     assert Downsample(4).task == "superres-x4" and Downsample(2, "box").task == "superres-x2-box"

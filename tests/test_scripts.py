@@ -47,6 +47,11 @@ SCRIPTS = {
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
     "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
                                         "--perceptual none --json {tmp}/throughput.json",
+    "benchmarks/mode_search.py": "--generator {generator} --images 0 --tasks superres-x8,inpaint --variants "
+                                 "map-single,map-search,mean-laplace --steps 2 --num-samples 4 "
+                                 "--search '{{\"bank_size\": 64, \"screen\": 8}}' --json {tmp}/modes.json --quiet",
+    "benchmarks/prior_bank.py": "--generator {generator} --draws 64 --large-draws 2 --large-resolution 128 "
+                                "--large-channel-max 32 --json {tmp}/bank.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
                           "--perceptual none --task inpaint --num-chains 2 --json {tmp}/together.json",
     "benchmarks/posterior_speed.py": "--generator {generator} --repeats 1 --map-steps 3 --svi-steps 3",
@@ -160,6 +165,22 @@ def check_posterior_speed(printed, tmp_path, run):
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert float(cells[4]) < 1e-4, row  # both modes give the same Hessian
         assert cells[5].endswith("(laplace)"), row
+
+
+def check_mode_search(printed, tmp_path, run):
+    """Every variant and the modes' mean get a row per task; the posterior's coverage is a fraction."""
+    records = json.loads((tmp_path / "modes.json").read_text())["records"]
+    assert {r["variant"] for r in records} == {"map-single", "map-search", "mean-laplace", "modes-laplace"}
+    assert {r["task"] for r in records} == {"superres-x8", "inpaint"}
+    assert all(0 <= r["coverage90"] <= 1 for r in records if r["variant"] == "mean-laplace")
+    assert "| superres-x8 | map-search | 1 |" in printed
+
+
+def check_prior_bank(printed, tmp_path, run):
+    """The bank's costs are recorded for both priors; the large prior's bank image is cheaper than its full image."""
+    result = json.loads((tmp_path / "bank.json").read_text())
+    assert result["small"]["draws"] == 64 and result["small"]["file_bytes"] > 0
+    assert result["large"]["bank_resolution"] == 64 and result["large"]["ratio_full_to_bank"] > 1
 
 
 def check_nuts(printed, tmp_path, run):
@@ -347,6 +368,8 @@ CHECKS = {
     "benchmarks/calibration.py": check_calibration,
     "benchmarks/compare_priors.py": check_compare_priors,
     "benchmarks/dataset_throughput.py": check_dataset_throughput,
+    "benchmarks/mode_search.py": check_mode_search,
+    "benchmarks/prior_bank.py": check_prior_bank,
     "benchmarks/nuts.py": check_nuts,
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,

@@ -41,7 +41,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -227,22 +227,6 @@ def _plan(job: _Job, force: bool) -> dict[str, Any]:
     return {"attempt": new_attempt_id(), "images": images, "done": done, "started_unix": time.time()}
 
 
-def _select(rec: ReconstructionResult, index: int) -> ReconstructionResult:
-    """The MAP of image ``index`` of a batch, as if it had been reconstructed alone."""
-    one = slice(index, index + 1)
-    observed = rec.observed if rec.observed.shape[0] == 1 else rec.observed[one]
-    return replace(
-        rec,
-        image=rec.image[one],
-        w=rec.w[one],
-        y=rec.y[one],
-        y_reconstructed=rec.y_reconstructed[one],
-        observed=observed,
-        losses={term: values[:, one] for term, values in rec.losses.items()},
-        data_consistency={name: values[one] for name, values in rec.data_consistency.items()},
-    )
-
-
 def _write_outputs(
     job: _Job, stem: str, rec: ReconstructionResult, post: Posterior | None
 ) -> tuple[dict[str, str], dict[str, Any]]:
@@ -348,7 +332,7 @@ class _Worker:
             if image in self.done:
                 continue
             began = time.perf_counter()
-            one = _select(rec, index)
+            one = rec.select(index)
             post = None
             if job.posterior is not None:
                 request = job.posterior

@@ -11,6 +11,7 @@ as deepinv's physics do, so that the layers above ask it instead of testing its 
     f.leverage(shape)    diag(F^+ F): how much of each clean pixel the data determine
     f.task               the task family a calibration is made for ("inpaint", "superres-x4"), or None
     f.tile(k)            the same f for a batch repeated k times (one mask per image stays that image's)
+    f.select(i)          the same f for image i of the batch alone
 
 The base class gives the structure of any linear operator from ``forward`` alone: the adjoint by
 autograd, F F^T from its dense matrix for small images and by conjugate gradients and Lanczos for
@@ -82,6 +83,10 @@ class Operator(nn.Module):
 
     def tile(self, repeats: int) -> Operator:
         """f for the batch repeated ``repeats`` times, ``x.repeat(repeats, 1, 1, 1)``."""
+        return self
+
+    def select(self, index: int) -> Operator:
+        """f for image ``index`` of the batch alone (a batch of one)."""
         return self
 
     def check(self, x: torch.Tensor) -> torch.Size:

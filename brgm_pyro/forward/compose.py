@@ -75,6 +75,9 @@ class Compose(Operator):
     def tile(self, repeats: int) -> Compose:
         return Compose(*(operator.tile(repeats) for operator in self.operators)) if self.per_image else self
 
+    def select(self, index: int) -> Compose:
+        return Compose(*(operator.select(index) for operator in self.operators)) if self.per_image else self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check(x)
         for operator in self.operators:

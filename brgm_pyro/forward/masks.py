@@ -131,6 +131,9 @@ class Mask(Operator):
     def tile(self, repeats: int) -> Mask:
         return Mask(self.mask.repeat(repeats, 1, 1, 1)) if self.per_image else self
 
+    def select(self, index: int) -> Mask:
+        return Mask(self.mask[index : index + 1]) if self.per_image else self
+
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self.mask.to(device=y.device, dtype=y.dtype) * y
 

@@ -104,7 +104,7 @@ LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 REGIONS = ("unpinned", "pinned")
 CELLS = 1
 """Cells of the posterior mean per region kind in a calibration by default, each with its own multipliers (module notes)."""
-SETTINGS = ("method", "guide", "model", "sigma_reach", "params", "perceptual", "map_schedule")
+SETTINGS = ("method", "guide", "model", "sigma_reach", "params", "perceptual", "map_schedule", "search")
 """The posterior settings a calibration is valid for (all must match), besides its minimum number of draws."""
 CARD_KEY = "calibration"
 """Where a card (or a calibration file) keeps its calibrations: task -> record."""
