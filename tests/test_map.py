@@ -9,7 +9,6 @@ from pyro import poutine
 
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
-from brgm_pyro.errors import InputError
 from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
 from brgm_pyro.metrics import psnr
 from brgm_pyro.models import brgm
