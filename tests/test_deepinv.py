@@ -241,3 +241,12 @@ def test_the_adapter_keeps_the_physics(x):
     f = as_operator(physics, IMAGE)
     assert isinstance(f, PhysicsOperator) and f.physics is physics and as_operator(f) is f
     assert as_operator(Downsample(2)).task == "superres-x2"  # our operators pass through
+
+
+def test_the_adapters_example_runs():
+    import doctest
+
+    from brgm_pyro.forward import deepinv_physics
+
+    result = doctest.testmod(deepinv_physics)
+    assert result.attempted > 0 and result.failed == 0
