@@ -127,7 +127,8 @@ class PhysicsOperator(Operator):
     The structure comes from the physics (module notes): its observed outputs, F F^T, the leverage,
     the task and the noise level of its Gaussian noise model. Float64 inputs (the dense matrices of
     F F^T and of the leverage) run on a float64 copy of the physics, whose float32 filters are then
-    the same numbers.
+    the same numbers. The structure is read once: a physics changed afterwards (``physics.update``)
+    needs a new adapter, which ``bp.reconstruct`` and ``BRGM`` make at every call.
 
     Args:
         physics: a ``deepinv.physics.LinearPhysics`` whose A maps images (B, C, H, W) to measurements
