@@ -40,7 +40,7 @@ from brgm_pyro import baselines, io, metrics
 from brgm_pyro.baselines.masks import MASK_KINDS, mask
 from brgm_pyro.errors import InputError
 from brgm_pyro.fmnist.data import load_fashion_mnist
-from brgm_pyro.forward import Blur, Compose, Downsample, Mask, Operator
+from brgm_pyro.forward import Blur, Compose, Downsample, Mask, Operator, as_operator
 from brgm_pyro.reconstruct import data_consistency
 
 __all__ = [
@@ -69,7 +69,9 @@ class Setting:
     Attributes:
         task: "superres" or "inpaint" (which methods apply).
         description: the corruption in words, recorded in ``setting.json``.
-        corruption: image names -> the true f for those images (one operator for the batch).
+        corruption: image names -> the true f for those images (one operator for the batch), an
+            operator of ``brgm_pyro.forward`` or a deepinv physics (as ``bp.reconstruct`` takes it; y is
+            simulated as f(x) plus the setting's ``noise``, never with the physics' own noise model).
         noise: std of the Gaussian noise added to f(x) when simulating y (0: none).
         files: (inputs folder, truth folder) when y is given, else None (simulated from a split).
     """
@@ -93,7 +95,8 @@ class Method:
         label: the row's name and output folder.
         name: the registered method (``brgm_pyro.baselines.get``).
         options: keyword options of the method.
-        told: the corruption the method is given, if not the true one (a misspecified f).
+        told: the corruption the method is given, if not the true one (a misspecified f); an operator
+            or a deepinv physics.
         generator: the prior of this row, if not the evaluation's G (to compare priors).
     """
 
@@ -164,6 +167,11 @@ def files_setting(task: str, f: Operator, inputs: Path, truth: Path, description
     return Setting(task, description, lambda names: f, 0.0, (Path(inputs), Path(truth)))
 
 
+def _corruption(setting: Setting, names: Sequence[str]) -> Operator:
+    """The true f of the images ``names``, a deepinv physics made an operator (``forward.as_operator``)."""
+    return as_operator(setting.corruption(names))
+
+
 def default_methods(task: str, names: Sequence[str] | None = None) -> list[Method]:
     """The registered methods made for ``task`` (all of them, or ``names``, each checked)."""
     if task not in ("superres", "inpaint"):
@@ -208,7 +216,7 @@ def _file_images(setting: Setting, channels: int) -> tuple[list[str], torch.Tens
         )
     y_shape = io.read_image(inputs / f"{given[0]}.png", channels).shape
     x_shape = io.read_image(truth / f"{true[0]}.png", channels).shape
-    f = setting.corruption(given[:1])
+    f = _corruption(setting, given[:1])
     expected = f.output_shape((1, *x_shape))[1:]
     if tuple(expected) != tuple(y_shape):
         raise InputError(
@@ -231,7 +239,7 @@ def _simulate(setting: Setting, truth: torch.Tensor, names: list[str], out: Path
     for start in range(0, len(todo), 256):
         chunk = todo[start : start + 256]
         x = truth[chunk]
-        y = setting.corruption([names[i] for i in chunk])(x)
+        y = _corruption(setting, [names[i] for i in chunk])(x)
         for row, i in enumerate(chunk):
             if setting.noise:
                 generator = torch.Generator().manual_seed(seed * 1_000_003 + int(names[i]))
@@ -297,7 +305,7 @@ def _run_method(method: Method, setting: Setting, names: list[str], inputs: Path
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         y = _read(inputs, chunk, channels)
-        f = method.told if method.told is not None else setting.corruption(chunk)
+        f = as_operator(method.told) if method.told is not None else _corruption(setting, chunk)
         options = dict(method.options)
         details: dict[str, Any] = {}
         if _accepts(run, "details"):
@@ -344,7 +352,7 @@ def _summarise(method: Method, setting: Setting, names: list[str], out: Path, tr
     scores: dict[str, list[float]] = {}
     for start in range(0, len(names), 256):
         chunk = slice(start, start + 256)
-        f = setting.corruption(names[chunk])
+        f = _corruption(setting, names[chunk])
         part_labels = None if labels is None else labels[chunk]
         for key, value in _scores(outputs[chunk], truth[chunk], y[chunk], f, part_labels, evaluator).items():
             scores.setdefault(key, []).extend(value.tolist())

@@ -18,7 +18,7 @@ from torch import nn
 
 from brgm_pyro.card import PriorCard
 from brgm_pyro.errors import InputError, InputTypeError
-from brgm_pyro.forward import Operator
+from brgm_pyro.forward import Operator, as_operator
 from brgm_pyro.models import brgm
 from brgm_pyro.perceptual import get_perceptual
 
@@ -184,12 +184,14 @@ def prepare_problem(
     """Check the inputs, move them to G's device and compute what the model needs once.
 
     y is set to 0 where f does not observe it (``f.observe``), once, so that what a hole holds never
-    enters phi(y) or any likelihood."""
+    enters phi(y) or any likelihood. A deepinv physics becomes an operator here (``forward.as_operator``);
+    without ``params``, the std of its Gaussian noise (``f.noise_sigma``) is sigma_pixel."""
     check_measurement(y)
     if not isinstance(forward, nn.Module):
         raise InputTypeError(f"f must be a torch.nn.Module corruption operator, got {type(forward).__name__}.")
     device = generator.w_avg.device
     clean_shape = (y.shape[0], generator.channels, generator.resolution, generator.resolution)
+    forward = as_operator(forward, clean_shape[1:])
     try:
         expected = tuple(_output_shape(forward, clean_shape, device))
     except ValueError as err:
@@ -212,4 +214,7 @@ def prepare_problem(
     with torch.no_grad():
         y_features = phi(y) if phi is not None else None
     resolved = _resolve_params(params, card, generator, y, y_features)
+    noise_sigma = getattr(forward, "noise_sigma", None)
+    if params is None and noise_sigma:
+        resolved = replace(resolved, sigma_pixel=noise_sigma)
     return Problem(y, forward, generator, resolved, observed, phi, y_features, card)

@@ -239,6 +239,44 @@ class UserBlur(forward.Operator):
 STRUCTURED = {**OPERATORS, "user-operator": lambda: UserBlur(), "user-then-mask": lambda: Compose(UserBlur(), Mask.half(H, "top"))}
 
 
+def _deepinv_operators():
+    """deepinv's physics through the adapter (``forward.as_operator``), one of each kind of structure."""
+    from deepinv import physics
+    from deepinv.physics.functional import gaussian_blur
+
+    image = (C, H, W)
+    low_mask = (_random(1, 1, H // 2, W // 2, seed=7) > 0.3).float()
+    bare = physics.LinearPhysics(A=lambda x: 2 * torch.roll(x, 1, -1) - x)  # neither adjoint nor img_size
+    return {
+        "deepinv-down-bicubic": lambda: forward.as_operator(physics.Downsampling(image, "bicubic", 2), image),
+        "deepinv-down-gaussian": lambda: forward.as_operator(
+            physics.Downsampling(image, "gaussian", 2, padding="reflect"), image),
+        "deepinv-inpaint-per-image": lambda: forward.as_operator(
+            physics.Inpainting(image, mask=_per_image_mask().float()), image),
+        "deepinv-blurfft-rotated": lambda: forward.as_operator(
+            physics.BlurFFT(image, filter=gaussian_blur(sigma=(1.0, 0.5), angle=30.0)), image),
+        "deepinv-blur-valid": lambda: forward.as_operator(physics.Blur(_random(1, 1, 3, 3, seed=8))),
+        "deepinv-down-then-inpaint": lambda: forward.as_operator(
+            physics.Inpainting((C, H // 2, W // 2), mask=low_mask) * physics.Downsampling(image, "bilinear", 2), image),
+        "deepinv-inpaint-then-down": lambda: forward.as_operator(
+            physics.Downsampling(image, "bicubic", 2, padding="reflect") * physics.Inpainting(image, mask=0.7), image),
+        "deepinv-bare-linear": lambda: forward.as_operator(bare, image),
+    }
+
+
+try:
+    import deepinv  # noqa: F401
+except ImportError:  # the deepinv extra is absent: test_deepinv_operators_join_the_list says so
+    pass
+else:
+    STRUCTURED.update(_deepinv_operators())
+
+
+def test_deepinv_operators_join_the_list():
+    pytest.importorskip("deepinv", reason="deepinv is not installed (pip install 'brgm-pyro[deepinv]'): its operators are left out")
+    assert all(name in STRUCTURED for name in _deepinv_operators())
+
+
 def _dense_per_image(f, shape):
     """F_b of each image b, (B, m, n), by autograd's Jacobian of the whole batch (independent of the
     operators' own structure), with the rows of unobserved outputs dropped."""
@@ -296,7 +334,8 @@ def test_leverage_is_the_dense_projection_diagonal(name):
         torch.testing.assert_close(leverage[i].flatten(), exact, atol=1e-7, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["blur-then-down", "mask-then-down", "user-then-mask", "blur-mask-down-mask"])
+@pytest.mark.parametrize("name", ["blur-then-down", "mask-then-down", "user-then-mask", "blur-mask-down-mask",
+                                  *(["deepinv-inpaint-then-down"] if "deepinv-inpaint-then-down" in STRUCTURED else [])])
 def test_the_iterative_gram_agrees_with_the_dense_one(name):
     """Conjugate gradients solve exactly; stochastic Lanczos quadrature estimates the log-determinant
     within four standard deviations of Hutchinson's estimator, computed from the dense matrix."""

@@ -31,6 +31,8 @@ VAL_SIZE = 1004  # benchmarks/prior_quality.py inverts validation images from th
 # The images and posteriors that benchmarks/undercoverage.py analyses, recorded by benchmarks/calibration.py first.
 UNDERCOVERED = ("--generator {generator} --data test --num-images 2 --tasks superres-x4,inpaint-free --num-samples 4 "
                 "--map-steps 2 --svi-steps 2 --perceptual none --sigma-reach 0.05 --methods svi-normal")
+# Script -> the optional package it needs (an extra of pyproject.toml, which the test extra pulls in).
+NEEDS = {"benchmarks/deepinv_kernels.py": "deepinv", "benchmarks/deepinv_loop.py": "deepinv"}
 # Script -> the command of another script whose outputs it reads, run before it.
 BEFORE = {"benchmarks/undercoverage.py": "benchmarks/calibration.py " + UNDERCOVERED + " --out {tmp}/cal"}
 # Script -> its tiny arguments (after settings NAME=VALUE of its environment, if any); {generator} is a
@@ -52,6 +54,9 @@ SCRIPTS = {
                                  "--search '{{\"bank_size\": 64, \"screen\": 8}}' --json {tmp}/modes.json --quiet",
     "benchmarks/prior_bank.py": "--generator {generator} --draws 64 --large-draws 2 --large-resolution 128 "
                                 "--large-channel-max 32 --json {tmp}/bank.json",
+    "benchmarks/deepinv_kernels.py": "--images 4 --json {tmp}/kernels.json",
+    "benchmarks/deepinv_loop.py": "--generator {generator} --images 2 --batch-size 2 --steps 2 --tv-iterations 3 "
+                                  "--posterior --num-samples 2 --svi-steps 2 --json {tmp}/loop.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
                           "--perceptual none --task inpaint --num-chains 2 --json {tmp}/together.json",
     "benchmarks/posterior_speed.py": "--generator {generator} --repeats 1 --map-steps 3 --svi-steps 3",
@@ -133,6 +138,8 @@ def test_every_script_is_in_the_list():
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_script_runs_with_tiny_arguments(script, generator_path, fashion_mnist, tmp_path, monkeypatch, capsys):
+    if script in NEEDS:
+        pytest.importorskip(NEEDS[script], reason=f"{NEEDS[script]} is not installed (pip install 'brgm-pyro[{NEEDS[script]}]')")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "given-quality.json").write_text(json.dumps({"inversion": {"residual_rms": 0.125}}))
 
@@ -360,7 +367,27 @@ def check_dataset_throughput(printed, tmp_path, run):
     assert all(r["rate"] > 0 for r in rows)
 
 
+def check_deepinv_kernels(printed, tmp_path, run):
+    """The pairs that share a kernel agree to float rounding; deepinv's bicubic x4 is not Pillow's."""
+    rows = {row["pair"]: row for row in json.loads((tmp_path / "kernels.json").read_text())["rows"]}
+    for pair in ("Inpainting(box) vs Mask", "BlurFFT(gaussian 1) vs Blur(circular)",
+                 "Downsampling(bicubic, x2, reflect) vs Downsample(2, its filter)",
+                 "Inpainting(box) * Downsampling(bicubic, x2, reflect) vs Compose"):
+        assert rows[pair]["max_abs_difference"] < 1e-6, pair
+    assert rows["Downsampling(bicubic, x4, reflect) vs Downsample(4, 'bicubic')"]["interior_max_abs_difference"] > 0.01
+    assert "| DownsamplingMatlab(x8) vs Downsample(8, 'bicubic') |" in printed
+
+
+def check_deepinv_loop(printed, tmp_path, run):
+    table = json.loads((tmp_path / "loop.json").read_text())["table"]
+    assert list(table) == ["no learning (A^T y)", "BRGM (MAP)", "BRGM (posterior mean)", "TV (deepinv PGD)"]
+    assert all(row["PSNR"] > 0 for row in table.values()) and table["BRGM (MAP)"]["seconds"] > 0
+    assert "| TV (deepinv PGD) |" in printed
+
+
 CHECKS = {
+    "benchmarks/deepinv_kernels.py": check_deepinv_kernels,
+    "benchmarks/deepinv_loop.py": check_deepinv_loop,
     "benchmarks/ablation.py": check_ablation,
     "benchmarks/close_the_gap.py": check_close_the_gap,
     "benchmarks/shifted_corruptions.py": check_shifted_corruptions,

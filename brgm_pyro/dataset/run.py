@@ -60,6 +60,7 @@ from brgm_pyro.dataset.manifest import (
     settings_id,
 )
 from brgm_pyro.errors import InputError, InputTypeError
+from brgm_pyro.forward import as_operator
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.plotting import STD_CMAP, colorize
@@ -166,7 +167,7 @@ def _fingerprint(module: nn.Module | None, extra: Any = None) -> dict[str, Any] 
         return None
     digest = hashlib.sha256(repr(extra).encode())
     for name, tensor in sorted(module.state_dict().items()):
-        array = tensor.detach().cpu().contiguous().numpy()
+        array = tensor.detach().cpu().resolve_conj().contiguous().numpy()  # deepinv's physics hold conjugate views
         digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
         digest.update(array.tobytes())
     return {"type": type(module).__name__, "description": module.extra_repr(), "sha256": digest.hexdigest()}
@@ -404,7 +405,8 @@ def reconstruct_dataset(
     Args:
         input_dir: the folder of corrupted images (read only, never written to).
         out: the output folder: new, empty, or that of an earlier call with the same settings (continued).
-        forward: the corruption f; every input must have the shape of f applied to G's images.
+        forward: the corruption f, or a deepinv physics (``brgm_pyro.forward.as_operator``); every input must
+            have the shape of f applied to G's images.
         generator: G, on this process's device (``brgm_pyro.dataset.distributed.local_device``).
         posterior: also sample each image's posterior (None: the MAP only).
         params, perceptual, schedule: as for :func:`brgm_pyro.reconstruct`, resolved once.
@@ -420,6 +422,7 @@ def reconstruct_dataset(
     _check_folders(input_dir, out)
     G = generator
     clean_shape = (1, G.channels, G.resolution, G.resolution)
+    forward = as_operator(forward, clean_shape[1:])
     try:
         input_shape = tuple(forward.output_shape(clean_shape))[1:]
     except ValueError as err:

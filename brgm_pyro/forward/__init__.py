@@ -12,6 +12,7 @@ structure from its ``forward`` alone.
     Blur(kernel, padding)        blur.py       convolution at the image's size
     Compose(f1, f2, ...)         compose.py    f1 first, then f2, ...
     Identity()                   base.py
+    as_operator(physics)         deepinv_physics.py   a deepinv LinearPhysics as an Operator (PhysicsOperator)
 
 Bad values raise ``InputError`` and arguments of the wrong type ``InputTypeError``, each with one
 sentence naming the problem and the fix; ``check(x)`` runs before any computation.
@@ -20,8 +21,12 @@ sentence naming the problem and the fix; ``check(x)`` runs before any computatio
 from brgm_pyro.forward.base import MAX_DENSE_PIXELS, Identity, Operator
 from brgm_pyro.forward.blur import Blur
 from brgm_pyro.forward.compose import Compose
+from brgm_pyro.forward.deepinv_physics import PhysicsOperator, as_operator
 from brgm_pyro.forward.free_form import free_form_mask
 from brgm_pyro.forward.masks import Mask
 from brgm_pyro.forward.resample import Downsample
 
-__all__ = ["MAX_DENSE_PIXELS", "Blur", "Compose", "Downsample", "Identity", "Mask", "Operator", "free_form_mask"]
+__all__ = [
+    "MAX_DENSE_PIXELS", "Blur", "Compose", "Downsample", "Identity", "Mask", "Operator", "PhysicsOperator", "as_operator",
+    "free_form_mask",
+]

@@ -10,6 +10,7 @@ as deepinv's physics do, so that the layers above ask it instead of testing its 
     f.gram(shape)        F F^T on the observed outputs (``brgm_pyro.forward.gram``): solves, log-densities
     f.leverage(shape)    diag(F^+ F): how much of each clean pixel the data determine
     f.task               the task family a calibration is made for ("inpaint", "superres-x4"), or None
+    f.noise_sigma        the std of the noise f's own noise model adds, or None (a deepinv physics has one)
     f.tile(k)            the same f for a batch repeated k times (one mask per image stays that image's)
     f.select(i)          the same f for image i of the batch alone
 
@@ -80,6 +81,12 @@ class Operator(nn.Module):
     def per_image(self) -> bool:
         """Whether f treats the images of a batch differently (one mask per image)."""
         return False
+
+    @property
+    def noise_sigma(self) -> float | None:
+        """The std of the Gaussian noise that f's own noise model adds to f(x), where f carries one (a
+        deepinv physics): a problem's default sigma_pixel. None here."""
+        return None
 
     def tile(self, repeats: int) -> Operator:
         """f for the batch repeated ``repeats`` times, ``x.repeat(repeats, 1, 1, 1)``."""
