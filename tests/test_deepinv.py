@@ -94,7 +94,7 @@ def test_the_posterior_with_the_reach_is_that_of_our_mask(G, x):
     try:
         physics = dp.Inpainting(IMAGE, mask=_mask(SIZE, 4))
         y = physics(x)
-        options = dict(num_samples=4, map_schedule=bp.MAPSchedule(steps=3), steps=3, progress=False, seed=1)
+        options = dict(num_samples=4, map_schedule=bp.MAPSchedule(steps=3), progress=False, seed=1)
         theirs = bp.sample_posterior(y, physics, G, **options)
         mine = bp.sample_posterior(y, Mask(_mask(SIZE, 4)[0, 0]), G, **options)
     finally:
@@ -141,7 +141,7 @@ def test_a_nonlinear_physics_gets_learned_noise_and_one_note(G, x):
     assert rec.y_reconstructed.shape == y.shape
     G.card = {"sigma_reach": 0.1}
     try:
-        post = bp.sample_posterior(y, physics, G, num_samples=2, map_schedule=bp.MAPSchedule(steps=2), steps=2,
+        post = bp.sample_posterior(y, physics, G, num_samples=2, map_schedule=bp.MAPSchedule(steps=2),
                                    progress=False)
     finally:
         del G.card
@@ -207,7 +207,7 @@ def test_brgm_is_a_reconstructor_and_a_sampler(G, x):
     with torch.no_grad():  # as deepinv's test loop calls a model
         x_hat = model(y, physics)
     torch.testing.assert_close(x_hat, bp.reconstruct(y, physics, G, steps=STEPS, seed=2, progress=False).image)
-    options = dict(num_samples=4, steps=3, seed=2)
+    options = dict(num_samples=4, seed=2)
     post = bp.sample_posterior(y, physics, G, map_schedule=bp.MAPSchedule(steps=STEPS), progress=False, **options)
     sampler = BRGM(G, "mean", schedule=bp.MAPSchedule(steps=STEPS), **options)
     mean, var = sampler.sample(y, physics)
