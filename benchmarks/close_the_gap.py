@@ -1,8 +1,8 @@
 """What closes the gap between BRGM and a supervised network at low resolution, measured on the validation split.
 
 Each variant changes one thing of ``bp.reconstruct`` with the prior's defaults (its card): the
-posterior mean instead of the MAP, several MAP starts picked by posterior density (from random
-mapping draws, or from the draws of highest posterior density among 64), the pixel noise
+posterior mean instead of the MAP, the single start from w_avg instead of the mode search, fewer or
+more modes refined by the search, the pixel noise
 level and the learned-noise likelihood, the perceptual term, the schedule, the prior, and (inpainting)
 y kept on the observed pixels. The task "reach" observes the whole image (f = Identity): G's best fit
 of the truth, the ceiling of every reconstruction with this prior. All run through
@@ -24,6 +24,7 @@ from brgm_pyro.card import PriorCard
 from brgm_pyro.fmnist import FMNISTEval
 from brgm_pyro.forward import Identity
 from brgm_pyro.models import learned_noise
+from brgm_pyro.search import SearchSettings
 
 TASKS = {
     "superres-x8": lambda size: evaluation.superres_setting(8),
@@ -47,11 +48,9 @@ def variants(G, other_prior, steps: int | None) -> list[evaluation.Method]:
         evaluation.Method("brgm-mean-no-reach", "brgm-mean", {"map_schedule": schedule, "sigma_reach": None}),
         evaluation.Method("brgm-mean-fixed-noise", "brgm-mean",
                           {"map_schedule": schedule, "sigma_reach": None, "model": "brgm"}),
-        evaluation.Method("brgm-4-starts", "brgm", {"schedule": replace(schedule, starts=4)}),
-        evaluation.Method("brgm-2-starts", "brgm", {"schedule": replace(schedule, starts=2)}),
-        evaluation.Method("brgm-8-starts", "brgm", {"schedule": replace(schedule, starts=8)}),
-        evaluation.Method("brgm-2-starts-of-64", "brgm", {"schedule": replace(schedule, starts=2, candidates=64)}),
-        evaluation.Method("brgm-4-starts-of-64", "brgm", {"schedule": replace(schedule, starts=4, candidates=64)}),
+        evaluation.Method("brgm-single-start", "brgm", {**common, "search": None}),
+        evaluation.Method("brgm-2-modes", "brgm", {**common, "search": SearchSettings(modes=2)}),
+        evaluation.Method("brgm-8-modes", "brgm", {**common, "search": SearchSettings(modes=8)}),
         evaluation.Method("brgm-2x-steps", "brgm", {"schedule": replace(schedule, steps=2 * schedule.steps)}),
         evaluation.Method("brgm-learned-noise", "brgm", {**common, "model": learned_noise.model}),
         evaluation.Method("brgm-no-percept", "brgm", {**common, "perceptual": None}),

@@ -79,7 +79,8 @@ class Posterior:
         w_avg, w_std: the generator's prior statistics, for the w summaries.
         sample_stats: MCMC statistic -> (num_chains, draws): "diverging", "step_size", "n_steps",
             "tree_depth" (NUTS); empty for SVI.
-        loss_trace: SVI's -ELBO per step (nats), None for MCMC.
+        loss_trace: SVI's -ELBO per step (nats) of the guide of each mode, (modes, steps) over the images
+            in turn; None for the Laplace mixture and MCMC.
         diagnostics: a JSON-able dict: timings and, for MCMC, acceptance rates, divergences,
             tree depths, R-hat and bulk ESS of the monitored scalars.
         settings: a JSON-able dict of everything that defined the run.

@@ -227,6 +227,8 @@ def _mixture(spec: BRGMModel, problem: Problem, map_result: ReconstructionResult
     images = torch.zeros(count, batch, *map_result.image.shape[1:])
     per_image: list[dict[str, torch.Tensor]] = []
     seconds = 0.0
+    resolved = settings
+    traces: list[torch.Tensor] = []
     for b in range(batch):
         one = problem.select(b)
         latents_k = [{name: value[k, b : b + 1] for name, value in mode_latents.items()} for k in range(count)]
@@ -239,6 +241,8 @@ def _mixture(spec: BRGMModel, problem: Problem, map_result: ReconstructionResult
             fits = dict(zip(kept, fit_modes(spec.inferred, one.tile(len(kept)).model_kwargs(), stacked)))
         else:
             fits = {k: fit_mode_svi(spec.inferred, one.model_kwargs(), latents_k[k], settings, seed + k) for k in kept}
+            resolved = fits[kept[0]].settings  # "auto" resolved for one image
+            traces.extend(fits[k].loss_trace for k in kept)
         seconds += time.perf_counter() - began
         evidence = torch.tensor([fits[k].log_evidence for k in kept], dtype=torch.float64)
         log_evidence[kept, b] = evidence.float()
@@ -247,7 +251,8 @@ def _mixture(spec: BRGMModel, problem: Problem, map_result: ReconstructionResult
         parts = [fits[k].draw(int(n), generator) for k, n in zip(kept, counts.tolist()) if n > 0]
         per_image.append({name: torch.cat([part[name] for part in parts]) for name in parts[0]})
     draws = {name: torch.cat([image[name] for image in per_image], dim=1) for name in per_image[0]}
-    inference = _Inference(draws, settings, diagnostics={"local_posteriors_s": seconds, "modes": count})
+    inference = _Inference(draws, resolved, loss_trace=torch.stack(traces) if traces else None,
+                           diagnostics={"local_posteriors_s": seconds, "modes": count})
     return inference, PosteriorModes(images=images, weights=weights, log_evidence=log_evidence,
                                      log_joint=log_joint.float().cpu())
 

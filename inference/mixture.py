@@ -107,6 +107,8 @@ class FittedMode:
     model_kwargs: dict
     log_evidence: float
     effective_sample_size: float
+    settings: SVISettings
+    loss_trace: torch.Tensor
 
     def draw(self, count: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``count`` draws of the fitted guide, as the model's latents: site -> (count, *shape)."""
@@ -122,7 +124,7 @@ def fit_mode_svi(model: Callable, model_kwargs: dict, latents: dict[str, torch.T
     density is |det A| times theta's: its evidence in u is corrected by log |det A|."""
     pyro.set_rng_seed(seed)
     settings = choose_guide(model, model_kwargs, latents, settings)
-    guide, _ = run_svi(model, model_kwargs, latents, settings, progress=False)
+    guide, loss_trace = run_svi(model, model_kwargs, latents, settings, progress=False)
     fitted_model, fitted_guide, log_det_a = model, guide, 0.0
     if isinstance(guide, WhitenedGuide):
         fitted_model, fitted_guide = guide.model, guide.guide
@@ -131,7 +133,7 @@ def fit_mode_svi(model: Callable, model_kwargs: dict, latents: dict[str, torch.T
         importance = Importance(fitted_model, fitted_guide, num_samples=EVIDENCE_DRAWS).run(**model_kwargs)
         log_evidence = float(importance.get_log_normalizer()) + log_det_a
         ess = float(importance.get_ESS())
-    return FittedMode(guide, model_kwargs, log_evidence, ess)
+    return FittedMode(guide, model_kwargs, log_evidence, ess, settings, loss_trace)
 
 
 def fit_modes(model: Callable, model_kwargs: dict, latents: dict[str, torch.Tensor]) -> list[LaplaceMode]:

@@ -160,20 +160,19 @@ def test_cli_evaluates_inputs_made_elsewhere(G, saved_generator, tmp_path, capsy
     assert not (out / "inputs").exists()  # the given inputs are read where they are
 
 
-def test_cli_starts_adds_a_row_of_several_map_starts(G, saved_generator, tmp_path, capsys, monkeypatch):
+def test_cli_single_start_adds_a_row_without_the_search(G, saved_generator, tmp_path, capsys, monkeypatch):
     # the row takes the card's schedule; a short one keeps the test fast
     short = PriorCard(params=None, schedule=bp.MAPSchedule(steps=3), perceptual=None, sigma_reach=None)
     monkeypatch.setattr(PriorCard, "of", classmethod(lambda cls, generator: short))
     inputs, truth = _folders(G, tmp_path)
     out = tmp_path / "eval"
     code = main(["evaluate", "--inputs", str(inputs), "--truth", str(truth), "--task", "superres", "--factor", "4",
-                 "--methods", "bicubic", "--starts", "3", "--generator", saved_generator, "--out", str(out), "--quiet"])
+                 "--methods", "bicubic", "--single-start", "--generator", saved_generator, "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert "| bicubic |" in capsys.readouterr().out
-    record = json.loads((out / "brgm-3-starts" / "method.json").read_text())
-    assert record["name"] == "brgm" and "steps=3" in record["options"]["schedule"]
-    assert "starts=3" in record["options"]["schedule"]
-    assert sorted(p.name for p in (out / "brgm-3-starts").glob("*.png")) == ["a.png", "b.png"]
+    record = json.loads((out / "brgm-single-start" / "method.json").read_text())
+    assert record["name"] == "brgm" and record["options"]["search"] == "None"
+    assert sorted(p.name for p in (out / "brgm-single-start").glob("*.png")) == ["a.png", "b.png"]
 
 
 @pytest.mark.parametrize("arguments, sentence", [

@@ -45,7 +45,7 @@ SCRIPTS = {
                                  "--num-chains 2 --max-tree-depth 2 --perceptual none --out {tmp}/cal "
                                  "--json {tmp}/calibration.json --figure {tmp}/reliability.png",
     "benchmarks/close_the_gap.py": "--generator {generator} --other-prior none --images 2 --steps 2 --competitors '' "
-                                   "--tasks superres-x8 --only brgm,brgm-4-starts --out {tmp}/gap --quiet",
+                                   "--tasks superres-x8 --only brgm,brgm-single-start --out {tmp}/gap --quiet",
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
     "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
                                         "--perceptual none --json {tmp}/throughput.json",
@@ -339,7 +339,7 @@ def check_ablation(printed, tmp_path, run):
 
 
 def check_close_the_gap(printed, tmp_path, run):
-    assert "| brgm-4-starts |" in printed
+    assert "| brgm-single-start |" in printed
     table = json.loads((tmp_path / "gap" / "superres-x8" / "results.json").read_text())["table"]
     assert set(table) == {"brgm", "brgm-4-starts"}
 

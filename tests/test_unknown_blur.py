@@ -77,21 +77,21 @@ def test_the_posterior_of_the_width_centres_on_the_truth(pinned_problem):
     G, f, y, params = pinned_problem
     rec = bp.reconstruct(y, f, G, params=params, perceptual=None, steps=60, lr=0.05,
                          model=unknown_blur.model, progress=False)
-    post = bp.sample_posterior(y, f, G, model="unknown-blur", params=params, perceptual=None, map_result=rec,
+    post = bp.sample_posterior(y, f, G, "svi", model="unknown-blur", params=params, perceptual=None, map_result=rec,
                                steps=200, num_samples=8, progress=False)  # 40 steps do not converge
     draws = post.latents["sigma_b"]
     assert draws.shape == (8, 4) and (draws.std(0) > 0).all()
     assert torch.allclose(draws.mean(0), TRUE_WIDTHS, rtol=0.12), draws.mean(0)
     assert post.settings["sigma_reach"] is None  # no reach term without a known f
     with pytest.raises(InputError, match="needs f known"):
-        bp.sample_posterior(y, f, G, model="unknown-blur", params=params, perceptual=None, map_result=rec,
+        bp.sample_posterior(y, f, G, "svi", model="unknown-blur", params=params, perceptual=None, map_result=rec,
                             sigma_reach=0.05, steps=2, num_samples=2, progress=False)
 
 
 def test_the_model_refuses_a_plain_operator(pinned_problem):
     G, _, y, params = pinned_problem
     with pytest.raises(InputError, match="needs f = UnknownBlur"):
-        bp.sample_posterior(y, Downsample(2, "box"), G, model="unknown-blur", params=params, perceptual=None,
+        bp.sample_posterior(y, Downsample(2, "box"), G, "svi", model="unknown-blur", params=params, perceptual=None,
                             sigma_reach=None, steps=2, num_samples=2, progress=False)
 
 

@@ -1,10 +1,10 @@
 """BRGM itself in the baselines' calling convention: "brgm" (the MAP) and "brgm-mean" (the posterior mean).
 
-    brgm       bp.reconstruct(y, f, G) with the prior's defaults (its card): the MAP image G(w*)
-    brgm-mean  bp.sample_posterior(y, f, G).mean with the defaults of ``sample_posterior``: SVI on the
-               learned-noise model from the MAP, the reach term of the card, 16 draws; its guide
-               "auto" is the Laplace-whitened one for a single image and the mean-field ("normal")
-               one for a batch, which factorises over the images (``details["guide"]`` says which)
+    brgm       bp.reconstruct(y, f, G) with the prior's defaults (its card): the mode of highest posterior
+               density the search finds, its estimate G(w*) + E[r | y, w*]
+    brgm-mean  bp.sample_posterior(y, f, G).mean with the defaults of ``sample_posterior``: the mixture
+               over the modes the search finds (a Laplace approximation at each, weighted by its
+               evidence), the reach term of the card, 16 draws
 
 Options are passed on to ``bp.reconstruct`` / ``bp.sample_posterior`` (``steps``, ``params``,
 ``model``, ``guide``, ...), so a setting measured for the defaults is one keyword away.
@@ -55,7 +55,7 @@ def brgm_map(
 
 
 def brgm_mean(
-    y: torch.Tensor, f: Operator, G: nn.Module | None = None, method: str = "svi", num_samples: int = 16,
+    y: torch.Tensor, f: Operator, G: nn.Module | None = None, method: str = "laplace", num_samples: int = 16,
     progress: bool = False, details: dict | None = None, **options: Any,
 ) -> torch.Tensor:
     """The posterior mean of ``bp.sample_posterior``, images (B, C, H, W) in [0, 1] on y's device;
@@ -65,6 +65,6 @@ def brgm_mean(
     if details is not None:
         inference = post.settings["inference"]
         details.update(method=method, model=post.settings["model"], guide=inference.get("guide", method),
-                       mean_std=post.std.flatten(1).mean(1))
+                       mean_std=post.std.flatten(1).mean(1), modes=(post.modes.weights > 0).sum(0).float())
         details.update({name: value.mean(0) for name, value in post.latents.items() if name != "w"})
     return post.mean.to(y.device)

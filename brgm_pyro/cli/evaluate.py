@@ -3,7 +3,7 @@
     brgm evaluate --task superres --factor 8 --out eval-x8/                    100 test images, every method
     brgm evaluate --task inpaint --masks all --num-images 20 --split val --out eval-inpaint/
     brgm evaluate --inputs low/ --truth high/ --task superres --factor 4 --methods bicubic,brgm --out eval/
-    brgm evaluate --task superres --factor 8 --methods brgm --starts 4 --out eval-x8/   also brgm-4-starts
+    brgm evaluate --task superres --factor 8 --methods brgm --single-start --out eval-x8/   also brgm-single-start
 
 The evaluation itself is :mod:`brgm_pyro.evaluation`; this module reads the command line into a
 setting and a list of methods. A run that is stopped keeps its finished images; the same command
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from brgm_pyro.cli.common import (
@@ -74,9 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     images.add_argument("--inputs", type=Path, metavar="DIR", help="corrupted inputs made elsewhere (PNG)")
     images.add_argument("--truth", type=Path, metavar="DIR", help="their true images, same file names")
     parser.add_argument("--methods", metavar="NAME,...", help="methods to run (default: all that apply)")
-    parser.add_argument("--starts", type=positive_int, default=1, metavar="N",
-                        help="also run brgm with N MAP runs per image, the one of highest posterior density kept "
-                        "(row brgm-N-starts; MAPSchedule.starts)")
+    parser.add_argument("--single-start", action="store_true",
+                        help="also run brgm from the prior's average alone, without the mode search "
+                        "(row brgm-single-start; search=None)")
     parser.add_argument("--keep-observed", action="store_true",
                         help="inpainting: also run brgm with y kept on the observed pixels (row brgm-keep-observed)")
     parser.add_argument("--generator", default=DEFAULT_PRIOR, metavar="PATH_OR_NAME",
@@ -128,9 +127,8 @@ def run(args: argparse.Namespace) -> int:
     names = None if args.methods is None else [name.strip() for name in args.methods.split(",") if name.strip()]
     methods = evaluation.default_methods(args.task, names)
     G = load_generator(args.generator).to(resolve_device(args.device)).requires_grad_(False)
-    if args.starts > 1:
-        schedule = replace(PriorCard.of(G).schedule, starts=args.starts)
-        methods.append(evaluation.Method(f"brgm-{args.starts}-starts", "brgm", {"schedule": schedule}))
+    if args.single_start:
+        methods.append(evaluation.Method("brgm-single-start", "brgm", {"search": None}))
     if args.keep_observed:
         if args.task != "inpaint":
             raise UsageError("--keep-observed is for --task inpaint, where y holds the observed pixels of the image.")
