@@ -327,7 +327,7 @@ def test_an_input_converted_to_the_priors_channels_is_named_in_one_note(tmp_path
 
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     [note] = _notes(capsys.readouterr().err)
-    to_gray, to_rgb = "RGB input(s) converted to grayscale", "grayscale input(s) repeated to RGB"
+    to_gray, to_rgb = "colour input(s) converted to grayscale", "grayscale input(s) repeated to RGB"
     conversion = to_gray if prior_channels == 1 else to_rgb
     assert note.startswith(f"brgm: note: 1 {conversion}") and "other.png" in note and "same.png" not in note
     images = json.loads((tmp_path / "out" / "brgm.json").read_text())["images"]
@@ -339,7 +339,7 @@ def test_an_input_converted_to_the_priors_channels_is_named_in_one_note(tmp_path
 def test_the_conversion_note_names_three_inputs_and_counts_the_rest():
     paths = [Path(f"in/{name}.png") for name in "abcdef"]
     note = _conversion_note(paths, [3, 1, 3, 3, 3, 3], channels=1)
-    assert note.startswith("5 RGB input(s) converted to grayscale")
+    assert note.startswith("5 colour input(s) converted to grayscale")
     assert ": a.png, c.png, d.png and 2 more (recorded in brgm.json)" in note
     assert _conversion_note(paths, [1] * 6, channels=1) is None
 
