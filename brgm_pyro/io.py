@@ -145,6 +145,27 @@ def write_json(path: PathLike, obj: Any) -> Path:
     return atomic_write_text(path, text)
 
 
+def parse_json(text: str | bytes, where: str, fix: str) -> Any:
+    """The JSON document ``text``, or an :class:`InputError` naming ``where`` it came from and ``fix``.
+
+    Refused as not JSON: malformed text, bytes that are not UTF-8, nesting deeper than Python's
+    parser recurses (``[[[[...]]]]``, a RecursionError) and integers of more than 4300 digits
+    (Python's limit on converting text to int), each with the first line of the parser's reason.
+    """
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+        raise InputError(f"{where} is not valid JSON ({reason}); {fix}") from None
+
+
+def read_json(path: PathLike, what: str, fix: str) -> Any:
+    """The JSON document in the file ``path`` (see :func:`parse_json`); ``what`` names the file in the
+    sentence ("calibration file"), ``fix`` says what to do instead."""
+    path = check_readable_file(path, what)
+    return parse_json(path.read_bytes(), f"The {what} {path}", fix)
+
+
 # ----------------------------------------------------------------------------- output folders
 
 
@@ -415,25 +436,14 @@ def write_image(path: PathLike, img: torch.Tensor | np.ndarray) -> Path:
     return path
 
 
-def save_grid(
-    path: PathLike,
+def grid_canvas(
     rows: Sequence[Sequence[torch.Tensor]],
     scale: int = 1,
     pad: int = 2,
     pad_value: float = 1.0,
-) -> Path:
-    """Save a grid of images (rows x columns) as one lossless PNG.
-
-    Each image is (C, H, W) or (H, W) in [0, 1]. Within a row, smaller images (e.g. 8x8
-    low-resolution inputs next to 32x32 reconstructions) are enlarged with nearest neighbour to
-    the row's largest height and width, so their pixels show as blocks. Every image is then
-    enlarged ``scale`` times (nearest neighbour) and the cells are separated and surrounded by
-    ``pad`` pixels of value ``pad_value``. Grayscale images are shown as RGB when any image in the
-    grid is in colour. Rows are left-aligned, so the output is
-
-        height = pad + sum over rows (scale * row height + pad)
-        width  = max over rows (pad + sum over the row's cells (scale * row width + pad)).
-    """
+) -> tuple[torch.Tensor, list[list[tuple[int, int, int, int]]]]:
+    """The grid of :func:`save_grid` as an image (C, height, width) in [0, 1], and each cell's box
+    (top, left, height, width) in it, row by row (for labels drawn on the grid)."""
     if scale < 1 or pad < 0:
         raise InputError(f"save_grid needs scale >= 1 and pad >= 0, got scale={scale}, pad={pad}.")
     if len(rows) == 0 or any(len(row) == 0 for row in rows):
@@ -454,11 +464,36 @@ def save_grid(
     total_height = pad + sum(row[0].shape[1] + pad for row in cells)
     total_width = max(pad + sum(cell.shape[2] + pad for cell in row) for row in cells)
     canvas = torch.full((channels, total_height, total_width), float(pad_value))
+    boxes = []
     top = pad
     for row in cells:
-        left = pad
+        left, row_boxes = pad, []
         for cell in row:
             canvas[:, top : top + cell.shape[1], left : left + cell.shape[2]] = cell
+            row_boxes.append((top, left, cell.shape[1], cell.shape[2]))
             left += cell.shape[2] + pad
+        boxes.append(row_boxes)
         top += row[0].shape[1] + pad
-    return write_image(path, canvas)
+    return canvas, boxes
+
+
+def save_grid(
+    path: PathLike,
+    rows: Sequence[Sequence[torch.Tensor]],
+    scale: int = 1,
+    pad: int = 2,
+    pad_value: float = 1.0,
+) -> Path:
+    """Save a grid of images (rows x columns) as one lossless PNG.
+
+    Each image is (C, H, W) or (H, W) in [0, 1]. Within a row, smaller images (e.g. 8x8
+    low-resolution inputs next to 32x32 reconstructions) are enlarged with nearest neighbour to
+    the row's largest height and width, so their pixels show as blocks. Every image is then
+    enlarged ``scale`` times (nearest neighbour) and the cells are separated and surrounded by
+    ``pad`` pixels of value ``pad_value``. Grayscale images are shown as RGB when any image in the
+    grid is in colour. Rows are left-aligned, so the output is
+
+        height = pad + sum over rows (scale * row height + pad)
+        width  = max over rows (pad + sum over the row's cells (scale * row width + pad)).
+    """
+    return write_image(path, grid_canvas(rows, scale, pad, pad_value)[0])
