@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import json
 import os
 import pickle
@@ -257,7 +258,7 @@ def _claim_storage(data: bytes, numel: int) -> bytes:
     """``torch.save`` output (a legacy stream of pickles, or a zip's data.pkl) whose first storage record,
     ('storage', type, key, 'cpu', numel), claims ``numel`` elements instead."""
     for start, end in _pickle_spans(data):
-        ops = list(pickletools.genops(data[start:end]))
+        ops = _opcodes(data[start:end])
         for i, (op, arg, _) in enumerate(ops):
             if op.name in ("SHORT_BINUNICODE", "BINUNICODE") and arg == "cpu":
                 j = next(k for k in range(i + 1, len(ops)) if "INT" in ops[k][0].name)
@@ -532,17 +533,24 @@ def png_mutation(data: bytes, rng: random.Random) -> Mutated:
     return Mutated(out, how)
 
 
-def _pickle_spans(data: bytes) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=32)
+def _opcodes(data: bytes) -> tuple:
+    """``pickletools.genops`` of one pickle, kept for the seeds that are mutated again and again."""
+    return tuple(pickletools.genops(data))
+
+
+@functools.lru_cache(maxsize=32)
+def _pickle_spans(data: bytes) -> tuple[tuple[int, int], ...]:
     """The (start, end) of each pickle in a concatenation of pickles (torch's legacy format has five)."""
     spans, start = [], 0
     while start < len(data):
         try:
-            end = start + max(pos for _, _, pos in pickletools.genops(data[start:])) + 1
+            end = start + _opcodes(data[start:])[-1][2] + 1
         except Exception:  # noqa: BLE001 - the rest is not a pickle (raw storage bytes)
             break
         spans.append((start, end))
         start = end
-    return spans
+    return tuple(spans)
 
 
 def _long1(value: int) -> bytes:
@@ -563,11 +571,12 @@ def pickle_mutation(data: bytes, rng: random.Random, sentinel: Path | None = Non
     if not spans:
         return bytes_mutation(data, rng)
     start, end = rng.choice(spans)
-    ops = list(pickletools.genops(data[start:end]))
+    ops = _opcodes(data[start:end])
     slices = [data[start + pos : start + (ops[i + 1][2] if i + 1 < len(ops) else end - start)]
               for i, (_, _, pos) in enumerate(ops)]
     keep = [i for i, (op, _, _) in enumerate(ops) if op.name != "FRAME"]
     i = rng.choice(keep[:-1] or keep)
+    keep = set(keep)
     op, arg, _ = ops[i]
     kind = rng.choice(("argument", "argument", "argument", "delete", "repeat", "code"))
     if kind == "code" and sentinel is not None:
@@ -810,6 +819,7 @@ def _seeds(reader: Reader, folder: Path, sentinel: Path) -> list[Path]:
 def fuzz_reader(name: str, reader: Reader, inputs: int, seed: int, work: Path, sentinel: Path, time_bound: float,
                 memory_bound_mib: float, keep: Path | None = None) -> dict[str, Any]:
     """Run the crafted inputs and ``inputs`` mutated ones through one reader; the counts and the failures."""
+    started = time.perf_counter()
     seeds = _seeds(reader, work / name / "seeds", sentinel)
     for path in seeds:  # the seeds read (they are real files), and every child inherits a warm reader
         reader.read(path)
@@ -841,7 +851,8 @@ def fuzz_reader(name: str, reader: Reader, inputs: int, seed: int, work: Path, s
         if path.parent == scratch:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     return {"reader": name, "inputs": counts_total(counts), "hostile": len(cases), "counts": counts,
-            "peak_mib": round(peak, 1), "slowest_s": round(slowest, 2), "failures": failures}
+            "peak_mib": round(peak, 1), "slowest_s": round(slowest, 2), "seconds": round(time.perf_counter() - started),
+            "failures": failures}
 
 
 def counts_total(counts: dict[str, int]) -> int:
@@ -860,12 +871,13 @@ def fuzz(readers: list[str], inputs: int, seed: int, time_bound: float, memory_b
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| reader | inputs (crafted) | result | project's error | " + " | ".join(FAILURES) + " | peak MiB | slowest s |"
+    head = ("| reader | inputs (crafted) | result | project's error | " + " | ".join(FAILURES)
+            + " | peak MiB | slowest s | total s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         c = r["counts"]
         lines.append(f"| {r['reader']} | {r['inputs']} ({r['hostile']}) | {c['result']} | {c['refused']} | "
-                     + " | ".join(str(c[k]) for k in FAILURES) + f" | {r['peak_mib']} | {r['slowest_s']} |")
+                     + " | ".join(str(c[k]) for k in FAILURES) + f" | {r['peak_mib']} | {r['slowest_s']} | {r['seconds']} |")
     return "\n".join(lines)
 
 

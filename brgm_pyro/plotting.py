@@ -52,7 +52,8 @@ def save_labelled_grid(
     line = LABEL_PX + 4
     caption_band = line if captions is not None else 0
     head = (line if title else 0) + (line if columns else 0)
-    grid = Image.fromarray((canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8).squeeze(-1))
+    pixels = (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    grid = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     width = max(grid.width, int(font.getlength(title)) + 2 * pad + 4)
     height = head + grid.height + caption_band * len(rows)
     picture = Image.new("RGB", (width, height), "white")
@@ -143,8 +144,8 @@ def save_uncertainty_maps(
     """Write, per image NAME of the batch: NAME_mean.png, NAME_std.png, NAME_error.png (with a
     truth), NAME_samples.png (a grid of up to ``max_grid_samples`` draws of G(w), the plausible
     reconstructions, ``grid_columns`` per row; mean and std include the reach residual when it is on)
-    and NAME_overview.png (input, MAP, mean, std, error side by side, labelled: the method and task above,
-    the colour scales' ranges over the maps, the PSNR to the truth under the MAP and the mean; the MAP
+    and NAME_overview.png (input, MAP, mean, std, error = |mean - truth| side by side, labelled: the method
+    and task above, the top of each colour scale over its map, the PSNR to the truth under the MAP and the mean; the MAP
     framed in red when ``fit`` says it does not fit its observed pixels). The grids are enlarged by nearest
     neighbour to about GRID_CELL_SIZE pixels per image; the single maps keep the image's size.
     Returns the paths per image."""
@@ -156,9 +157,9 @@ def save_uncertainty_maps(
     written = []
     shown = posterior.generator_samples[:max_grid_samples]
     what = f"{posterior.method.upper()}, {posterior.task or 'a corruption without a task family'}"
-    columns = ["input y", "MAP", "posterior mean", f"std (0-{maps['std_vmax']:.3f})"]
+    columns = ["input y", "MAP", "posterior mean", f"std, max {maps['std_vmax']:.3f}"]
     if "error" in maps:
-        columns.append(f"|mean - truth| (0-{maps['error_vmax']:.3f})")
+        columns.append(f"|error|, max {maps['error_vmax']:.3f}")
     for i, name in enumerate(names):
         files = {kind: out / f"{name}_{kind}.png" for kind in ("mean", "std", "samples", "overview")}
         io.write_image(files["mean"], maps["mean"][i])
@@ -170,14 +171,15 @@ def save_uncertainty_maps(
             io.write_image(files["error"], maps["error"][i])
             overview.append(maps["error"][i])
             for column, image in ((1, maps["map"][i]), (2, maps["mean"][i])):
-                captions[column] = f"PSNR {float(psnr(image[None], truth[i : i + 1].cpu())):.1f} dB"
+                captions[column] = f"{float(psnr(image[None], truth[i : i + 1].cpu())):.1f} dB"
         misfit = fit is not None and not bool(fit.fits[i])
         if misfit:
-            captions[1] = "does not fit y"
+            captions[1] = ", ".join(filter(None, [captions[1], "misfits y"]))
         draws = list(shown[:, i])
         rows = [draws[start : start + grid_columns] for start in range(0, len(draws), grid_columns)]
         save_labelled_grid(files["samples"], rows, [], title=f"{name}: {len(draws)} draws of G(w), {what}", scale=scale)
-        save_labelled_grid(files["overview"], [overview], columns, [captions], title=f"{name}: {what}",
+        title = f"{name}: {what}" + ("; dB: PSNR to the truth" if "error" in maps else "")
+        save_labelled_grid(files["overview"], [overview], columns, [captions], title=title,
                            flagged=[[False, misfit] + [False] * (len(columns) - 2)], scale=scale)
         written.append(files)
     return written

@@ -59,3 +59,34 @@ def test_a_residual_of_the_models_noise_fits_and_one_half_again_as_large_does_no
                     "explain; the reconstruction does not explain its input there.")
     assert misfit.record(1) == {"rmse_observed": round(float(misfit.rmse[1]), 5),
                                 "rmse_allowed": round(float(misfit.allowed[1]), 5), "fits": False}
+
+
+def test_brgm_reconstruct_records_the_fit_and_names_each_misfit(tmp_path, capsys):
+    """A random prior after one step misses its observed pixels: brgm.json holds every image's fit and the note,
+    stderr has one note line per misfit, and none for an image that fits."""
+    import json
+
+    from conftest import tiny_generator
+
+    import brgm_pyro as bp
+    from brgm_pyro import io
+    from brgm_pyro.cli import main
+
+    G = tiny_generator(16)
+    generator = bp.save_generator(G, tmp_path / "g.safetensors")
+    mask = Mask.center_box(SIZE, 6)
+    io.write_image(tmp_path / "mask.png", mask.mask.reshape(SIZE, SIZE))
+    fitted = G.sample(1, seed=3)[0]  # an image G makes: its MAP from w_avg may or may not fit; a random one does not
+    io.write_image(tmp_path / "random.png", torch.rand(1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
+    io.write_image(tmp_path / "own.png", fitted)
+    argv = ["reconstruct", str(tmp_path / "random.png"), str(tmp_path / "own.png"), "--generator", str(generator),
+            "--task", "inpaint", "--mask", str(tmp_path / "mask.png"), "--steps", "1", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "misses the observed pixels" in line]
+    images = json.loads((tmp_path / "out" / "brgm.json").read_text())["images"]
+    assert [image["name"] for image in images] == ["random", "own"]
+    assert images[0]["fit"]["fits"] is False and images[0]["fit"]["note"].startswith("random: f(reconstruction) misses")
+    for image in images:
+        assert image["fit"]["fits"] == (image["fit"]["rmse_observed"] <= image["fit"]["rmse_allowed"])
+        assert ("note" in image["fit"]) != image["fit"]["fits"]
+    assert notes == [f"brgm: note: {image['fit']['note']}" for image in images if not image["fit"]["fits"]]

@@ -42,3 +42,33 @@ def test_a_labelled_grid_keeps_its_pixels_and_frames_the_flagged_cell(tmp_path):
             assert _red(frame).all() == flagged[i][j] and _red(frame).any() == flagged[i][j]
             assert _red(caption).any() == flagged[i][j]
     assert _dark(picture[:line]).any() and _dark(picture[line:head]).any()  # the title and the column headings
+
+
+def test_the_overview_is_labelled_and_frames_the_map_that_misfits(tmp_path):
+    from conftest import sample_images, tiny_generator
+
+    import brgm_pyro as bp
+    from brgm_pyro.fit import FitCheck
+    from brgm_pyro.forward import Mask
+
+    G = tiny_generator(16).requires_grad_(False)
+    G.compute_w_stats(num_samples=256)
+    x = sample_images(G, 2, seed=2)
+    f = Mask.center_box(16, 6)
+    post = bp.sample_posterior(f(x), f, G, "svi", 3, perceptual=None, map_schedule=bp.MAPSchedule(steps=2), steps=2,
+                               progress=False)
+    fit = FitCheck(rmse=torch.tensor([0.01, 0.5]), allowed=torch.tensor([0.1, 0.1]))
+    files = plotting.save_uncertainty_maps(post, tmp_path, ["a", "b"], truth=x, fit=fit)
+    line, cell, scale = plotting.LABEL_PX + 4, 128, 8
+    for index, flagged in ((0, False), (1, True)):
+        picture = np.asarray(Image.open(files[index]["overview"]).convert("RGB")).astype(int)
+        assert picture.shape[:2] == (2 * line + PAD + cell + PAD + line, PAD + 5 * (cell + PAD))
+        top, left = 2 * line + PAD, PAD + (cell + PAD)  # the MAP, second of five cells
+        map_cell = picture[top : top + cell, left : left + cell, 0]
+        expected = (post.map.image[index, 0].repeat_interleave(scale, 0).repeat_interleave(scale, 1) * 255)
+        assert np.array_equal(map_cell, expected.round().int().numpy())
+        assert _red(picture[top - 2 : top, left : left + cell]).all() == flagged
+        assert _red(picture).any() == flagged
+        for column in (1, 2):  # the PSNR under the MAP and under the mean
+            under = picture[top + cell + 1 : top + cell + line, PAD + column * (cell + PAD) :][:, :cell]
+            assert _dark(under).any() or _red(under).any()

@@ -47,6 +47,7 @@ SCRIPTS = {
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
     "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
                                         "--perceptual none --json {tmp}/throughput.json",
+    "benchmarks/fuzz_readers.py": "--inputs 3 --readers mask,card --json {tmp}/fuzz.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
                           "--perceptual none --task inpaint --num-chains 2 --json {tmp}/together.json",
     "benchmarks/posterior_speed.py": "--generator {generator} --repeats 1 --map-steps 3 --svi-steps 3",
@@ -61,6 +62,7 @@ SCRIPTS = {
     "benchmarks/undercoverage.py": UNDERCOVERED + " --calibration-out {tmp}/cal --out {tmp}/uc --starts 2 "
                                    "--figure {tmp}/reach.png --modes-figure {tmp}/modes.png --json {tmp}/uc.json",
     "scripts/check_real_checkpoints.py": "",
+    "scripts/execute_notebooks.py": "01_map_reconstruction.ipynb --fast --out {tmp}/notebooks",
     "scripts/ship_prior.py": "{generator} --name tiny --quality {tmp}/given-quality.json --hardware 'a test' "
                              "--priors-dir {tmp}/priors",
     "scripts/train_baselines.py": "--tasks sr-x8 --train-size 32 --val-size 8 --max-epochs 1 --features 8 --blocks 1 "
@@ -337,6 +339,25 @@ def check_dataset_throughput(printed, tmp_path, run):
     assert all(r["rate"] > 0 for r in rows)
 
 
+def check_fuzz_readers(printed, tmp_path, run):
+    """Each reader got its crafted inputs and three mutated ones, and the table counts them."""
+    rows = {r["reader"]: r for r in json.loads((tmp_path / "fuzz.json").read_text())["rows"]}
+    assert set(rows) == {"mask", "card"} and all(r["failures"] == [] for r in rows.values())
+    assert all(r["inputs"] == r["hostile"] + 3 == sum(r["counts"].values()) for r in rows.values())
+    assert "| mask | " in printed and "| card | " in printed
+
+
+def check_execute_notebooks(printed, tmp_path, run):
+    """The notebook is written with outputs and the record of how it ran; the one in notebooks/ is left alone."""
+    import nbformat
+
+    written = nbformat.read(tmp_path / "notebooks" / "01_map_reconstruction.ipynb", as_version=4)
+    assert written.metadata["brgm_pyro"]["settings"] == "fast"
+    assert any("3 MAP steps" in o.get("text", "") for c in written.cells if c.cell_type == "code" for o in c.outputs)
+    assert nbformat.read(REPO / "notebooks" / "01_map_reconstruction.ipynb", as_version=4).metadata.get(
+        "brgm_pyro", {}).get("settings") != "fast"
+
+
 CHECKS = {
     "benchmarks/ablation.py": check_ablation,
     "benchmarks/close_the_gap.py": check_close_the_gap,
@@ -345,6 +366,7 @@ CHECKS = {
     "benchmarks/calibration.py": check_calibration,
     "benchmarks/compare_priors.py": check_compare_priors,
     "benchmarks/dataset_throughput.py": check_dataset_throughput,
+    "benchmarks/fuzz_readers.py": check_fuzz_readers,
     "benchmarks/nuts.py": check_nuts,
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,
@@ -352,6 +374,7 @@ CHECKS = {
     "benchmarks/tune_defaults.py": check_tune_defaults,
     "benchmarks/undercoverage.py": check_undercoverage,
     "scripts/check_real_checkpoints.py": check_real_checkpoints,
+    "scripts/execute_notebooks.py": check_execute_notebooks,
     "scripts/ship_prior.py": check_ship_prior,
     "scripts/train_baselines.py": check_train_baselines,
     "scripts/train_feature_nets.py": check_train_feature_nets,

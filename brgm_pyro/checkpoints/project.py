@@ -94,14 +94,14 @@ def _check_config(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], pa
         if not isinstance(value, allowed) or isinstance(value, bool) or not math.isfinite(value or 0):
             raise CheckpointError(f"{path} has {key} = {value!r} in its header config; the file is corrupt, re-create it.")
     inferred = infer_config({name: SimpleNamespace(shape=shape) for name, shape in shapes.items()}, path)
-    feature_maps = [
-        [min(c["channel_base"] // 2**i, c["channel_max"]) for i in range(2, int(math.log2(c["resolution"])) + 1)]
-        for c in (inferred, {**_DEFAULTS, **config})
-    ]
     differs = [k for k in _SHAPE_FIELDS if config.get(k, _DEFAULTS.get(k)) != inferred[k]]
-    if differs or feature_maps[0] != feature_maps[1]:
-        what = f"{differs[0]} {config.get(differs[0])!r} where its tensors say {inferred[differs[0]]}" if differs else (
-            f"feature maps {feature_maps[1]} where its tensors have {feature_maps[0]}")
+    if differs:
+        what = f"{differs[0]} {config.get(differs[0])!r} where its tensors say {inferred[differs[0]]}"
+    else:  # the same resolution: compare the feature maps per block
+        blocks = range(2, int(math.log2(inferred["resolution"])) + 1)
+        maps = [[min(c["channel_base"] // 2**i, c["channel_max"]) for i in blocks] for c in (inferred, {**_DEFAULTS, **config})]
+        what = f"feature maps {maps[1]} where its tensors have {maps[0]}" if maps[0] != maps[1] else ""
+    if what:
         raise CheckpointError(f"{path} does not match its own config ({what}); the file is corrupt, re-create it.")
 
 
