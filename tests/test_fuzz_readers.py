@@ -2,17 +2,14 @@
 reader the fuzzer broke has its case here, the file written as the fuzzer found it (each failed before its fix
 with the exception named in its docstring)."""
 
-import functools
-import importlib.util
 import json
 import struct
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_generator
+from conftest import load_script, tiny_generator
 from foreign_files import random_generator
 from safetensors.torch import save_file
 
@@ -28,14 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 CI_INPUTS = 20  # mutated inputs per reader here, besides the crafted ones; the benchmark runs thousands
 
 
-@functools.cache
 def _benchmark():
-    """benchmarks/fuzz_readers.py as a module (registered, as its dataclasses need)."""
-    spec = importlib.util.spec_from_file_location("fuzz_readers", REPO / "benchmarks" / "fuzz_readers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/fuzz_readers.py")
 
 
 def test_a_seeded_fuzz_run_over_every_reader_ends_in_results_or_the_projects_errors():
@@ -119,6 +110,23 @@ def test_an_nvidia_pickle_whose_networks_nest_thousands_deep_is_refused(tmp_path
     assert not sentinel.exists()
 
 
+def test_a_legacy_torch_file_whose_storage_key_names_no_storage_is_refused(tmp_path):
+    """torch.load checks the key with an assert: AssertionError before the fix."""
+    from foreign_files import write_rosinality
+
+    fuzz = _benchmark()
+    path = write_rosinality(random_generator(channels=3), tmp_path / "legacy.pt", legacy=True)
+    data = path.read_bytes()
+    spans = fuzz._pickle_spans(data)
+    keys = [arg for op, arg, _ in fuzz._opcodes(data[slice(*spans[4])]) if op.name == "BINUNICODE"]
+    encoded = b"X" + struct.pack("<I", len(keys[0])) + keys[0].encode()
+    start, end = spans[3]
+    main = data[start:end].replace(encoded, b"X" + struct.pack("<I", len(keys[0])) + b"x" * len(keys[0]), 1)
+    path.write_bytes(data[:start] + main + data[end:])
+    with pytest.raises(CheckpointError, match="could not be read as a PyTorch checkpoint .AssertionError"):
+        load_generator(path)
+
+
 # ----------------------------------------------------------------------------- JSON readers
 
 
@@ -191,6 +199,7 @@ def _records(run):
         '{"type": "image", "image": "a.png", "status": "done", "settings_id": "%s"}',  # KeyError: 'outputs'
         '{"type": "image", "image": NaN, "status": "failed", "settings_id": "%s"}',  # TypeError sorting names
         '{"type": "attempt", "images": "a.png", "world_size": 1, "settings_id": "%s"}',  # a string, not a list
+        '{"type": "image", "image": "a.png", "status": "done", "outputs": {"input": "../../x.png"}, "settings_id": "%s"}',
     ],
 )
 def test_a_manifest_line_that_is_not_a_record_is_ignored_and_counted(tmp_path, run_folder, line):
@@ -205,6 +214,20 @@ def test_a_manifest_line_that_is_not_a_record_is_ignored_and_counted(tmp_path, r
     manifest = read_manifest(run)
     assert manifest.torn_lines == before.torn_lines + 1 and manifest.images == before.images
     assert "<table" in render_report(manifest, "run")
+
+
+def test_an_output_name_too_long_for_the_file_system_counts_as_missing(tmp_path, run_folder):
+    """OSError (File name too long) from the check of the outputs before the fix."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_folder, run)
+    settings_id = json.loads((run / "run.json").read_text())["settings_id"]
+    record = {"type": "image", "image": "long.png", "status": "done", "outputs": {"input": "a" * 300 + ".png"},
+              "settings_id": settings_id}
+    records = _records(run)
+    records.write_text(records.read_text() + json.dumps(record) + "\n")
+    assert f"long.png: output {'a' * 300}.png is missing" in read_manifest(run).problems(run)
 
 
 def test_a_damaged_run_record_gets_one_sentence(tmp_path, run_folder):

@@ -2,13 +2,11 @@
 its current cells (scripts/execute_notebooks.py), so that it reads on a hosting site without running."""
 
 import base64
-import functools
-import importlib.util
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 from nbclient import NotebookClient
 
 import brgm_pyro as bp
@@ -19,13 +17,8 @@ NOTEBOOKS = REPO / "notebooks"
 MAX_FIGURE_BYTES = 100_000
 
 
-@functools.cache
 def _script():
-    spec = importlib.util.spec_from_file_location("execute_notebooks", REPO / "scripts" / "execute_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/execute_notebooks.py")
 
 
 def _kinds(cell) -> list[str]:

@@ -163,10 +163,23 @@ class Manifest:
         found = [f"{image} is recorded done {count} times" for image, count in sorted(self.duplicates.items())]
         for image, record in sorted(self.images.items()):
             if record["status"] == "done":
-                missing = [name for name in record["outputs"].values() if not (out / name).is_file()]
+                missing = [name for name in record["outputs"].values() if not _is_file(out / name)]
                 found += [f"{image}: output {name} is missing" for name in missing]
         found += [f"temporary file {p.relative_to(out)} was left behind" for p in io.stale_temporaries(out)]
         return found
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False too for a path the system cannot look up (a name too long)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_output_name(name: Any) -> bool:
+    """A file name inside the run's folder, as the runs write them (relative, without '..')."""
+    return isinstance(name, str) and bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
 
 
 def _is_record(record: Any) -> bool:
@@ -183,7 +196,7 @@ def _is_record(record: Any) -> bool:
         return isinstance(record.get("reason", ""), str)
     outputs, metrics = record.get("outputs"), record.get("metrics", {})
     return (record.get("status") == "done" and isinstance(outputs, dict) and isinstance(metrics, dict)
-            and all(isinstance(name, str) for name in outputs.values()))
+            and all(_is_output_name(name) for name in outputs.values()))
 
 
 def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
