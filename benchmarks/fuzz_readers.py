@@ -25,7 +25,8 @@ nesting. The same ``--seed`` gives the same inputs.
 Each input runs in a child forked from this process (the readers' modules imported once), under an
 address-space limit (``--memory-bound`` plus 4 GiB over the parent's) so that a runaway allocation
 fails instead of taking the machine; the peak is ``ru_maxrss`` of the child (``os.wait4``) less its
-``ru_maxrss`` at the start, which Linux sets to the resident size at the fork.
+``ru_maxrss`` at the start, which Linux sets to the resident size at the fork (the parent hands its
+freed memory back to the system first, ``malloc_trim``, so that a child cannot reuse it unseen).
 
 Adding a reader is one line in :data:`READERS`: ``"name": Reader(read, seeds, family, hostile)``, where
 ``read(path)`` is the project's reader, ``seeds(folder)`` writes real files for it, ``family`` picks
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import datetime
 import functools
 import json
@@ -85,6 +87,7 @@ import foreign_files  # noqa: E402  (the real-format fixtures of tests/)
 OUTCOMES = ("result", "refused")
 FAILURES = ("exception", "hang", "memory", "code-run", "crash")
 HEADROOM = 4 << 30  # the address-space limit over the parent's, beyond the memory bound
+_LIBC = ctypes.CDLL(None)  # glibc's malloc_trim
 
 
 # ----------------------------------------------------------------------------- the readers
@@ -731,6 +734,9 @@ def _resident_limit() -> int:
 def run_input(read: Callable[[Path], Any], path: Path, sentinel: Path, time_bound: float, memory_bound_mib: float) -> Outcome:
     """``read(path)`` in a forked child, classified (see the module docstring)."""
     limit = _resident_limit() + int(memory_bound_mib * 2**20) + HEADROOM
+    # Memory this process freed but kept resident would count as the child's at the fork, and a child that
+    # reused it would look as if it allocated nothing: hand it back first.
+    _LIBC.malloc_trim(0)
     receive, send = os.pipe()
     started = time.perf_counter()
     pid = os.fork()
