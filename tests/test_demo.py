@@ -53,9 +53,10 @@ def test_demo_refuses_to_replace_earlier_outputs(tmp_path, capsys):
     assert (out / "metrics.md").read_text() == "an earlier run" and sorted(p.name for p in out.iterdir()) == ["metrics.md"]
 
 
-def test_the_demo_labels_its_grids_and_flags_reconstructions_that_miss_their_input(tmp_path):
+def test_the_demo_labels_its_grids_and_flags_reconstructions_that_miss_their_input(tmp_path, capsys):
     """A random 32 px prior with 2 MAP steps misses the observed pixels: metrics.json records the fit of every
-    image, metrics.md and the notes name each misfit, and its grid frames exactly those BRGM cells in red."""
+    image, metrics.md and the notes name each misfit, and its grid frames exactly those BRGM cells in red. The
+    progress bar names the task."""
     import json
 
     import numpy as np
@@ -66,7 +67,8 @@ def test_the_demo_labels_its_grids_and_flags_reconstructions_that_miss_their_inp
     from brgm_pyro.demo import TASKS, run_demo
 
     generator = bp.save_generator(tiny_generator(32), tmp_path / "random.safetensors")
-    result = run_demo(tmp_path / "out", generator=str(generator), steps=2, tasks=TASKS[2:3], progress=False)
+    result = run_demo(tmp_path / "out", generator=str(generator), steps=2, tasks=TASKS[2:3], progress=True)
+    assert "demo: inpaint-center" in capsys.readouterr().err
     fits = result["fit"]["inpaint-center"]
     assert len(fits) == 8 and all(set(r) == {"rmse_observed", "rmse_allowed", "fits"} for r in fits.values())
     misfits = [name for name, r in fits.items() if not r["fits"]]
