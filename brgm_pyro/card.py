@@ -17,11 +17,13 @@ checkpoint) gets the library's defaults:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from brgm_pyro.errors import InputError
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.uncertainty.conformal import Calibration, read_calibrations
@@ -41,15 +43,35 @@ class PriorCard:
 
     @classmethod
     def of(cls, generator: nn.Module) -> PriorCard:
-        """The card of ``generator`` (its ``card`` dict, if it has one)."""
-        card: dict[str, Any] = getattr(generator, "card", None) or {}
-        params = card.get("params")
-        sigma_reach = card.get("sigma_reach")
-        return cls(
+        """The card of ``generator`` (its ``card`` dict, if it has one); an :class:`InputError` naming the entry
+        for a card whose defaults do not read (a card edited by hand, or damaged)."""
+        card: Any = getattr(generator, "card", None) or {}
+        if not isinstance(card, dict):
+            raise InputError(f"The prior's card is a JSON {type(card).__name__}, not an object; restore the card shipped with it.")
+        entry = "params"
+        try:
+            params = card.get("params")
+            sigma_reach = card.get("sigma_reach")
             # The reach is the prior's, so its default parameters carry it (the "reach" model uses it).
-            params=BRGMParams(**params, sigma_reach=float(sigma_reach or 0.0)) if params else None,
-            schedule=MAPSchedule(**(card.get("schedule") or {})),
-            perceptual=card.get("perceptual"),
-            sigma_reach=float(sigma_reach) if sigma_reach else None,
-            calibrations=read_calibrations(card),
-        )
+            params = BRGMParams(**params, sigma_reach=float(sigma_reach or 0.0)) if params else None
+            entry = "schedule"
+            schedule = MAPSchedule(**(card.get("schedule") or {}))
+            entry = "sigma_reach"
+            sigma_reach = float(sigma_reach) if sigma_reach else None
+            if sigma_reach is not None and not 0 < sigma_reach < math.inf:
+                raise ValueError(f"{sigma_reach} is not a positive number")
+            entry = "perceptual"
+            perceptual = card.get("perceptual")
+            if perceptual is not None and not isinstance(perceptual, str):
+                raise TypeError("it names no network")
+            entry = "calibration"
+            calibrations = read_calibrations(card)
+        except InputError as err:
+            raise InputError(f"The prior card's {entry!r} entry does not read: {err}") from None
+        except (TypeError, ValueError, OverflowError) as err:
+            raise InputError(
+                f"The prior card's {entry!r} entry does not read ({type(err).__name__}: {err}); restore the card "
+                "shipped with the prior."
+            ) from None
+        return cls(params=params, schedule=schedule, perceptual=perceptual, sigma_reach=sigma_reach,
+                   calibrations=calibrations)

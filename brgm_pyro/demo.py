@@ -3,9 +3,12 @@
 Four tasks on the images of ``examples/`` (Fashion-MNIST test images, padded to 32x32):
 super-resolution x4 (8x8 input) and x8 (4x4 input) with the bicubic kernel, inpainting with a
 centre box and with the right half missing. Per task it writes a lossless PNG grid, one row per
-image: input | baseline (bicubic upsampling, or the masked input) | BRGM | truth, and a metrics table
-comparing BRGM with the baseline: PSNR, SSIM, the ``fmnist-eval`` LPIPS-style distance (lower is
-better) and class fidelity (the evaluator's class of the output equals the true class).
+image: input | baseline (bicubic upsampling, or the masked input) | BRGM | truth, labelled with the
+task, the methods and each output's PSNR to the truth, and a metrics table comparing BRGM with the
+baseline: PSNR, SSIM, the ``fmnist-eval`` LPIPS-style distance (lower is better) and class fidelity
+(the evaluator's class of the output equals the true class). A reconstruction that does not fit its
+observed pixels (:mod:`brgm_pyro.fit`) is framed in red on its grid and named in a note of
+``metrics.md`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from brgm_pyro import forward as fw
 from brgm_pyro import io, metrics
 from brgm_pyro.baselines.bicubic import bicubic
 from brgm_pyro.checkpoints import load_generator
 from brgm_pyro.errors import InputError
+from brgm_pyro.fit import check_fit
+from brgm_pyro.plotting import save_labelled_grid
 from brgm_pyro.reconstruct import reconstruct
 
 __all__ = ["TASKS", "Task", "run_demo", "evaluate_outputs"]
@@ -83,7 +89,12 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> tuple[list[Path], torch.Tensor
     return paths, images, labels
 
 
-def _markdown_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
+def _label(path: Path) -> str:
+    """What an example shows, from its file name ("00000-ankle-boot.png" -> "ankle boot")."""
+    return path.stem.split("-", 1)[-1].replace("-", " ")
+
+
+def _markdown_table(rows: dict[str, dict[str, dict[str, float]]], notes: list[str]) -> str:
     lines = [
         "| task | method | PSNR (dB) | SSIM | fmnist-eval distance | class fidelity |",
         "|---|---|---|---|---|---|",
@@ -93,6 +104,7 @@ def _markdown_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
             dist = f"{r['fmnist_eval_distance']:.4f}" if "fmnist_eval_distance" in r else "-"
             fid = f"{r['class_fidelity']:.2f}" if "class_fidelity" in r else "-"
             lines.append(f"| {task} | {method} | {r['psnr']:.2f} | {r['ssim']:.3f} | {dist} | {fid} |")
+    lines += ["", *(f"Note: {note}" for note in notes)] if notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -125,13 +137,18 @@ def run_demo(
     except (ImportError, FileNotFoundError, RuntimeError):
         evaluator = None
     table: dict[str, dict[str, dict[str, float]]] = {}
-    timings = {}
-    for task in tasks:
+    timings, fits, notes = {}, {}, []
+    bar = tqdm(tasks, desc="demo", unit="task", disable=not progress)
+    for task in bar:
+        bar.set_description(f"demo: {task.name}")  # the MAP's own bar runs below this one
         f = task.operator(G.resolution)
         y = f(truth).clamp(0, 1)
         start = time.perf_counter()
         rec = reconstruct(y, f, G, steps=steps, progress=progress)  # the card's schedule
         timings[task.name] = round(time.perf_counter() - start, 2)
+        fit = check_fit(rec, f)
+        fits[task.name] = {p.name: fit.record(i) for i, p in enumerate(paths)}
+        notes += [note for i, p in enumerate(paths) if (note := fit.note(i, f"{task.name} {p.name}"))]
         if task.kind == "superres":
             baseline, baseline_name, shown_input = bicubic(y, f, G), "bicubic", y
         else:
@@ -141,7 +158,13 @@ def run_demo(
             "BRGM": evaluate_outputs(rec.image, truth, labels, evaluator),
         }
         rows = [[shown_input[i], baseline[i], rec.image[i], truth[i]] for i in range(len(paths))]
-        io.save_grid(out_dir / f"{task.name}.png", rows, scale=4)
+        db = {name: metrics.psnr(images, truth) for name, images in (("baseline", baseline), ("BRGM", rec.image))}
+        captions = [["", f"{db['baseline'][i]:.1f} dB", f"{db['BRGM'][i]:.1f} dB" + ("" if fit.fits[i] else ", misfits y"),
+                     _label(p)] for i, p in enumerate(paths)]
+        flagged = [[False, False, not bool(fit.fits[i]), False] for i in range(len(paths))]
+        size = "x".join(map(str, y.shape[-2:]))
+        save_labelled_grid(out_dir / f"{task.name}.png", rows, [f"input ({size})", baseline_name, "BRGM", "truth"],
+                           captions, title=f"{task.title}, prior {generator}; dB: PSNR to the truth", flagged=flagged, scale=4)
     result = {
         "generator": generator,
         "examples": [p.name for p in paths],
@@ -150,7 +173,9 @@ def run_demo(
         "seconds_per_task": timings,
         "grid_columns": ["input", "baseline (bicubic / masked input)", "BRGM", "truth"],
         "metrics": table,
+        "fit": fits,
+        "notes": notes,
     }
-    io.atomic_write_text(out_dir / "metrics.md", _markdown_table(table))
+    io.atomic_write_text(out_dir / "metrics.md", _markdown_table(table, notes))
     io.write_json(out_dir / "metrics.json", result)
     return result

@@ -1,5 +1,9 @@
+import functools
 import gzip
 import hashlib
+import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,18 @@ DATA_MISSING = (
     "Fashion-MNIST is not installed: run `sudo apt-get install dataset-fashion-mnist` (`make test` does "
     f"it as root), or set {data.DATA_DIR_ENV} to a folder holding its four files"
 )
+
+
+@functools.cache
+def load_script(relative: str) -> types.ModuleType:
+    """A script of the repository (e.g. "benchmarks/fuzz_readers.py") as a module, registered in sys.modules
+    under its stem (its dataclasses need that), loaded once."""
+    path = Path(__file__).resolve().parent.parent / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_generator(resolution: int = 16, channels: int = 1, seed: int = 0, **kwargs) -> StyleGAN2Generator:

@@ -296,7 +296,9 @@ def test_bad_input_is_one_error_line_and_writes_nothing(argv, expected, world, t
 
 
 def _notes(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("brgm: note: ")]
+    """The notes about the run's inputs and settings (a result that misses its input has its own, see test_fit)."""
+    return [line for line in stderr.splitlines()
+            if line.startswith("brgm: note: ") and "misses the observed pixels" not in line]
 
 
 def test_without_generator_the_embedded_prior_is_used_and_named(tmp_path, capsys):
@@ -327,7 +329,7 @@ def test_an_input_converted_to_the_priors_channels_is_named_in_one_note(tmp_path
 
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     [note] = _notes(capsys.readouterr().err)
-    to_gray, to_rgb = "RGB input(s) converted to grayscale", "grayscale input(s) repeated to RGB"
+    to_gray, to_rgb = "colour input(s) converted to grayscale", "grayscale input(s) repeated to RGB"
     conversion = to_gray if prior_channels == 1 else to_rgb
     assert note.startswith(f"brgm: note: 1 {conversion}") and "other.png" in note and "same.png" not in note
     images = json.loads((tmp_path / "out" / "brgm.json").read_text())["images"]
@@ -339,7 +341,7 @@ def test_an_input_converted_to_the_priors_channels_is_named_in_one_note(tmp_path
 def test_the_conversion_note_names_three_inputs_and_counts_the_rest():
     paths = [Path(f"in/{name}.png") for name in "abcdef"]
     note = _conversion_note(paths, [3, 1, 3, 3, 3, 3], channels=1)
-    assert note.startswith("5 RGB input(s) converted to grayscale")
+    assert note.startswith("5 colour input(s) converted to grayscale")
     assert ": a.png, c.png, d.png and 2 more (recorded in brgm.json)" in note
     assert _conversion_note(paths, [1] * 6, channels=1) is None
 

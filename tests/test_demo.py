@@ -51,3 +51,36 @@ def test_demo_refuses_to_replace_earlier_outputs(tmp_path, capsys):
     assert main(["demo", "--steps", "1", "--out", str(out), "--quiet"]) == 2
     assert "--force" in capsys.readouterr().err
     assert (out / "metrics.md").read_text() == "an earlier run" and sorted(p.name for p in out.iterdir()) == ["metrics.md"]
+
+
+def test_the_demo_labels_its_grids_and_flags_reconstructions_that_miss_their_input(tmp_path, capsys):
+    """A random 32 px prior with 2 MAP steps misses the observed pixels: metrics.json records the fit of every
+    image, metrics.md and the notes name each misfit, and its grid frames exactly those BRGM cells in red. The
+    progress bar names the task."""
+    import json
+
+    import numpy as np
+    from conftest import tiny_generator
+    from PIL import Image
+
+    from brgm_pyro import plotting
+    from brgm_pyro.demo import TASKS, run_demo
+
+    generator = bp.save_generator(tiny_generator(32), tmp_path / "random.safetensors")
+    result = run_demo(tmp_path / "out", generator=str(generator), steps=2, tasks=TASKS[2:3], progress=True)
+    assert "demo: inpaint-center" in capsys.readouterr().err
+    fits = result["fit"]["inpaint-center"]
+    assert len(fits) == 8 and all(set(r) == {"rmse_observed", "rmse_allowed", "fits"} for r in fits.values())
+    misfits = [name for name, r in fits.items() if not r["fits"]]
+    assert misfits and all(fits[n]["rmse_observed"] > fits[n]["rmse_allowed"] for n in misfits)
+    assert [note.split(":")[0] for note in result["notes"]] == [f"inpaint-center {n}" for n in misfits]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"] == result["notes"]
+    assert (tmp_path / "out" / "metrics.md").read_text().count("\nNote: inpaint-center ") == len(misfits)
+    picture = np.asarray(Image.open(tmp_path / "out" / "inpaint-center.png").convert("RGB")).astype(int)
+    line, cell, pad = plotting.LABEL_PX + 4, 128, 2
+    for i, name in enumerate(fits):
+        top, left = 2 * line + pad + i * (cell + pad + line), pad + 2 * (cell + pad)  # the BRGM column
+        above = picture[top - 2 : top, left : left + cell]
+        red = (above[..., 0] > 150) & (above[..., 1] < 80)
+        assert red.all() == (name in misfits) and red.any() == (name in misfits)
+    assert picture[:line].max(-1).min() < 100  # the title is drawn

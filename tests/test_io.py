@@ -2,9 +2,15 @@
 
 import json
 import os
+import select
+import shutil
 import signal
+import struct
 import subprocess
 import sys
+import tempfile
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,24 +62,54 @@ def test_rgb_to_gray_uses_luma_weights(tmp_path):
     assert torch.allclose(gray[0], expected, atol=1e-6)
 
 
-def test_gray_to_rgb_and_alpha_and_palette(tmp_path):
+def test_gray_to_rgb_and_opaque_alpha_and_palette(tmp_path):
     Image.fromarray(np.full((3, 4), 51, np.uint8), "L").save(tmp_path / "g.png")
     rgb = io.read_image(tmp_path / "g.png", channels=3)
     assert rgb.shape == (3, 3, 4) and torch.all(rgb == 51 / 255)
 
     rgba = np.zeros((2, 2, 4), np.uint8)
-    rgba[..., 0], rgba[..., 3] = 255, 7
+    rgba[..., 0], rgba[..., 3] = 255, 255  # opaque: the alpha channel holds nothing and is dropped
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     img = io.read_image(tmp_path / "rgba.png")
     assert img.shape == (3, 2, 2) and torch.all(img[0] == 1) and torch.all(img[1:] == 0)
 
-    Image.fromarray(np.stack([np.full((2, 2), 102, np.uint8), np.zeros((2, 2), np.uint8)], -1), "LA").save(
+    Image.fromarray(np.stack([np.full((2, 2), 102, np.uint8), np.full((2, 2), 255, np.uint8)], -1), "LA").save(
         tmp_path / "la.png"
     )
     assert torch.all(io.read_image(tmp_path / "la.png") == torch.full((1, 2, 2), 102 / 255))
 
-    Image.fromarray(np.full((2, 2, 3), 255, np.uint8), "RGB").convert("P").save(tmp_path / "p.png")
-    assert torch.all(io.read_image(tmp_path / "p.png") == torch.ones(3, 2, 2))
+    colours = np.zeros((2, 2, 3), np.uint8)
+    colours[0, 0], colours[1, 1] = (255, 0, 0), (0, 0, 255)
+    Image.fromarray(colours, "RGB").convert("P").save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").mode == "P"
+    assert torch.equal(io.read_image(tmp_path / "p.png"), torch.from_numpy(colours).permute(2, 0, 1).float() / 255)
+
+
+def test_a_grey_palette_image_reads_as_the_grayscale_image_it_is(tmp_path):
+    gray = np.array([[0, 64], [128, 255]], np.uint8)
+    Image.fromarray(gray, "L").convert("P").save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").mode == "P"
+    img = io.read_image(tmp_path / "p.png")
+    assert img.shape == (1, 2, 2) and torch.equal(img[0], torch.from_numpy(gray).float() / 255)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pixels_are_refused_not_dropped(tmp_path, mode):
+    """A transparent pixel has no value to observe: reading its colour (or compositing a background in)
+    would hand the model made-up data as observed, so the reader refuses it and names the mask instead."""
+    rgba = np.full((4, 4, 4), 200, np.uint8)
+    rgba[:2, :2, 3] = 0
+    image = Image.fromarray(rgba, "RGBA")
+    image = image.convert("LA") if mode == "LA" else image.convert("P") if mode == "P" else image
+    if mode == "P":
+        image.info["transparency"] = 0
+        image.putpixel((0, 0), 0)
+        image.putpixel((3, 3), 1)
+        image.putpalette([200, 200, 200, 10, 20, 30])
+    image.save(tmp_path / "t.png")
+    assert Image.open(tmp_path / "t.png").mode == mode
+    with pytest.raises(ValueError, match=r"t\.png has \d+ transparent pixel\(s\).*mask"):
+        io.read_image(tmp_path / "t.png")
 
 
 def test_channels_argument_is_checked(tmp_path):
@@ -82,17 +118,33 @@ def test_channels_argument_is_checked(tmp_path):
         io.read_image(tmp_path / "a.png", channels=2)
 
 
-def test_mask_threshold_and_convention(tmp_path):
-    values = np.array([[0, 127, 128, 255]], dtype=np.uint8)
+def test_mask_convention(tmp_path):
+    values = np.array([[0, 255, 0, 255]], dtype=np.uint8)
     Image.fromarray(values).save(tmp_path / "mask.png")
     mask = io.read_mask(tmp_path / "mask.png")
     assert mask.shape == (1, 4) and mask.dtype == torch.float32
-    assert mask.tolist() == [[0.0, 0.0, 1.0, 1.0]]  # white = observed, 0.5 threshold
+    assert mask.tolist() == [[0.0, 1.0, 0.0, 1.0]]  # white = observed
 
     colour = np.zeros((1, 2, 3), np.uint8)
     colour[0, 1] = 255
     Image.fromarray(colour, "RGB").save(tmp_path / "colour_mask.png")
     assert io.read_mask(tmp_path / "colour_mask.png").tolist() == [[0.0, 1.0]]
+    Image.fromarray(np.array([[0, 65535]], np.uint16)).save(tmp_path / "deep_mask.png")
+    assert io.read_mask(tmp_path / "deep_mask.png").tolist() == [[0.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        (np.full((4, 4), 255, np.uint8), "white everywhere"),  # read as fully observed: nothing to inpaint
+        (np.full((4, 4), 128, np.uint8), "16 grey pixel"),  # read as fully observed at a 0.5 threshold
+        (np.array([[0, 127, 128, 255]], np.uint8), "2 grey pixel"),  # anti-aliased edges
+    ],
+)
+def test_masks_that_are_not_black_and_white_are_refused(tmp_path, values, problem):
+    Image.fromarray(values).save(tmp_path / "mask.png")
+    with pytest.raises(ValueError, match=rf"The mask .*mask\.png .*{problem}"):
+        io.read_mask(tmp_path / "mask.png")
 
 
 def test_read_images_stacks_and_checks_sizes(tmp_path):
@@ -122,6 +174,93 @@ def test_clear_errors_for_missing_and_corrupt_files(tmp_path):
         io.read_image(tmp_path / "cut.png")
     with pytest.raises(IsADirectoryError):
         io.read_image(tmp_path)
+
+
+def _in_child(function, user=None):
+    """``function()`` in a forked child, as ``user`` (uid, gid) if given: what it raised, as "Type: message",
+    or "" when it returned; None when it had not finished after 20 s (it is then killed)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read)
+        try:
+            if user is not None:
+                os.setgid(user[1])
+                os.setuid(user[0])
+            function()
+            message = ""
+        except BaseException as err:  # noqa: BLE001 - reported to the parent, whatever it is
+            message = f"{type(err).__name__}: {err}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    ready = select.select([read], [], [], 20)[0]
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    text = b"".join(iter(lambda: os.read(read, 1 << 16), b"")).decode() if ready else None
+    os.close(read)
+    os.waitpid(pid, 0)
+    return text
+
+
+def test_an_unreadable_image_is_reported_as_unreadable_not_corrupt(tmp_path):
+    """Mode 000. Root reads any file whatever its mode, and the tests run as root, so as root the read runs in
+    a child process that has become the user 'nobody' (uid 65534), for whom the kernel enforces the mode: the
+    real permission check, not a simulated one. The file lies in a folder 'nobody' may enter."""
+    folder = Path(tempfile.mkdtemp(dir="/tmp" if os.geteuid() == 0 else tmp_path))
+    try:
+        folder.chmod(0o755)
+        io.write_image(folder / "locked.png", torch.rand(1, 4, 4))
+        (folder / "locked.png").chmod(0o000)
+        user = (65534, 65534) if os.geteuid() == 0 else None
+        result = _in_child(lambda: io.read_image(folder / "locked.png"), user)
+        assert result.startswith("InputError: The image") and "locked.png cannot be read: permission denied" in result
+        assert "corrupt" not in result
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_named_pipe_is_refused_instead_of_blocking_the_reader(tmp_path):
+    """A FIFO where an image is expected: opening it for reading waits for a writer, forever."""
+    os.mkfifo(tmp_path / "pipe.png")
+    os.mkfifo(tmp_path / "pipe_mask.png")
+    assert _in_child(lambda: io.read_image(tmp_path / "pipe.png")) == (
+        f"InputError: The image {tmp_path / 'pipe.png'} is a named pipe (FIFO), not a file; give the path of an "
+        "image file."
+    )
+    assert "The mask" in _in_child(lambda: io.read_mask(tmp_path / "pipe_mask.png"))
+
+
+def _png(width, height, rows, level=9):
+    """A grayscale 8-bit PNG of the given header size whose compressed pixel stream is ``rows`` (an iterable
+    of filtered scan lines), compressed row by row so that a huge image never sits in memory."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(level)
+    stream = b"".join(compressor.compress(row) for row in rows) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_gets_one_sentence_before_any_decoding(tmp_path):
+    """14000 x 14000 zeros compress to a megabyte; like 30000 x 30000 (quicker to write) they are over Pillow's
+    bound of 179 M pixels, which Pillow refuses with its own DecompressionBombError. 5000 x 5000 is under
+    Pillow's bounds but over ours: its pixel stream is cut short, so decoding it would report a truncated
+    file; the refusal names the size, so it came from the header."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png(14000, 14000, (bytes(14001 * 100) for _ in range(140)), level=1))
+    assert bomb.stat().st_size < 1 << 21
+    with pytest.raises(ValueError, match=r"bomb\.png claims more than 16,777,216 pixels \(4096 x 4096\)") as caught:
+        io.read_image(bomb)
+    assert type(caught.value).__name__ == "InputError"
+    large = tmp_path / "large.png"
+    large.write_bytes(_png(5000, 5000, [bytes(5001)] * 10))
+    with pytest.raises(ValueError, match=r"claims 5000 x 5000 pixels, more than 16,777,216"):
+        io.read_image(large)
+    edge = tmp_path / "edge.png"  # exactly at the bound: read
+    edge.write_bytes(_png(4096, 4096, (bytes(4097) for _ in range(4096))))
+    assert io.read_image(edge).shape == (1, 4096, 4096)
 
 
 def test_write_image_refuses_nan_and_bad_input(tmp_path):

@@ -1,4 +1,5 @@
-"""Notebooks 02 and 03 run top to bottom with BRGM_NOTEBOOK_FAST=1 (tiny random generator, a few steps).
+"""Notebooks 02 and 03 run top to bottom with BRGM_NOTEBOOK_FAST=1 (tiny random generator, a few steps), and their
+stored copies hold the outputs of their current cells (test_notebooks.check_stored_copy).
 
 Both run in one kernel, its namespace reset before each, so that torch, Pyro and ArviZ are imported once.
 """
@@ -11,6 +12,7 @@ import pytest
 from jupyter_client import KernelManager
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
+from test_notebooks import check_stored_copy, stored_text
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -18,22 +20,18 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 @pytest.fixture(scope="module")
 def kernel():
     manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=str(NOTEBOOKS), env={**os.environ, "BRGM_NOTEBOOK_FAST": "1", "MPLBACKEND": "Agg"})
+    env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}  # inline figures, as stored
+    manager.start_kernel(cwd=str(NOTEBOOKS), env={**env, "BRGM_NOTEBOOK_FAST": "1"})
     yield manager
     manager.shutdown_kernel(now=True)
 
 
-def run_notebook(name: str, kernel: KernelManager) -> str:
-    """Execute a notebook in memory (the file keeps no outputs) and return everything it printed."""
+def run_notebook(name: str, kernel: KernelManager) -> nbformat.NotebookNode:
+    """Execute a notebook in memory (the stored file is left as it is) and return it with its outputs."""
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), (
-        "notebooks are committed without outputs"
-    )
     notebook.cells.insert(0, new_code_cell("%reset -f"))
     NotebookClient(notebook, km=kernel, timeout=300).execute()
-    return "".join(
-        output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
-    )
+    return notebook
 
 
 @pytest.mark.parametrize(
@@ -44,7 +42,9 @@ def run_notebook(name: str, kernel: KernelManager) -> str:
                                   "laplace: PSNR mean"]),
     ],
 )
-def test_posterior_notebooks_run(name, expected, kernel):
-    printed = run_notebook(name, kernel)
+def test_posterior_notebooks_run_and_their_stored_copies_are_current(name, expected, kernel):
+    executed = run_notebook(name, kernel)
+    stored = check_stored_copy(name, executed)
     for text in expected:
-        assert text in printed, text
+        assert text in stored_text(executed), text
+        assert text in stored_text(stored), text

@@ -57,6 +57,7 @@ SCRIPTS = {
     "benchmarks/deepinv_kernels.py": "--images 4 --json {tmp}/kernels.json",
     "benchmarks/deepinv_loop.py": "--generator {generator} --images 2 --batch-size 2 --steps 2 --tv-iterations 3 "
                                   "--posterior --num-samples 2 --svi-steps 2 --json {tmp}/loop.json",
+    "benchmarks/fuzz_readers.py": "--inputs 3 --readers mask,card --json {tmp}/fuzz.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
                           "--perceptual none --task inpaint --num-chains 2 --json {tmp}/together.json",
     "benchmarks/posterior_speed.py": "--generator {generator} --repeats 1 --map-steps 3 --svi-steps 3",
@@ -73,6 +74,7 @@ SCRIPTS = {
     # The real check needs checkouts of NVIDIA's and rosinality's code, which CI cannot fetch and the project does
     # not hold: it runs by hand (docs/results/checkpoints.md). Here: it imports and documents its arguments.
     "scripts/check_real_checkpoints.py": "--help",
+    "scripts/execute_notebooks.py": "01_map_reconstruction.ipynb --fast --out {tmp}/notebooks",
     "scripts/ship_prior.py": "{generator} --name tiny --quality {tmp}/given-quality.json --hardware 'a test' "
                              "--priors-dir {tmp}/priors",
     "scripts/train_baselines.py": "--tasks sr-x8 --train-size 32 --val-size 8 --max-epochs 1 --features 8 --blocks 1 "
@@ -383,6 +385,23 @@ def check_deepinv_loop(printed, tmp_path, run):
     assert list(table) == ["no learning (A^T y)", "BRGM (MAP)", "BRGM (posterior mean)", "TV (deepinv PGD)"]
     assert all(row["PSNR"] > 0 for row in table.values()) and table["BRGM (MAP)"]["seconds"] > 0
     assert "| TV (deepinv PGD) |" in printed
+def check_fuzz_readers(printed, tmp_path, run):
+    """Each reader got its crafted inputs and three mutated ones, and the table counts them."""
+    rows = {r["reader"]: r for r in json.loads((tmp_path / "fuzz.json").read_text())["rows"]}
+    assert set(rows) == {"mask", "card"} and all(r["failures"] == [] for r in rows.values())
+    assert all(r["inputs"] == r["hostile"] + 3 == sum(r["counts"].values()) for r in rows.values())
+    assert "| mask | " in printed and "| card | " in printed
+
+
+def check_execute_notebooks(printed, tmp_path, run):
+    """The notebook is written with outputs and the record of how it ran; the one in notebooks/ is left alone."""
+    import nbformat
+
+    written = nbformat.read(tmp_path / "notebooks" / "01_map_reconstruction.ipynb", as_version=4)
+    assert written.metadata["brgm_pyro"]["settings"] == "fast"
+    assert any("3 MAP steps" in o.get("text", "") for c in written.cells if c.cell_type == "code" for o in c.outputs)
+    assert nbformat.read(REPO / "notebooks" / "01_map_reconstruction.ipynb", as_version=4).metadata.get(
+        "brgm_pyro", {}).get("settings") != "fast"
 
 
 CHECKS = {
@@ -397,6 +416,7 @@ CHECKS = {
     "benchmarks/dataset_throughput.py": check_dataset_throughput,
     "benchmarks/mode_search.py": check_mode_search,
     "benchmarks/prior_bank.py": check_prior_bank,
+    "benchmarks/fuzz_readers.py": check_fuzz_readers,
     "benchmarks/nuts.py": check_nuts,
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,
@@ -404,6 +424,7 @@ CHECKS = {
     "benchmarks/tune_defaults.py": check_tune_defaults,
     "benchmarks/undercoverage.py": check_undercoverage,
     "scripts/check_real_checkpoints.py": check_real_checkpoints_names_the_checkouts_it_needs,
+    "scripts/execute_notebooks.py": check_execute_notebooks,
     "scripts/ship_prior.py": check_ship_prior,
     "scripts/train_baselines.py": check_train_baselines,
     "scripts/train_feature_nets.py": check_train_feature_nets,

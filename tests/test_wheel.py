@@ -101,9 +101,9 @@ def test_the_installed_wheel_runs_the_demo_outside_the_repository(tmp_path):
     out = elsewhere / "demo"
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["metrics"]) == 4 and len(metrics["examples"]) == 8
-    for task in metrics["metrics"]:  # a row per example: input | baseline | BRGM | truth, 4x enlarged
+    for task in metrics["metrics"]:  # a row per example: input | baseline | BRGM | truth, 4x enlarged, labelled
         grid = Image.open(out / f"{task}.png")
-        assert grid.mode == "L" and grid.width > 4 * 32 * 4 and grid.height > 8 * 32 * 4
+        assert grid.mode == "RGB" and grid.width > 4 * 32 * 4 and grid.height > 8 * 32 * 4
     for methods in metrics["metrics"].values():
         assert "BRGM" in methods and len(methods) == 2
         for row in methods.values():  # the shipped evaluator was found: every metric is there

@@ -13,7 +13,6 @@ formats apart), ``unpickler.py`` (the restricted unpickler), ``nvidia.py``, ``te
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,8 @@ from brgm_pyro.checkpoints.public import PUBLIC_PRIORS, fetch_public_prior, publ
 from brgm_pyro.checkpoints.rosinality import read_rosinality
 from brgm_pyro.checkpoints.sniff import FORMATS, sniff_format
 from brgm_pyro.checkpoints.tensorflow import read_tensorflow
-from brgm_pyro.errors import CheckpointError
+from brgm_pyro.errors import CheckpointError, InputError
+from brgm_pyro.io import read_json
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
 __all__ = [
@@ -48,6 +48,10 @@ __all__ = [
 
 PRIORS_DIR = Path(__file__).resolve().parent.parent / "priors"
 
+# What reading a foreign file's records raises where they are not what the format writes (RecursionError,
+# a RuntimeError, for records nested beyond Python's recursion).
+_STRUCTURE_ERRORS = (KeyError, IndexError, ValueError, TypeError, AttributeError, RuntimeError, OverflowError)
+
 _READERS: dict[str, Callable[[Path], Foreign]] = {
     "nvidia-pkl": read_nvidia,
     "tf-pkl": read_tensorflow,
@@ -63,7 +67,7 @@ def registered_priors() -> dict[str, Path]:
 def prior_card(name: str) -> dict[str, Any]:
     """The model card (JSON) of a shipped prior: data, training, defaults, quality figures."""
     card = PRIORS_DIR / f"{name}.json"
-    return json.loads(card.read_text()) if card.exists() else {}
+    return read_json(card, "prior card", "reinstall brgm-pyro to restore it.") if card.exists() else {}
 
 
 def load_foreign(path: str | os.PathLike) -> StyleGAN2Generator:
@@ -79,7 +83,17 @@ def load_foreign(path: str | os.PathLike) -> StyleGAN2Generator:
     fmt = sniff_format(path)
     if fmt == "brgm-safetensors":
         return load_project_checkpoint(path)
-    return build_generator(_READERS[fmt](path), path, fmt)
+    try:
+        return build_generator(_READERS[fmt](path), path, fmt)
+    except InputError:  # the readers' own sentences (InputError is a ValueError too)
+        raise
+    except _STRUCTURE_ERRORS as err:
+        # The readers walk the records of an untrusted file: a key, a shape or a type that is not where the
+        # format puts it makes the file not one of that format (the round trips of tests/ cover the files that are).
+        raise CheckpointError(
+            f"{path} has the signature of a {fmt} file but not its structure ({type(err).__name__}: "
+            f"{str(err)[:160]}); the file is corrupt or of an unsupported variant."
+        ) from None
 
 
 def load_public_prior(name: str) -> StyleGAN2Generator:

@@ -19,7 +19,7 @@ import torch
 from brgm_pyro.errors import CheckpointError
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
-__all__ = ["SUPPORTED", "Foreign", "as_float", "build_generator", "check_filter", "noise_layers", "plain"]
+__all__ = ["SUPPORTED", "Foreign", "as_float", "build_generator", "check_filter", "infer_config", "noise_layers", "plain"]
 
 #: What the readers accept, for the sentence that refuses anything else.
 SUPPORTED = (
@@ -74,8 +74,21 @@ def noise_layers(resolutions: list[int]) -> list[str]:
     return layers
 
 
-def _infer_config(state: dict[str, torch.Tensor], path: Path) -> dict[str, Any]:
-    """Resolution, channels, latent sizes, mapping depth and channel_base/max from the tensor shapes."""
+def infer_config(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Resolution, channels, latent sizes, mapping depth and channel_base/max from the tensor shapes.
+
+    ``state`` maps our parameter names to anything with a ``shape`` (tensors, or shapes alone). Raises
+    :class:`CheckpointError` when the shapes are not those of one StyleGAN2 generator.
+    """
+    try:
+        return _infer_config(state, path)
+    except (KeyError, IndexError) as err:
+        raise CheckpointError(
+            f"{path} does not hold a complete StyleGAN2 generator (no usable {err}); the file is corrupt or not supported."
+        ) from None
+
+
+def _infer_config(state: dict[str, Any], path: Path) -> dict[str, Any]:
     fcs = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
     blocks = sorted(
         int(m.group(1)) for k in state if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k))
@@ -147,7 +160,7 @@ def build_generator(found: Foreign, path: Path, source_format: str) -> StyleGAN2
     ``mapping.w_avg`` is the file's running average of w when it has one (else the sample mean);
     ``G.info`` records the file, its format and ``recognised``, the one-line description.
     """
-    config = {**_infer_config(found.state, path), **found.settings}
+    config = {**infer_config(found.state, path), **found.settings}
     try:
         G = StyleGAN2Generator(**config, compute_stats=False)
     except ValueError as err:

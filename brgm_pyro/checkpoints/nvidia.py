@@ -50,6 +50,9 @@ STYLEGAN3_MARKERS = ("class SynthesisInput(", "filtered_lrelu")
 #: An argument that stylegan3's ``networks_stylegan2.py`` has and stylegan2-ada-pytorch's ``networks.py`` lacks.
 STYLEGAN3_RELEASE_MARKER = "fused_modconv_default"
 
+#: How deep sub-networks may nest in a record (StyleGAN2: 4).
+MAX_DEPTH = 16
+
 _ARCHITECTURES = {
     "orig": "no skip connections, one ToRGB layer after the last block",
     "resnet": "residual synthesis blocks",
@@ -105,7 +108,16 @@ def identify(G: PersistentObject, path: Path) -> str:
 
 
 def _flatten(obj: PersistentObject, prefix: str, tensors: dict[str, Any], layers: dict[str, Any]) -> None:
-    """Every parameter and buffer by its dotted name, and every sub-network's state by its name."""
+    """Every parameter and buffer by its dotted name, and every sub-network's state by its name.
+
+    StyleGAN2's sub-networks nest four deep (``synthesis.b8.conv0.affine``); a record nested deeper than
+    :data:`MAX_DEPTH` is refused before it can exhaust Python's recursion.
+    """
+    if prefix.count(".") > MAX_DEPTH:
+        raise CheckpointError(
+            f"The network nests sub-networks more than {MAX_DEPTH} levels deep ({prefix[:60]}...), where "
+            "StyleGAN2's go four deep; the file is not supported."
+        )
     layers[prefix.rstrip(".")] = obj.state
     for group in ("_parameters", "_buffers"):
         for name, tensor in (obj.state.get(group) or {}).items():

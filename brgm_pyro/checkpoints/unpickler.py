@@ -31,8 +31,10 @@ from brgm_pyro.errors import CheckpointError
 
 __all__ = ["READ_ERRORS", "PersistentObject", "TFNetwork", "unpickle"]
 
-#: What a damaged file can raise while it is unpickled or read by torch.load.
+#: What a damaged file can raise while it is unpickled or read by torch.load (which checks some of its
+#: records with ``assert``, e.g. a storage key that names no storage).
 READ_ERRORS = (
+    AssertionError,
     pickle.UnpicklingError,
     EOFError,
     ValueError,

@@ -184,7 +184,7 @@ def _conversion_note(paths: Sequence[Path], input_channels: Sequence[int], chann
     if len(converted) > NAMED_IN_NOTE:
         named += f" and {len(converted) - NAMED_IN_NOTE} more"
     if channels == 1:
-        what = "RGB input(s) converted to grayscale (BT.601 luma) for the grayscale prior"
+        what = "colour input(s) converted to grayscale (BT.601 luma) for the grayscale prior"
     else:
         what = "grayscale input(s) repeated to RGB for the RGB prior"
     return f"{len(converted)} {what}: {named} (recorded in {SUMMARY_NAME})."

@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 
 import brgm_pyro as bp
 from brgm_pyro import io
-from brgm_pyro.cli.common import SUMMARY_NAME, add_job_options, positive_int
+from brgm_pyro.cli.common import SUMMARY_NAME, add_job_options, note, positive_int
 from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
+from brgm_pyro.fit import check_fit
 from brgm_pyro.models.brgm import colinearity
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
@@ -79,10 +80,13 @@ def run_job(job: Job, quiet: bool) -> dict[str, Any]:
             progress=not quiet,
         )
         batch_time = time.perf_counter() - batch_started
+        fit = check_fit(rec, job.forward)
         entries = []
         for i, index in enumerate(range(start, stop)):
             files = job.outputs[index]
             write_map_files(files, rec, i)
+            if misfit := fit.note(i, job.names[index]):
+                note(misfit, quiet)
             entries.append(
                 {
                     **job.input_record(index),
@@ -91,6 +95,7 @@ def run_job(job: Job, quiet: bool) -> dict[str, Any]:
                     "batch_wall_time_s": batch_time,
                     "final_losses": {term: float(values[-1, i]) for term, values in rec.losses.items()},
                     "data_consistency": {k: float(v[i]) for k, v in rec.data_consistency.items()},
+                    "fit": {**fit.record(i), **({"note": misfit} if misfit else {})},
                     "w": w_statistics(rec.w[i], job.generator),
                 }
             )

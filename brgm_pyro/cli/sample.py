@@ -26,6 +26,7 @@ from brgm_pyro.cli.common import (
 )
 from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
 from brgm_pyro.errors import InputError
+from brgm_pyro.fit import check_fit
 from brgm_pyro.forward import Mask
 from brgm_pyro.inference.laplace import MAX_LAPLACE_DIM
 from brgm_pyro.inference.mcmc import MCMCSettings
@@ -339,7 +340,10 @@ def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
         truth = sample.truth[index : index + 1] if sample.truth is not None else None
         files = job.outputs[index]
         write_map_files(files, rec, 0)
-        maps = save_uncertainty_maps(post, job.out, [name], truth=truth)[0]
+        fit = check_fit(rec, job.forward)
+        if misfit := fit.note(0, name):
+            note(misfit, quiet)
+        maps = save_uncertainty_maps(post, job.out, [name], truth=truth, fit=fit)[0]
         post.save_netcdf(files["posterior"])
         level = settings["intervals"]["level"]
         intervals = _intervals(post, level)
@@ -354,6 +358,7 @@ def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
             "map": {
                 "final_losses": {term: float(values[-1, 0]) for term, values in rec.losses.items()},
                 "data_consistency": {k: float(v[0]) for k, v in rec.data_consistency.items()},
+                "fit": {**fit.record(0), **({"note": misfit} if misfit else {})},
             },
             "posterior": post.summary()["images"][0],
             "diagnostics": post.diagnostics,

@@ -78,12 +78,11 @@ def open_run(out: Path, settings: dict[str, Any], force: bool) -> str:
     if run_file.exists():
         try:
             previous = json.loads(run_file.read_text())
-            recorded = previous["settings"]
-        except (ValueError, KeyError, TypeError):
+            change = _first_difference(previous["settings"], settings)
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise InputError(
                 f"{run_file} is not the record of a brgm data-set run; choose another output folder."
             ) from None
-        change = _first_difference(recorded, settings)
         if change is None:
             return identity
         if not force:
@@ -164,30 +163,69 @@ class Manifest:
         found = [f"{image} is recorded done {count} times" for image, count in sorted(self.duplicates.items())]
         for image, record in sorted(self.images.items()):
             if record["status"] == "done":
-                missing = [name for name in record["outputs"].values() if not (out / name).is_file()]
+                missing = [name for name in record["outputs"].values() if not _is_file(out / name)]
                 found += [f"{image}: output {name} is missing" for name in missing]
         found += [f"temporary file {p.relative_to(out)} was left behind" for p in io.stale_temporaries(out)]
         return found
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False too for a path the system cannot look up (a name too long)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_output_name(name: Any) -> bool:
+    """A file name inside the run's folder, as the runs write them (relative, without '..')."""
+    return isinstance(name, str) and bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
+
+
+def _is_record(record: Any) -> bool:
+    """Whether a line's JSON is a record as :class:`RecordWriter` writes them: an attempt (the images it
+    planned, its number of processes) or an image's record (done, with its output files, or failed)."""
+    if not isinstance(record, dict) or not isinstance(record.get("settings_id"), str):
+        return False
+    if record.get("type") == "attempt":
+        images = record.get("images")
+        return isinstance(images, list) and all(isinstance(i, str) for i in images) and type(record.get("world_size")) is int
+    if record.get("type") != "image" or not isinstance(record.get("image"), str):
+        return False
+    if record.get("status") == "failed":
+        return isinstance(record.get("reason", ""), str)
+    outputs, metrics = record.get("outputs"), record.get("metrics", {})
+    return (record.get("status") == "done" and isinstance(outputs, dict) and isinstance(metrics, dict)
+            and all(_is_output_name(name) for name in outputs.values()))
+
+
 def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of one file, and the number of lines that are not records (torn by a killed writer, or damaged)."""
     records, torn = [], 0
     for line in path.read_bytes().splitlines(keepends=True):
         try:
-            if not line.endswith(b"\n"):
-                raise ValueError("unfinished line")
-            records.append(json.loads(line))
-        except ValueError:
+            record = io.parse_json(line, str(path), "") if line.endswith(b"\n") else None
+        except InputError:
+            record = None
+        if _is_record(record):
+            records.append(record)
+        else:
             torn += 1
     return records, torn
 
 
 def read_manifest(out: Path) -> Manifest:
-    """Read and merge the manifest of the run in ``out`` (see the module docstring)."""
+    """Read and merge the manifest of the run in ``out`` (see the module docstring).
+
+    A line that is not a record (see :func:`_is_record`) is counted in ``torn_lines`` and ignored, as a
+    line torn by a killed writer is; a damaged ``run.json`` is refused with one sentence.
+    """
     run_file = Path(out) / RUN_FILE
     if not run_file.is_file():
         raise InputError(f"{out} holds no brgm data-set run ({RUN_FILE} is missing); give the --out folder of a run.")
-    run = json.loads(run_file.read_text())
+    run = io.read_json(run_file, "run record", "it is damaged: start the run again in a new output folder.")
+    if not (isinstance(run, dict) and isinstance(run.get("settings"), dict) and isinstance(run.get("settings_id"), str)):
+        raise InputError(f"{run_file} is not the record of a brgm data-set run; start the run again in a new output folder.")
     manifest = Manifest(settings=run["settings"], settings_id=run["settings_id"])
     done: dict[str, int] = {}
     # File names start with the attempt id, which sorts by start time, then the rank.
@@ -195,7 +233,7 @@ def read_manifest(out: Path) -> Manifest:
         records, torn = _read_lines(path)
         manifest.torn_lines += torn
         for record in records:
-            if record.get("settings_id") != manifest.settings_id:
+            if record["settings_id"] != manifest.settings_id:
                 continue
             if record["type"] == "attempt":
                 manifest.attempts.append(record)

@@ -29,13 +29,15 @@ _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; }
 th, td { border: 1px solid #ccc; padding: 4px 6px; text-align: left; vertical-align: middle; }
-#images th { background: #f2f2f2; cursor: pointer; user-select: none; white-space: nowrap; }
+#images th { background: #f2f2f2; cursor: pointer; user-select: none; vertical-align: bottom; }
+#images td:first-child, #images td.reason { max-width: 16em; overflow-wrap: anywhere; }
 #images th[aria-sort=ascending]::after { content: " \\25B2"; }
 #images th[aria-sort=descending]::after { content: " \\25BC"; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; }
 img { image-rendering: pixelated; display: block; }
 tr.failed { background: #fdecea; } tr.pending { color: #888; }
 #settings td:first-child { font-family: monospace; }
+#settings td { overflow-wrap: anywhere; }
 """
 
 # Sorting by a header: numbers by value (empty cells last), text by its data-value; a second click reverses.
@@ -65,7 +67,8 @@ document.querySelectorAll("#images th").forEach(th => th.addEventListener("click
 
 
 def _number(value: Any, digits: int) -> tuple[str, str]:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A number's cell text and sort value; empty for anything that is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "", ""
     return f"{value:.{digits}f}", repr(value)
 
@@ -115,15 +118,16 @@ def _row(image: str, record: dict[str, Any], posterior: bool) -> str:
     pictures = dict(_PICTURES, **({"std": "std map"} if posterior else {}))
     metrics = {**_METRICS, **(_POSTERIOR_METRICS if posterior else {})}
     cells = [f'<td data-value="{html.escape(image, quote=True)}">{html.escape(image)}</td>',
-             f'<td data-value="{status}">{status}</td>',
-             f'<td data-value="{html.escape(reason, quote=True)}">{html.escape(reason)}</td>']
+             f'<td data-value="{html.escape(status, quote=True)}">{html.escape(status)}</td>',
+             f'<td class="reason" data-value="{html.escape(reason, quote=True)}">{html.escape(reason)}</td>']
     cells += [_picture(record, kind, title) for kind, title in pictures.items()]
     for get in metrics.values():
         text, value = get(record)
         cells.append(f'<td class="number" data-value="{value}">{text}</td>')
     seed = record.get("seed")
-    cells.append(f'<td class="number" data-value="{seed if seed is not None else ""}">{seed if seed is not None else ""}</td>')
-    return f'<tr class="{status}">{"".join(cells)}</tr>'
+    seed = str(seed) if type(seed) is int else ""
+    cells.append(f'<td class="number" data-value="{seed}">{seed}</td>')
+    return f'<tr class="{html.escape(status, quote=True)}">{"".join(cells)}</tr>'
 
 
 def render_report(manifest: Manifest, title: str) -> str:

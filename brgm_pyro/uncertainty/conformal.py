@@ -78,7 +78,7 @@ import torch
 from torch import nn
 
 from brgm_pyro.errors import InputError
-from brgm_pyro.io import atomic_path
+from brgm_pyro.io import atomic_path, read_json
 from brgm_pyro.metrics import leave_one_out_mse
 
 __all__ = [
@@ -303,11 +303,17 @@ class Calibration:
             for region, by_level in scales.items():
                 if any(len(cells) != len(edges.get(region, ())) + 1 for cells in by_level.values()):
                     raise ValueError(f"the {region} multipliers do not match its {len(edges.get(region, ()))} cell edges")
+            multipliers = [v for d in scales.values() for cells in d.values() for v in cells] + list(image_scales.values())
+            levels = [p for d in scales.values() for p in d] + list(image_scales)
+            if not all(v > 0 for v in multipliers) or not all(0 < p < 1 for p in levels):
+                raise ValueError("a multiplier is not positive or a level is not between 0 and 1")
+            if not (isinstance(values["task"], str) and isinstance(values["prior"], str)):
+                raise TypeError("its task and prior are not text")
             return cls(task=values["task"], prior=values["prior"], settings=dict(values["settings"]),
                        min_samples=int(values["min_samples"]), images=int(values["images"]), scales=scales,
                        image_scales=image_scales, data=values.get("data", ""), notes=dict(values.get("notes", {})),
                        edges=edges)
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise InputError(
                 f"This is not a calibration record ({type(err).__name__}: {err}); make one with `brgm calibrate`."
             ) from None
@@ -337,10 +343,7 @@ def read_calibrations(card: dict[str, Any]) -> dict[str, Calibration]:
 def load_calibrations(path: str | Path) -> dict[str, Calibration]:
     """The calibrations in a JSON file written by ``brgm calibrate`` (or a prior's card), by task."""
     path = Path(path)
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not JSON ({err}); give the file `brgm calibrate` wrote.") from None
+    card = read_json(path, "calibration file", "give the file `brgm calibrate` wrote.")
     if not isinstance(card, dict) or CARD_KEY not in card:
         raise InputError(f"{path} holds no {CARD_KEY!r} entry; give the file `brgm calibrate` wrote, or a prior's card.")
     return read_calibrations(card)
