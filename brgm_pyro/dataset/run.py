@@ -29,7 +29,9 @@ images still runs its MAP over all of its images, so that results stay those of 
 but only the unfinished ones are written). Images that cannot be read or have the wrong size get a
 "failed" record with the reason and are tried again by the next run. After ``kill -9`` of any process
 every output is complete or absent; the next run removes the killed writers' temporary files before
-any rank starts. One run at a time may write into an output folder.
+any rank starts. One run at a time writes into an output folder: rank 0 claims it before it plans
+(``brgm_pyro.output_lock``; a folder in use by another run, or one that cannot be written, is refused
+then), and every rank holds it until it is done.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,7 @@ from brgm_pyro.dataset.manifest import (
 from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.output_lock import claim_output, join_output
 from brgm_pyro.plotting import STD_CMAP, colorize
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import prepare_problem
@@ -208,8 +212,9 @@ class _Job:
     settings_id: str
 
 
-def _plan(job: _Job, force: bool) -> dict[str, Any]:
-    """On rank 0, before any rank writes: the images, which are done, and this attempt's id; or the error."""
+def _plan(job: _Job, force: bool, held: ExitStack) -> dict[str, Any]:
+    """On rank 0, before any rank writes: the output folder claimed (held until ``held`` closes), the images,
+    which are done, and this attempt's id; or the error."""
     try:
         images = list_images(job.input_dir)
         if not images:
@@ -217,6 +222,7 @@ def _plan(job: _Job, force: bool) -> dict[str, Any]:
                 f"The input folder {job.input_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                 "give the folder of the corrupted images."
             )
+        held.enter_context(claim_output(job.out, "reconstruct-dataset"))
         open_run(job.out, job.settings, force)
         for stale in io.stale_temporaries(job.out):
             stale.unlink()
@@ -449,7 +455,7 @@ def reconstruct_dataset(
     )
     job.settings = _settings(job)
     job.settings_id = settings_id(job.settings)
-    with process_group(G.w_avg.device) as ranks:
+    with process_group(G.w_avg.device) as ranks, ExitStack() as held:
         identities = ranks.gather(job.settings_id)
         if len(set(identities)) > 1:
             differing = [rank for rank, identity in enumerate(identities) if identity != identities[0]]
@@ -457,9 +463,11 @@ def reconstruct_dataset(
                 f"Rank(s) {', '.join(map(str, differing))} run with other settings than rank 0 (another generator "
                 "file, corruption or option); give every process the same command and files."
             )
-        plan = ranks.broadcast(_plan(job, force) if ranks.rank == 0 else None)
+        plan = ranks.broadcast(_plan(job, force, held) if ranks.rank == 0 else None)
         if "error" in plan:
             raise InputError(plan["error"])
+        if ranks.rank != 0:
+            held.enter_context(join_output(out))
         with RecordWriter(out, plan["attempt"], ranks.rank) as records:
             if ranks.rank == 0:
                 records.append(
