@@ -57,6 +57,8 @@ SCRIPTS = {
     "benchmarks/speed.py": "--tiny --steps 3 --repeats 1 --batches 1 2 --threads 1",
     "benchmarks/steps_quality.py": "--generator {generator} --images 2 --tasks superres-x4 --authors-steps 1,2 "
                                    "--card-steps 1 --out {tmp}/steps --quiet",
+    "benchmarks/threads.py": "--generator {generator} --steps 1 --images 2 --repeats 1 --workloads dataset "
+                             "--settings one --burners 0 --json {tmp}/threads.json",
     "benchmarks/tune_defaults.py": "--generator {generator} --images 1 --steps 1 --json {tmp}/tuning.json",
     "benchmarks/undercoverage.py": UNDERCOVERED + " --calibration-out {tmp}/cal --out {tmp}/uc --starts 2 "
                                    "--figure {tmp}/reach.png --modes-figure {tmp}/modes.png --json {tmp}/uc.json",
@@ -337,6 +339,14 @@ def check_dataset_throughput(printed, tmp_path, run):
     assert all(r["rate"] > 0 for r in rows)
 
 
+def check_threads(printed, tmp_path, run):
+    """Each row is a whole command that ran, its time against one thread's, with the threads it used."""
+    rows = json.loads((tmp_path / "threads.json").read_text())["rows"]
+    assert [(r["workload"], r["setting"], r["busy"]) for r in rows] == [("dataset", "one", False)]
+    assert rows[0]["seconds"] > 0 and rows[0]["threads"] == [1]
+    assert "| dataset | none added | one |" in printed and "| 1.00 | 1 |" in printed
+
+
 CHECKS = {
     "benchmarks/ablation.py": check_ablation,
     "benchmarks/close_the_gap.py": check_close_the_gap,
@@ -349,6 +359,7 @@ CHECKS = {
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,
     "benchmarks/speed.py": check_speed,
+    "benchmarks/threads.py": check_threads,
     "benchmarks/tune_defaults.py": check_tune_defaults,
     "benchmarks/undercoverage.py": check_undercoverage,
     "scripts/check_real_checkpoints.py": check_real_checkpoints,
