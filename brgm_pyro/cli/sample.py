@@ -7,14 +7,17 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-
-import brgm_pyro as bp
-from brgm_pyro import io
+from brgm_pyro.cli.choices import (
+    DEFAULT_MODEL,
+    GUIDES,
+    MAX_LAPLACE_DIM,
+    MCMC_DEFAULTS,
+    METHODS,
+    MODELS,
+    SVI_DEFAULTS,
+)
 from brgm_pyro.cli.common import (
     SUMMARY_NAME,
     add_job_options,
@@ -24,17 +27,15 @@ from brgm_pyro.cli.common import (
     positive_float,
     positive_int,
 )
-from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
 from brgm_pyro.errors import InputError
-from brgm_pyro.forward import Mask
-from brgm_pyro.inference.laplace import MAX_LAPLACE_DIM
-from brgm_pyro.inference.mcmc import MCMCSettings
-from brgm_pyro.inference.svi import GUIDES, SVISettings
-from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
-from brgm_pyro.models.variants import available_models
-from brgm_pyro.plotting import save_uncertainty_maps
-from brgm_pyro.sampling import DEFAULT_MODEL, METHODS
-from brgm_pyro.uncertainty.conformal import Calibration, load_calibrations, task_family
+from brgm_pyro.output_lock import claim_output
+
+if TYPE_CHECKING:
+    import torch
+
+    import brgm_pyro as bp
+    from brgm_pyro.cli.plan import Job
+    from brgm_pyro.uncertainty.conformal import Calibration
 
 # Per input NAME, besides the MAP's files: the maps NAME_<kind>.png and NAME_posterior.nc.
 MAP_KINDS = ("mean", "std", "samples", "overview")
@@ -95,7 +96,7 @@ def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._Arg
     command's own option."""
     model.add_argument(
         "--model",
-        choices=["auto", *available_models()],
+        choices=["auto", *MODELS],
         default=DEFAULT_MODEL,
         help="model variant (default: auto, which is reach for a prior with a reach, else learned-noise; "
         "reach: the prior's reach in the likelihood and the noise level inferred per image; learned-noise: "
@@ -114,34 +115,34 @@ def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._Arg
         default=16,
         help="draws from the SVI guide, or kept draws per MCMC chain (default 16)",
     )
-    sampling.add_argument("--guide", choices=GUIDES, help=f"SVI guide (default {SVISettings.guide})")
+    sampling.add_argument("--guide", choices=GUIDES, help=f"SVI guide (default {SVI_DEFAULTS['guide']})")
     sampling.add_argument(
-        "--rank", type=positive_int, help=f"rank of the lowrank guide (default {SVISettings.rank})"
+        "--rank", type=positive_int, help=f"rank of the lowrank guide (default {SVI_DEFAULTS['rank']})"
     )
-    sampling.add_argument("--svi-steps", type=positive_int, help=f"SVI steps (default {SVISettings.steps})")
+    sampling.add_argument("--svi-steps", type=positive_int, help=f"SVI steps (default {SVI_DEFAULTS['steps']})")
     sampling.add_argument(
-        "--svi-lr", type=positive_float, help=f"SVI learning rate (default {SVISettings.lr})"
-    )
-    sampling.add_argument(
-        "--num-particles", type=positive_int, help=f"ELBO particles (default {SVISettings.num_particles})"
+        "--svi-lr", type=positive_float, help=f"SVI learning rate (default {SVI_DEFAULTS['lr']})"
     )
     sampling.add_argument(
-        "--num-chains", type=positive_int, help=f"MCMC chains (default {MCMCSettings.num_chains})"
+        "--num-particles", type=positive_int, help=f"ELBO particles (default {SVI_DEFAULTS['num_particles']})"
+    )
+    sampling.add_argument(
+        "--num-chains", type=positive_int, help=f"MCMC chains (default {MCMC_DEFAULTS['num_chains']})"
     )
     sampling.add_argument(
         "--warmup",
         type=nonnegative_int,
-        help=f"MCMC warm-up draws per chain (default {MCMCSettings.warmup_steps})",
+        help=f"MCMC warm-up draws per chain (default {MCMC_DEFAULTS['warmup_steps']})",
     )
     sampling.add_argument(
         "--max-tree-depth",
         type=positive_int,
-        help=f"NUTS tree depth cap (default {MCMCSettings.max_tree_depth})",
+        help=f"NUTS tree depth cap (default {MCMC_DEFAULTS['max_tree_depth']})",
     )
     sampling.add_argument(
         "--trajectory-length",
         type=positive_float,
-        help=f"HMC trajectory length (default {MCMCSettings.trajectory_length})",
+        help=f"HMC trajectory length (default {MCMC_DEFAULTS['trajectory_length']})",
     )
     sampling.add_argument(
         "--precondition",
@@ -226,6 +227,10 @@ class SampleJob:
 
 def plan(args: argparse.Namespace) -> SampleJob:
     """Check every input and option of ``brgm sample``; raise on the first problem, write nothing."""
+    from brgm_pyro import io
+    from brgm_pyro.cli.plan import MAP_OUTPUTS, plan_job
+    from brgm_pyro.uncertainty.conformal import load_calibrations, task_family
+
     options = inference_options(args)
     if args.truth is not None and len(args.truth) != len(args.images):
         raise InputError(
@@ -265,6 +270,8 @@ def plan(args: argparse.Namespace) -> SampleJob:
 
 def _scores(post: bp.Posterior, truth: torch.Tensor, hole: torch.Tensor | None, level: float) -> dict[str, Any]:
     """Scores of one image's posterior against its clean image (1, C, H, W)."""
+    from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
+
     error = (post.mean - truth).abs()
     scores: dict[str, Any] = {
         "psnr_mean": float(psnr(post.mean, truth)[0]),
@@ -296,6 +303,10 @@ def _intervals(post: bp.Posterior, level: float) -> dict[str, tuple[torch.Tensor
 
 
 def _write_intervals(path: Path, intervals: dict[str, tuple[torch.Tensor, torch.Tensor]], level: float) -> None:
+    import numpy as np
+
+    from brgm_pyro import io
+
     arrays = {f"{kind}_{end}": bounds[k][0].numpy() for kind, bounds in intervals.items()
               for k, end in enumerate(("lower", "upper"))}
     with io.atomic_path(path) as tmp:
@@ -304,8 +315,14 @@ def _write_intervals(path: Path, intervals: dict[str, tuple[torch.Tensor, torch.
 
 def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
     """Sample each image's posterior, writing its files and the updated brgm.json as it finishes."""
+    from tqdm.auto import tqdm
+
+    import brgm_pyro as bp
+    from brgm_pyro.cli.plan import MAP_OUTPUTS, SummaryFile, write_map_files
+    from brgm_pyro.forward import Mask
+    from brgm_pyro.plotting import save_uncertainty_maps
+
     job = sample.job
-    io.ensure_output_dir(job.out)
     summary = SummaryFile(job.out, "sample", job.settings)
     settings = job.settings
     G = job.generator
@@ -376,7 +393,8 @@ def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     sample = plan(args)
     sample.job.show_notes(args.quiet)
-    run_job(sample, args.quiet)
+    with claim_output(sample.job.out, "sample"):
+        run_job(sample, args.quiet)
     print(
         f"brgm: wrote posterior samples and uncertainty maps of {len(sample.job.paths)} image(s) and "
         f"{SUMMARY_NAME} to {sample.job.out}"
