@@ -35,8 +35,10 @@ data:
 test: $(STAMP) data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# demo-output/ is the demo's own folder: each `make demo` replaces what the one before wrote there
+# (--force); `make clean` removes it.
 demo: $(STAMP)
-	$(PY) -m brgm_pyro.cli demo --out demo-output
+	$(PY) -m brgm_pyro.cli demo --out demo-output --force
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

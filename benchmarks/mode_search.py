@@ -4,8 +4,9 @@
         --variants map-single,map-search,mean-laplace,mean-svi,mean-svi-mapping --json out.json
 
 Each image is corrupted as ``brgm evaluate`` corrupts it (``evaluation.superres_setting`` and
-``inpaint_setting``: bicubic downsampling; the seven mask kinds in turn over the dataset index), y
-kept as 8-bit (as the PNG inputs are). Variants (every option as ``bp.reconstruct`` and
+``inpaint_setting``: bicubic downsampling; the seven mask kinds in turn over the dataset index; ``box``
+the centre box alone, ``blur`` a Gaussian blur of width 1 pixel, ``blur-down-x2`` that blur then
+bicubic x2), y kept as 8-bit (as the PNG inputs are). Variants (every option as ``bp.reconstruct`` and
 ``bp.sample_posterior`` take it; the rest are their defaults):
 
     map-single        bp.reconstruct(search=None): today's single start from w_avg
@@ -37,6 +38,7 @@ import brgm_pyro as bp
 from brgm_pyro import evaluation, metrics
 from brgm_pyro.card import PriorCard
 from brgm_pyro.fmnist.evaluator import FMNISTEval
+from brgm_pyro.forward import Blur
 from brgm_pyro.search import SearchSettings
 from brgm_pyro.uncertainty.leverage import unpinned_pixels
 
@@ -45,6 +47,9 @@ TASKS = {
     "superres-x4": lambda: evaluation.superres_setting(4),
     "superres-x2": lambda: evaluation.superres_setting(2),
     "inpaint": lambda: evaluation.inpaint_setting(),
+    "box": lambda: evaluation.inpaint_setting(("centre-box",)),
+    "blur": lambda: evaluation.Setting("superres", "Blur.gaussian(1.0)", lambda names: Blur.gaussian(1.0), 0.0),
+    "blur-down-x2": lambda: evaluation.superres_setting(2, blur=1.0),
 }
 MEANS = {
     "mean-laplace": {"method": "laplace"},
@@ -127,6 +132,8 @@ def run(args: argparse.Namespace) -> dict:
                         **extra.get(variant, {}),
                     }
                 records.append(record)
+            if args.json:  # after every image, so that a stopped run keeps what it measured
+                args.json.write_text(json.dumps({"args": vars(args), "records": records}, indent=1, default=str))
             if not args.quiet:
                 print(task, name, {r["variant"]: round(r["psnr"], 2) for r in records if r["image"] == name and r["task"] == task},
                       flush=True)

@@ -19,8 +19,10 @@ computed from the saved PNGs, so a run stopped and started again gives the same 
                           (the paper's Fig. 8: how far the output is from explaining its input)
     seconds_per_image     wall time of the method's batch divided by its images
 
-A folder holds one setting (``setting.json``); a rerun with another setting is refused, and a method
-label run again with other options is refused, so no table mixes two runs.
+A folder holds one setting (``setting.json``, written once the inputs are checked); a rerun with another
+setting is refused, and a method label run again with other options is refused, so no table mixes two
+runs; ``force=True`` redoes every image instead, replacing the records. One run at a time writes into a
+folder (``brgm_pyro.output_lock``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from brgm_pyro.baselines.masks import MASK_KINDS, mask
 from brgm_pyro.errors import InputError
 from brgm_pyro.fmnist.data import load_fashion_mnist
 from brgm_pyro.forward import Blur, Compose, Downsample, Mask, Operator, as_operator
+from brgm_pyro.output_lock import claim_output
 from brgm_pyro.reconstruct import data_consistency
 
 __all__ = [
@@ -231,11 +234,12 @@ def _file_images(setting: Setting, channels: int) -> tuple[list[str], torch.Tens
     return given, labels
 
 
-def _simulate(setting: Setting, truth: torch.Tensor, names: list[str], out: Path, seed: int) -> None:
-    """Write truth/NAME.png and inputs/NAME.png (y = f(x) + noise, clamped) for the images not yet written."""
+def _simulate(setting: Setting, truth: torch.Tensor, names: list[str], out: Path, seed: int, force: bool) -> None:
+    """Write truth/NAME.png and inputs/NAME.png (y = f(x) + noise, clamped) for the images not yet written
+    (with ``force``, for every image)."""
     for folder in ("truth", "inputs"):
         (out / folder).mkdir(exist_ok=True)
-    todo = [i for i, name in enumerate(names) if not (out / "inputs" / f"{name}.png").exists()]
+    todo = [i for i, name in enumerate(names) if force or not (out / "inputs" / f"{name}.png").exists()]
     for start in range(0, len(todo), 256):
         chunk = todo[start : start + 256]
         x = truth[chunk]
@@ -273,10 +277,10 @@ def _per_image(details: dict[str, Any], count: int) -> list[dict[str, Any]]:
     return records
 
 
-def _other_record(record_file: Path, record: dict) -> dict | None:
+def _other_record(record_file: Path, record: dict, force: bool) -> dict | None:
     """The record an earlier run left in ``record_file`` where it differs from ``record``; where there is
-    none, ``record`` is written there (its folder made) and the run goes on."""
-    if record_file.exists():
+    none, or with ``force``, ``record`` is written there (its folder made) and the run goes on."""
+    if record_file.exists() and not force:
         earlier = json.loads(record_file.read_text())
         return earlier if earlier != record else None
     record_file.parent.mkdir(parents=True, exist_ok=True)
@@ -284,22 +288,22 @@ def _other_record(record_file: Path, record: dict) -> dict | None:
     return None
 
 
-def _check_method_folder(folder: Path, method: Method, G: Any) -> None:
+def _check_method_folder(folder: Path, method: Method, G: Any, force: bool) -> None:
     """Create the method's folder with its record, or check an earlier run used the same options."""
     record = method.record(G)
-    earlier = _other_record(folder / "method.json", record)
+    earlier = _other_record(folder / "method.json", record, force)
     if earlier is not None:
         raise InputError(
             f"{folder} holds outputs of {method.label} made with {earlier}, not {record}; choose another "
-            "--out (or another label) so that no table mixes two settings."
+            "--out (or another label) so that no table mixes two settings, or pass --force to redo every image."
         )
 
 
 def _run_method(method: Method, setting: Setting, names: list[str], inputs: Path, out: Path, G: Any,
-                channels: int, batch_size: int, seed: int, bar: tqdm) -> None:
+                channels: int, batch_size: int, seed: int, force: bool, bar: tqdm) -> None:
     folder = out / method.label
-    _check_method_folder(folder, method, G)
-    todo = [name for name in names if not (folder / f"{name}.png").exists()]
+    _check_method_folder(folder, method, G, force)
+    todo = [name for name in names if force or not (folder / f"{name}.png").exists()]
     bar.update(len(names) - len(todo))
     run = baselines.get(method.name)
     for start in range(0, len(todo), batch_size):
@@ -395,12 +399,12 @@ def markdown_table(table: dict[str, dict[str, Any]]) -> str:
 # ----------------------------------------------------------------------------- the driver
 
 
-def _check_setting(out: Path, setting: Setting) -> None:
-    earlier = _other_record(out / "setting.json", setting.record())
+def _check_setting(out: Path, setting: Setting, force: bool) -> None:
+    earlier = _other_record(out / "setting.json", setting.record(), force)
     if earlier is not None:
         raise InputError(
             f"{out} holds an evaluation of another setting ({earlier['corruption']}, noise {earlier['noise']}); "
-            "choose another --out."
+            "choose another --out, or pass --force to redo every image there with this setting."
         )
 
 
@@ -418,6 +422,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     report: str = "results",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run ``methods`` on the images of ``setting``, write their outputs, the tables and a grid into ``out``.
 
@@ -435,6 +440,7 @@ def evaluate(
         progress: show a progress bar.
         report: the name of the table and grid files, ``REPORT.md``, ``REPORT.json`` and ``REPORT.png``
             (another name keeps the tables of other method lists in the same folder).
+        force: redo every image, also in a folder of another setting or of a method with other options.
 
     Returns {"setting", "names", "table": label -> {"mean", "per_image", "details", "method", "batch"}}.
     """
@@ -443,32 +449,34 @@ def evaluate(
     labels_seen = [method.label for method in methods]
     if len(set(labels_seen)) != len(labels_seen):
         raise InputError(f"Two methods share a label in {labels_seen}; give each row its own label.")
-    out = io.ensure_output_dir(out)
+    out = Path(out)
     channels = G.channels if G is not None else 1
-    _check_setting(out, setting)
+    # The inputs are checked before anything is written: a mistake in them leaves no setting.json behind.
     if setting.files is not None:
         names, file_labels = _file_images(setting, channels)
         labels = file_labels if labels is None else labels
         inputs, truth_dir = setting.files
         truth = _read(truth_dir, names, channels)
-    else:
-        if truth is None or names is None or len(names) != truth.shape[0]:
-            raise InputError("A simulated setting needs the true images and one name per image.")
-        names, inputs = list(names), out / "inputs"
-        _simulate(setting, truth, names, out, seed)
-        truth = _read(out / "truth", names, channels)
-    y = _read(inputs, names, channels)
-    bar = tqdm(total=len(names) * len(methods), disable=not progress, desc="evaluate", unit="image")
-    for method in methods:
-        bar.set_postfix(method=method.label, refresh=True)
-        _run_method(method, setting, names, inputs, out, G, channels, batch_size, seed, bar)
-    bar.close()
-    table = {m.label: _summarise(m, setting, names, out, truth, y, labels, evaluator, channels) for m in methods}
-    result = {"setting": setting.record(), "names": names, "table": table}
-    io.write_json(out / f"{report}.json", result)
-    io.atomic_write_text(out / f"{report}.md", markdown_table(table))
-    shown = names[:grid_rows]
-    rows = [[y[i], *[_read(out / m.label, [name], channels)[0] for m in methods], truth[i]]
-            for i, name in enumerate(shown)]
-    io.save_grid(out / f"{report}.png", rows, scale=4)
+    elif truth is None or names is None or len(names) != truth.shape[0]:
+        raise InputError("A simulated setting needs the true images and one name per image.")
+    with claim_output(out, "evaluate"):
+        _check_setting(out, setting, force)
+        if setting.files is None:
+            names, inputs = list(names), out / "inputs"
+            _simulate(setting, truth, names, out, seed, force)
+            truth = _read(out / "truth", names, channels)
+        y = _read(inputs, names, channels)
+        bar = tqdm(total=len(names) * len(methods), disable=not progress, desc="evaluate", unit="image")
+        for method in methods:
+            bar.set_postfix(method=method.label, refresh=True)
+            _run_method(method, setting, names, inputs, out, G, channels, batch_size, seed, force, bar)
+        bar.close()
+        table = {m.label: _summarise(m, setting, names, out, truth, y, labels, evaluator, channels) for m in methods}
+        result = {"setting": setting.record(), "names": names, "table": table}
+        io.write_json(out / f"{report}.json", result)
+        io.atomic_write_text(out / f"{report}.md", markdown_table(table))
+        shown = names[:grid_rows]
+        rows = [[y[i], *[_read(out / m.label, [name], channels)[0] for m in methods], truth[i]]
+                for i, name in enumerate(shown)]
+        io.save_grid(out / f"{report}.png", rows, scale=4)
     return result

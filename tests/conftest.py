@@ -2,6 +2,7 @@ import functools
 import gzip
 import hashlib
 import importlib.util
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -65,10 +66,13 @@ def _bank_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    # The tests use tiny networks: one thread avoids thread start-up costs that dominate them.
+    # The tests use tiny networks: one thread avoids thread start-up costs that dominate them. The
+    # environment variable sets the threads of the brgm commands the tests run, here and in subprocesses.
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BRGM_THREADS", "1")
+        yield
     torch.set_num_threads(previous)
 
 
@@ -119,3 +123,32 @@ def fashion_mnist_dir() -> Path:
     """The folder of the real Fashion-MNIST files, checked against their checksums; never downloaded."""
     require_data(data.local_dir())
     return data.find_fashion_mnist(download=False)
+
+
+# A process that claims (or joins) the output folder argv[1] as the run "sample", says so, and waits to be killed.
+HOLDER = (
+    "import sys, time\n"
+    "from brgm_pyro.output_lock import claim_output, join_output\n"
+    "lock = claim_output(sys.argv[1], 'sample') if sys.argv[2] == 'claim' else join_output(sys.argv[1])\n"
+    "print('holding', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+@pytest.fixture
+def holders():
+    """Other processes that hold an output folder: ``start(folder, "claim" | "join")`` returns one once it holds it."""
+    started = []
+
+    def start(folder, how="claim"):
+        process = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), how], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        started.append(process)
+        line = process.stdout.readline()
+        assert line == "holding\n", process.stderr.read()
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()

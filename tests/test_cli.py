@@ -382,14 +382,15 @@ def test_a_file_the_user_cannot_write_is_bad_input(tmp_path, generator, clean, c
     itself cannot be provoked with chmod by a root user, so the error is raised where it arises)."""
     out = tmp_path / "out"
 
-    def refuse(path):
+    def refuse(path, image):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
-    monkeypatch.setattr(io, "ensure_output_dir", refuse)
+    monkeypatch.setattr(io, "write_image", refuse)
     low = tmp_path / "low.png"
-    io.write_image(low, Downsample(4)(clean[:1])[0])
+    Image.fromarray((Downsample(4)(clean[:1])[0, 0] * 255).byte().numpy()).save(low)
     assert _reconstruct([low], generator, out, "--task", "superres", "--steps", 1) == 2
-    assert capsys.readouterr().err == f"brgm: error: cannot access {out}: {os.strerror(errno.EACCES)}.\n"
+    target = out / "low_reconstruction.png"
+    assert capsys.readouterr().err == f"brgm: error: cannot access {target}: {os.strerror(errno.EACCES)}.\n"
 
 
 def test_never_overwrites_an_input_even_with_force(tmp_path, generator, clean, capsys):
@@ -483,7 +484,10 @@ def test_train_prior_resumes_with_path_length_regularisation_switched_on(tmp_pat
     state = torch.load(run / "training-state.pt", weights_only=True)
     assert json.loads(state["config"])["pl_weight"] == 2 and float(state["pl_mean"]) > 0
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [r["kimg"] for r in log] == [0.004, 0.008, 0.024] and "pl" not in log[1] and "pl" in log[2]
+    checkpoints = [record for record in log if "kimg" in record]
+    assert [r["kimg"] for r in checkpoints] == [0.004, 0.008, 0.024]
+    assert "pl" not in checkpoints[1] and "pl" in checkpoints[2]
+    assert log[2]["changed"] == {"pl_weight": [0.0, 2.0]}  # the resumption with another setting is logged
     assert (run / "generator.safetensors").exists()
 
 
@@ -496,3 +500,29 @@ def test_the_priors_card_schedule_is_the_default_and_single_fields_override_it(t
     schedule = json.loads((out / "brgm.json").read_text())["settings"]["schedule"]
     assert (schedule["steps"], schedule["rampdown"], schedule["lr"]) == (card.steps, card.rampdown, 0.07)
     assert card.steps != MAPSchedule().steps  # the card's schedule, not the library's
+
+
+def test_train_prior_resumed_with_another_batch_size_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import brgm_pyro.fmnist.data
+
+    images = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(brgm_pyro.fmnist.data, "load_fashion_mnist", lambda split: (images, torch.zeros(16)))
+    run = tmp_path / "run"
+    common = ["train-prior", "--out", str(run), "--channel-base", "64", "--channel-max", "8", "--quiet"]
+    assert main([*common, "--batch-size", "4", "--kimg", "0.008", "--checkpoint-kimg", "0.004"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*common, "--batch-size", "8", "--kimg", "0.016"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"brgm: note: resuming {run} at 0.0 kimg with other settings than it was trained with so far (--batch-size 4 "
+        "-> 8); the run goes on with the new ones."
+    ]
+    state = torch.load(run / "training-state.pt", weights_only=True)
+    assert json.loads(state["config"])["batch_size"] == 8 and int(state["cur_nimg"]) == 16
+    assert main([*common, "--batch-size", "8", "--kimg", "0.024"]) == 0
+    assert capsys.readouterr().err == ""  # resumed as it was saved: no note
+    wider = ["train-prior", "--out", str(run), "--channel-base", "64", "--channel-max", "16", "--quiet"]
+    assert main([*wider, "--kimg", "0.032"]) == 2
+    assert capsys.readouterr().err == (
+        "brgm: error: The checkpoint was trained with another generator architecture (--channel-max 8, not 16); "
+        "resume with the checkpoint's architecture or start a new run folder.\n"
+    )

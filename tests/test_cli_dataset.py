@@ -103,7 +103,7 @@ def test_changed_settings_are_refused_in_one_line_until_force(tmp_path, inputs, 
     assert _dataset(inputs / "low", out, generator_file, "--task", "superres", "--factor", "4", "--seed", "1") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"brgm: error: The folder {out} holds a run with other settings (seed: 0 -> 1); write to a new "
-                   "output folder, or pass --force (force=True) to redo every image there with the new settings."]
+                   "output folder, or pass --force to redo every image there with the new settings."]
     assert json.loads((out / "run.json").read_text()) == before
     forced = ["--task", "superres", "--factor", "4", "--seed", "1", "--force"]
     assert _dataset(inputs / "low", out, generator_file, *forced) == 0
@@ -114,3 +114,23 @@ def test_report_of_a_folder_without_a_run_is_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no brgm data-set run" in capsys.readouterr().err
     assert not (tmp_path / REPORT_NAME).exists()
+
+
+def test_a_run_with_failed_images_says_how_many_and_where_their_reasons_are_and_exits_3(
+    tmp_path, inputs, generator_file, capsys
+):
+    (inputs / "low" / "broken.png").write_bytes(b"not a png")
+    io.write_image(inputs / "low" / "large.png", torch.rand(1, 16, 16))
+    out = tmp_path / "out"
+    assert _dataset(inputs / "low", out, generator_file, "--task", "superres", "--factor", "4") == 3
+    captured = capsys.readouterr()
+    assert "brgm: 3 image(s) reconstructed now, 0 done before, 2 failed" in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("brgm: error: 2 image(s) failed (the first, broken.png: "), err
+    assert err[0].endswith(f"every reason is in {out / 'manifest'}/ and in `brgm report {out}`; fix or remove those "
+                           "images and run the same command again to finish them."), err
+    reasons = {image: r["reason"] for image, r in read_manifest(out).images.items() if r["status"] == "failed"}
+    assert sorted(reasons) == ["broken.png", "large.png"] and reasons["broken.png"].rstrip(".") + "); " in err[0]
+    (inputs / "low" / "broken.png").unlink()
+    (inputs / "low" / "large.png").unlink()
+    assert _dataset(inputs / "low", out, generator_file, "--task", "superres", "--factor", "4") == 0

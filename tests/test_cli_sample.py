@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -172,3 +174,15 @@ def test_a_type_error_inside_sampling_is_a_bug_not_bad_input(files, tmp_path, ca
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "TypeError: unsupported operand" in err
     assert "brgm: error:" not in err and err.strip().splitlines()[-1].startswith("brgm: internal error:")
+
+
+def test_torchs_deprecation_of_jit_script_is_not_shown_to_users(files, tmp_path):
+    """The Laplace guide's Hessian uses torch's forward-mode autodiff, whose first use makes torch warn that
+    torch.jit.script is deprecated: a fresh process (where that happens) prints nothing of it."""
+    argv = [sys.executable, "-m", "brgm_pyro.cli", "sample", str(files / "low.png"), "--generator",
+            str(files / "tiny.safetensors"), "--task", "superres", "--guide", "laplace", "--num-samples", "2",
+            "--svi-steps", "2", "--steps", "2", "--perceptual", "none", "--out", str(tmp_path / "out"), "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert json.loads((tmp_path / "out" / "brgm.json").read_text())["settings"]["sampling"]["options"]["guide"] == "laplace"

@@ -1,9 +1,14 @@
 """brgm info and brgm convert."""
 
+import json
+from dataclasses import asdict
+
 import torch
 from test_importers import random_generator, write_nvidia_pickle
 
-from brgm_pyro.checkpoints import load_generator
+from brgm_pyro import io
+from brgm_pyro.card import PriorCard
+from brgm_pyro.checkpoints import load_generator, prior_card
 from brgm_pyro.cli import main
 
 
@@ -45,3 +50,32 @@ def test_convert_refuses_bad_requests(tmp_path, capsys):
     assert main(["info", str(junk)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("brgm: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_a_converted_prior_keeps_its_card_and_runs_with_its_tuned_settings(tmp_path, capsys):
+    """`brgm convert fashion-mnist-32 x.safetensors`: --generator x.safetensors reconstructs with the card's
+    parameters, schedule and perceptual network, as the prior's name does."""
+    out = tmp_path / "x.safetensors"
+    assert main(["convert", "fashion-mnist-32", str(out)]) == 0
+    assert "with its card (tuned settings)" in capsys.readouterr().out
+    assert load_generator(out).card == prior_card("fashion-mnist-32")
+    low = tmp_path / "low.png"
+    io.write_image(low, torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    settings = {}
+    for generator in ("fashion-mnist-32", str(out)):
+        folder = tmp_path / f"rec-{len(settings)}"
+        assert main(["reconstruct", str(low), "--generator", generator, "--task", "superres", "--steps", "1",
+                     "--out", str(folder), "--quiet"]) == 0
+        settings[generator] = json.loads((folder / "brgm.json").read_text())["settings"]
+    named, converted = settings.values()
+    card = PriorCard.of(load_generator("fashion-mnist-32"))
+    assert converted["params"] == named["params"] == asdict(card.params)
+    assert converted["schedule"] == named["schedule"] and converted["schedule"]["lr"] == card.schedule.lr
+    assert converted["perceptual"] == named["perceptual"] == {"requested": "auto", "network": "FMNISTPercept"}
+
+
+def test_converting_a_file_without_a_card_says_so(tmp_path, capsys):
+    pkl = write_nvidia_pickle(random_generator(channels=1), tmp_path / "network.pkl", tmp_path / "sentinel")
+    assert main(["convert", str(pkl), str(tmp_path / "out.safetensors")]) == 0
+    assert "without a card (the library's defaults)" in capsys.readouterr().out
+    assert getattr(load_generator(tmp_path / "out.safetensors"), "card", None) is None

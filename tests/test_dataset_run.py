@@ -15,6 +15,7 @@ from conftest import sample_images, tiny_generator
 
 import brgm_pyro as bp
 from brgm_pyro import io
+from brgm_pyro.cli import main
 from brgm_pyro.dataset.manifest import RECORDS_DIR, read_manifest
 from brgm_pyro.dataset.run import PosteriorRequest, image_seed, list_images, reconstruct_dataset, shard
 from brgm_pyro.errors import InputError
@@ -279,3 +280,65 @@ def test_a_posterior_run_writes_the_std_map_and_netcdf_per_image(tmp_path, gener
     assert record["metrics"]["posterior"]["std_vmax"] == pytest.approx(record["metrics"]["posterior"]["max_std"])
     with pytest.raises(InputError, match="Unknown posterior method"):
         PosteriorRequest("gibbs")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_workers_whose_launcher_is_killed_stop_and_free_the_output_folder(tmp_path, job, generator_file, capsys):
+    """kill -9 of the torchrun launcher alone: while its workers live, a rerun into the folder is refused with the
+    run's pid; they stop at once (their work would take minutes), and the rerun is then accepted."""
+    inputs = _write_inputs(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(job(inputs, out, 2, steps=200_000), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    workers = []
+    try:
+        deadline = time.monotonic() + 240
+        # Each rank opens its record file once it holds the folder.
+        while len(list((out / RECORDS_DIR).glob("*.jsonl"))) < 2:
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.05)
+        workers = _children(launcher.pid)
+        assert len(workers) == 2
+        rerun = ["reconstruct-dataset", str(inputs), "--out", str(out), "--generator", str(generator_file), "--task",
+                 "superres", "--factor", str(FACTOR), "--perceptual", "none", "--steps", "3", "--force", "--quiet"]
+        assert main(rerun) == 2
+        err = capsys.readouterr().err
+        assert f"The output folder {out} is in use by another run (reconstruct-dataset, pid " in err
+        assert any(f"pid {pid} on " in err for pid in workers), (err, workers)
+
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "the workers outlived their launcher"
+            time.sleep(0.05)
+    finally:
+        for pid in [launcher.pid, *workers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.wait()
+    assert main(rerun) == 0, capsys.readouterr().err
+    manifest = read_manifest(out)
+    assert manifest.counts() == {"done": 8, "failed": 0, "pending": 0} and manifest.problems(out) == []

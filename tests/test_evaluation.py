@@ -204,3 +204,48 @@ def test_cli_refuses_mismatched_inputs_and_truth(G, saved_generator, tmp_path, c
     code = main(["evaluate", "--inputs", str(inputs), "--task", "superres", "--factor", "4", "--methods", "bicubic",
                  "--generator", saved_generator, "--out", str(tmp_path / "q"), "--quiet"])
     assert code == 2 and "go together" in capsys.readouterr().err
+
+
+def test_force_redoes_a_folder_of_another_setting_or_other_options(G, images, tmp_path):
+    _evaluate(G, images, tmp_path, methods=FAST)
+    written = (tmp_path / "brgm" / "00000.png").stat().st_mtime_ns
+    _evaluate(G, images, tmp_path, methods=FAST[:1], setting=evaluation.superres_setting(2), force=True)
+    assert json.loads((tmp_path / "setting.json").read_text())["corruption"] == "Downsample(2, 'bicubic')"
+    assert io.read_image(tmp_path / "inputs" / "00000.png").shape[-1] == 8  # the inputs of the new setting
+    result = _evaluate(G, images, tmp_path, methods=[evaluation.Method("brgm", "brgm", {"steps": 4})],
+                       setting=evaluation.superres_setting(2), force=True)
+    assert result["table"]["brgm"]["method"]["options"] == {"steps": "4"}
+    assert (tmp_path / "brgm" / "00000.png").stat().st_mtime_ns != written
+
+
+def test_cli_a_bad_truth_folder_leaves_nothing_that_refuses_the_corrected_command(G, saved_generator, tmp_path,
+                                                                                  capsys):
+    inputs, truth = _folders(G, tmp_path)
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (truth / "a.png").replace(wrong / "a.png")
+    io.write_image(truth / "a.png", io.read_image(wrong / "a.png"))
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--inputs", str(inputs), "--task", "superres", "--factor", "4", "--methods", "bicubic",
+            "--generator", saved_generator, "--out", str(out), "--quiet"]
+    assert main([*argv, "--truth", str(wrong)]) == 2
+    assert "lacks b.png" in capsys.readouterr().err
+    assert not (out / "setting.json").exists()
+    assert main([*argv, "--truth", str(truth)]) == 0, capsys.readouterr().err
+
+
+def test_cli_steps_sets_the_brgm_rows_map_and_force_redoes_them(G, saved_generator, tmp_path, capsys):
+    inputs, truth = _folders(G, tmp_path)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--inputs", str(inputs), "--truth", str(truth), "--task", "superres", "--factor", "4",
+            "--methods", "bicubic,brgm", "--starts", "2", "--generator", saved_generator, "--out", str(out), "--quiet"]
+    assert main([*argv, "--steps", "2"]) == 0, capsys.readouterr().err
+    for row in ("brgm", "brgm-2-starts"):
+        assert "steps=2," in json.loads((out / row / "method.json").read_text())["options"]["schedule"]
+    assert json.loads((out / "bicubic" / "method.json").read_text())["options"] == {}
+    capsys.readouterr()
+    assert main([*argv, "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "holds outputs of brgm made with" in err and "pass --force to redo every image" in err
+    assert main([*argv, "--steps", "3", "--force"]) == 0, capsys.readouterr().err
+    assert "steps=3," in json.loads((out / "brgm" / "method.json").read_text())["options"]["schedule"]

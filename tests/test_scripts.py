@@ -68,6 +68,8 @@ SCRIPTS = {
     "benchmarks/speed.py": "--tiny --steps 3 --repeats 1 --batches 1 2 --threads 1",
     "benchmarks/steps_quality.py": "--generator {generator} --images 2 --tasks superres-x4 --authors-steps 1,2 "
                                    "--card-steps 1 --out {tmp}/steps --quiet",
+    "benchmarks/threads.py": "--generator {generator} --steps 1 --images 2 --repeats 1 --workloads dataset "
+                             "--settings one --burners 0 --json {tmp}/threads.json",
     "benchmarks/tune_defaults.py": "--generator {generator} --images 1 --steps 1 --json {tmp}/tuning.json",
     "benchmarks/undercoverage.py": UNDERCOVERED + " --calibration-out {tmp}/cal --out {tmp}/uc --starts 2 "
                                    "--figure {tmp}/reach.png --modes-figure {tmp}/modes.png --json {tmp}/uc.json",
@@ -385,6 +387,8 @@ def check_deepinv_loop(printed, tmp_path, run):
     assert list(table) == ["no learning (A^T y)", "BRGM (MAP)", "BRGM (posterior mean)", "TV (deepinv PGD)"]
     assert all(row["PSNR"] > 0 for row in table.values()) and table["BRGM (MAP)"]["seconds"] > 0
     assert "| TV (deepinv PGD) |" in printed
+
+
 def check_fuzz_readers(printed, tmp_path, run):
     """Each reader got its crafted inputs and three mutated ones, and the table counts them."""
     rows = {r["reader"]: r for r in json.loads((tmp_path / "fuzz.json").read_text())["rows"]}
@@ -404,6 +408,14 @@ def check_execute_notebooks(printed, tmp_path, run):
         "brgm_pyro", {}).get("settings") != "fast"
 
 
+def check_threads(printed, tmp_path, run):
+    """Each row is a whole command that ran, its time against one thread's, with the threads it used."""
+    rows = json.loads((tmp_path / "threads.json").read_text())["rows"]
+    assert [(r["workload"], r["setting"], r["busy"]) for r in rows] == [("dataset", "one", False)]
+    assert rows[0]["seconds"] > 0 and rows[0]["threads"] == [1]
+    assert "| dataset | none added | one |" in printed and "| 1.00 | 1 |" in printed
+
+
 CHECKS = {
     "benchmarks/deepinv_kernels.py": check_deepinv_kernels,
     "benchmarks/deepinv_loop.py": check_deepinv_loop,
@@ -421,6 +433,7 @@ CHECKS = {
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,
     "benchmarks/speed.py": check_speed,
+    "benchmarks/threads.py": check_threads,
     "benchmarks/tune_defaults.py": check_tune_defaults,
     "benchmarks/undercoverage.py": check_undercoverage,
     "scripts/check_real_checkpoints.py": check_real_checkpoints_names_the_checkouts_it_needs,

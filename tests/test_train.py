@@ -101,7 +101,8 @@ def test_path_length_regularisation_is_lazy_and_resumes(tmp_path, images):
     assert "pl" not in off.step() and off.opt_G.param_groups[0]["lr"] == TINY.lr
     # A run without the term, resumed with it: the config decides Adam's lr, pl_mean starts at 0.
     train_prior(images, tmp_path / "run", kimg=0.008, config=off.config, checkpoint_kimg=0.004, progress=False)
-    resumed = train_prior(images, tmp_path / "run", kimg=0.020, config=TINY, progress=False)  # steps 2-4
+    with pytest.warns(UserWarning, match=r"other settings than it was trained with so far \(--pl-weight 0.0 -> 2.0\)"):
+        resumed = train_prior(images, tmp_path / "run", kimg=0.020, config=TINY, progress=False)  # steps 2-4
     assert resumed.opt_G.param_groups[0]["lr"] == pytest.approx(TINY.lr * c)
     state = torch.load(tmp_path / "run" / "training-state.pt", weights_only=True)
     assert float(state["pl_mean"]) > 0

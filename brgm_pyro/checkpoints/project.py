@@ -1,10 +1,12 @@
 """The project's own checkpoint format: a generator as one ``.safetensors`` file, written and read without pickles.
 
 The file holds the generator's state dictionary (NVIDIA parameter names, see ``stylegan2.py``); its
-header metadata carries ``format`` (``brgm-pyro-generator/1``) and two JSON strings:
-``brgm_pyro.config`` (the constructor arguments) and ``brgm_pyro.info`` (free-form provenance:
-data, images seen, what a converted file was recognised as, ...). The prior statistics ``w_avg``
-and ``w_std`` are ordinary buffers of the state dictionary. Loading never unpickles anything.
+header metadata carries ``format`` (``brgm-pyro-generator/1``) and JSON strings:
+``brgm_pyro.config`` (the constructor arguments), ``brgm_pyro.info`` (free-form provenance:
+data, images seen, what a converted file was recognised as, ...) and, for a generator that has one,
+``brgm_pyro.card`` (its prior card, ``G.card``: the tuned settings that ``brgm_pyro.card.PriorCard``
+reads, so that a saved or converted prior reconstructs as its name does). The prior statistics
+``w_avg`` and ``w_std`` are ordinary buffers of the state dictionary. Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ _DEFAULTS = {name: p.default for name, p in inspect.signature(StyleGAN2Generator
 
 
 def save_generator(G: StyleGAN2Generator, path: str | Path, info: dict[str, Any] | None = None) -> Path:
-    """Write G to ``path`` (.safetensors) atomically; ``info`` is stored as JSON metadata."""
+    """Write G to ``path`` (.safetensors) atomically; ``info`` and G's card (``G.card``, if any) are stored as
+    JSON metadata."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise InputError(f"Generator checkpoints are saved as .safetensors; got {path.name!r}, rename it.")
@@ -45,6 +48,9 @@ def save_generator(G: StyleGAN2Generator, path: str | Path, info: dict[str, Any]
         "brgm_pyro.config": json.dumps(G.config),
         "brgm_pyro.info": json.dumps(info or {}),
     }
+    card = getattr(G, "card", None)
+    if card:
+        metadata["brgm_pyro.card"] = json.dumps(card)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
@@ -114,6 +120,7 @@ def load_project_checkpoint(path: str | Path) -> StyleGAN2Generator:
     shapes, metadata = _read_project_file(path)
     config = _header_json(metadata, "brgm_pyro.config", "", path)
     info = _header_json(metadata, "brgm_pyro.info", "{}", path)
+    card = _header_json(metadata, "brgm_pyro.card", "{}", path) if "brgm_pyro.card" in metadata else None
     _check_config(config, shapes, path)
     try:
         state = load_file(str(path))
@@ -127,5 +134,7 @@ def load_project_checkpoint(path: str | Path) -> StyleGAN2Generator:
             f"{path} does not match its own config ({str(err).splitlines()[-1].strip()}); the file is corrupt, re-create it."
         ) from None
     G.info = info
+    if card is not None:
+        G.card = card
     G.source_format = "brgm-safetensors"
     return G.eval()

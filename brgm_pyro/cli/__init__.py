@@ -9,7 +9,9 @@ Each command is a module of this package with ``add_parser(subparsers)`` (its op
 ``reconstruct`` and ``sample`` share in :mod:`brgm_pyro.cli.plan`. A command checks everything
 before it writes anything. A user's mistake ends with one line ``brgm: error: <sentence>`` on
 stderr and exit code 2; anything else is a bug and shows its traceback, with exit code 1
-(:func:`brgm_pyro.cli.common.run_command`). ``brgm --traceback ...`` lets every error propagate.
+(:func:`brgm_pyro.cli.common.run_command`); a data-set run that finished with failed images exits
+with 3. ``brgm --traceback ...`` lets every error propagate. Parsing imports no torch: ``brgm --help``
+and ``brgm CMD --help`` answer at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from brgm_pyro.cli import (
     train_prior,
 )
 from brgm_pyro.cli.common import ArgumentParser, UsageError, report_bad_input, run_command
+from brgm_pyro.dataset.launcher import stop_with_launcher
 
 __all__ = ["build_parser", "main"]
 
@@ -51,6 +54,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``brgm`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    stop_with_launcher()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

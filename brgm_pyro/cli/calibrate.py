@@ -7,27 +7,21 @@ import json
 import math
 from pathlib import Path
 
-import brgm_pyro as bp
-from brgm_pyro import io
-from brgm_pyro.checkpoints import load_generator
+from brgm_pyro.cli.choices import METHODS
 from brgm_pyro.cli.common import (
     DEFAULT_PRIOR,
     add_corruption_options,
     add_generator_options,
     add_map_options,
     add_model_options,
+    add_threads_option,
     nonnegative_float,
     note,
     resolve_device,
 )
-from brgm_pyro.cli.plan import resolve_model
 from brgm_pyro.cli.sample import add_sampling_options, inference_options
 from brgm_pyro.errors import InputError
-from brgm_pyro.forward import Downsample, Mask
-from brgm_pyro.forward.free_form import free_form_mask
-from brgm_pyro.sampling import METHODS
-from brgm_pyro.uncertainty.calibrate import calibrate
-from brgm_pyro.uncertainty.conformal import read_calibrations, save_calibration
+from brgm_pyro.output_lock import check_writable, claim_output
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="CLEAN.png", help="clean validation images")
     add_generator_options(parser)
+    add_threads_option(parser)
     corruption = add_corruption_options(parser)
     corruption.add_argument(
         "--free-form", action="store_true",
@@ -70,6 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _corruption(args: argparse.Namespace, resolution: int):
     """The corruption of image i: Downsample, one --mask, or a free-form mask seeded by --seed and i."""
+    from brgm_pyro import io
+    from brgm_pyro.forward import Downsample, Mask
+    from brgm_pyro.forward.free_form import free_form_mask
+
     if args.task == "superres":
         if args.mask is not None or args.free_form:
             raise InputError("--mask and --free-form are for --task inpaint; drop them for --task superres.")
@@ -90,6 +89,13 @@ def _corruption(args: argparse.Namespace, resolution: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    import brgm_pyro as bp
+    from brgm_pyro import io
+    from brgm_pyro.checkpoints import load_generator
+    from brgm_pyro.cli.plan import resolve_model
+    from brgm_pyro.uncertainty.calibrate import calibrate
+    from brgm_pyro.uncertainty.conformal import read_calibrations, save_calibration
+
     options = inference_options(args)
     out = args.out
     io.check_not_input(out, list(args.images))
@@ -111,13 +117,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{out} already holds a calibration for {task}; pass --replace or choose another --out.")
     params, _, schedule, _ = resolve_model(args, first(images[:1]).clamp(0, 1), first, G)
     data = args.data or f"{len(args.images)} images from {args.images[0]} to {args.images[-1]}"
-    calibration = calibrate(
-        images, corruption, G, args.num_samples, noise=args.noise, data=data,
-        scores_dir=args.scores or out.with_name(out.name + ".scores"), seed=args.seed, progress=not args.quiet,
-        method=args.method, model=args.model, params=params,
-        perceptual=args.perceptual, sigma_reach=args.sigma_reach, map_schedule=schedule, **options,
-    )
-    save_calibration(out, calibration, replace=args.replace)
+    scores = args.scores or out.with_name(out.name + ".scores")
+    check_writable(out.parent)
+    with claim_output(scores, "calibrate", "--scores" if args.scores else "--out"):
+        calibration = calibrate(
+            images, corruption, G, args.num_samples, noise=args.noise, data=data, scores_dir=scores, seed=args.seed,
+            progress=not args.quiet, method=args.method, model=args.model, params=params,
+            perceptual=args.perceptual, sigma_reach=args.sigma_reach, map_schedule=schedule, **options,
+        )
+        save_calibration(out, calibration, replace=args.replace)
 
     def shown(value: float) -> str:
         return "unreachable" if math.isinf(value) else f"{value:.2f}"

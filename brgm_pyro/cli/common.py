@@ -1,4 +1,8 @@
-"""What the ``brgm`` commands share: option groups, number types, output checks, the error mapping.
+"""What the ``brgm`` commands share: option groups, number types, output checks, threads, the error mapping.
+
+This module and the parsers of the commands import no torch (the names their options offer come from
+:mod:`brgm_pyro.cli.choices`), so that ``brgm --help`` answers at once; a command imports the library
+when it runs, after :func:`run_command` has set its threads (:mod:`brgm_pyro.threads`).
 
 The error mapping is narrow on purpose: only a user's mistake ends as one line ``brgm: error:
 <sentence>`` with exit code 2. Those are the project's own input errors
@@ -13,20 +17,18 @@ import argparse
 import math
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
-
-from brgm_pyro import io
+from brgm_pyro import threads
+from brgm_pyro.cli.choices import KERNELS, MAP_DEFAULTS, PRESETS, SEARCH_MODES
 from brgm_pyro.errors import InputError
-from brgm_pyro.forward.resample import KERNEL_NAMES
-from brgm_pyro.inference.map import MAPSchedule
-from brgm_pyro.models.brgm import PRESETS
 
 EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
+EXIT_SOME_FAILED = 3  # a run that went to the end, but some of its images failed (each with its reason)
 EXIT_INTERRUPTED = 130
 SUMMARY_NAME = "brgm.json"
 # The prior embedded in the package: what --generator means when it is not given.
@@ -82,6 +84,8 @@ nonnegative_float = _number_type(float, 0.0, False, "a non-negative finite numbe
 
 def resolve_device(name: str | None) -> str:
     """--device: "cpu", "cuda", or None for CUDA when available, else the CPU."""
+    import torch
+
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -104,6 +108,8 @@ def check_output_dir(path: Path) -> None:
 
 def check_outputs(outputs: Sequence[Path], protected: Sequence[Path], force: bool) -> None:
     """Refuse outputs that would overwrite an input (always) or an earlier run's file (unless --force)."""
+    from brgm_pyro import io
+
     for path in outputs:
         io.check_not_input(path, protected)
     if not force:
@@ -124,17 +130,51 @@ def note(message: str, quiet: bool) -> None:
 # ----------------------------------------------------------------------------- option groups
 
 
-def add_generator_options(parser: argparse.ArgumentParser) -> None:
-    """--generator and --device."""
+def add_generator_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--generator, the same in every command (None: the embedded prior)."""
     parser.add_argument(
         "--generator",
         default=None,
-        metavar="PATH_OR_NAME",
-        help="registered prior name, or a checkpoint (.safetensors, NVIDIA .pkl, rosinality .pt) "
-        f"(default: {DEFAULT_PRIOR}, the embedded prior)",
+        metavar="NAME_OR_FILE",
+        help="the prior: a registered prior's name, or a checkpoint file (.safetensors, NVIDIA .pkl, rosinality "
+        f".pt) (default: {DEFAULT_PRIOR}, the embedded prior)",
     )
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default=None, help="where to run (default: cuda if available)"
+    )
+
+
+def add_generator_options(parser: argparse.ArgumentParser) -> None:
+    """--generator and --device."""
+    add_generator_option(parser)
+    add_device_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """--threads, which :func:`run_command` applies before the command imports torch."""
+    parser.add_argument(
+        "--threads", type=positive_int, metavar="N",
+        help=f"CPU threads of torch (default: ${threads.ENV} or $OMP_NUM_THREADS if set, else every usable core; "
+        "idle threads sleep, so that other jobs get the cores)",
+    )
+
+
+def add_task_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task", required=True, choices=("superres", "inpaint"),
+        help="superres: super-resolution (the inputs are low-resolution images); inpaint: inpainting (the "
+        "inputs have holes, which --mask marks)",
+    )
+
+
+def add_seed_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, draws: str) -> None:
+    """--seed; ``draws`` says what it seeds."""
+    parser.add_argument(
+        "--seed", type=nonnegative_int, default=0,
+        help=f"seed of {draws}: the same seed gives the same result (default 0)",
     )
 
 
@@ -148,10 +188,10 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def add_corruption_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """--task and the corruption group (--factor, --kernel, --sigma, --mask); returns the group."""
-    parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
+    add_task_option(parser)
     corruption = parser.add_argument_group("corruption")
     corruption.add_argument("--factor", type=positive_int, help="superres factor (default: R / input size)")
-    corruption.add_argument("--kernel", choices=KERNEL_NAMES, help="superres kernel (default: bicubic)")
+    corruption.add_argument("--kernel", choices=KERNELS, help="superres kernel (default: bicubic)")
     corruption.add_argument(
         "--sigma", type=positive_float, help="width of the gaussian kernel in pixels (default: factor / 2)"
     )
@@ -178,12 +218,23 @@ def add_model_options(model: argparse._ArgumentGroup) -> None:
 def add_map_options(optimiser: argparse._ArgumentGroup) -> None:
     """--steps, --lr and --seed of the MAP."""
     optimiser.add_argument(
-        "--steps", type=positive_int, help=f"Adam steps (default: the prior card's, else {MAPSchedule.steps})"
+        "--steps", type=positive_int,
+        help=f"Adam steps (default: the prior card's, else {MAP_DEFAULTS['steps']})",
     )
     optimiser.add_argument(
-        "--lr", type=positive_float, help=f"Adam learning rate (default: the prior card's, else {MAPSchedule.lr})"
+        "--lr", type=positive_float,
+        help=f"Adam learning rate (default: the prior card's, else {MAP_DEFAULTS['lr']})",
     )
-    optimiser.add_argument("--seed", type=nonnegative_int, default=0)
+    add_seed_option(optimiser, "every random draw")
+
+
+def add_search_option(optimiser: argparse._ArgumentGroup) -> None:
+    """--modes: the mode search of the MAP (brgm_pyro.search), 0 for the paper's single start."""
+    optimiser.add_argument(
+        "--modes", type=nonnegative_int, default=SEARCH_MODES, metavar="K",
+        help=f"the MAP is the best of K modes that a search of G's prior finds and refines (default {SEARCH_MODES}); "
+        "0: one start at the prior's average, as in the paper",
+    )
 
 
 def add_run_options(
@@ -191,16 +242,18 @@ def add_run_options(
 ) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup, argparse._ArgumentGroup]:
     """The options of every reconstructing command (``reconstruct``, ``sample``, ``reconstruct-dataset``).
 
-    The prior, the corruption, the output folder, the model and the MAP; returns the groups
+    The prior, the corruption, the output folder, the threads, the model and the MAP; returns the groups
     (corruption, model, MAP), so that a command adds its own options next to their kin.
     """
     add_generator_options(parser)
+    add_threads_option(parser)
     corruption = add_corruption_options(parser)
     _add_output_options(parser)
     model = parser.add_argument_group("model")
     add_model_options(model)
     optimiser = parser.add_argument_group(map_title)
     add_map_options(optimiser)
+    add_search_option(optimiser)
     return corruption, model, optimiser
 
 
@@ -230,6 +283,22 @@ def report_bad_input(err: BaseException) -> int:
     return EXIT_BAD_INPUT
 
 
+def _run(args: argparse.Namespace) -> int:
+    """``args.run(args)`` with its threads set (a command with --threads) and torch's deprecation of
+    torch.jit.script, which torch's own forward-mode autodiff triggers, kept from the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        if "threads" not in args:
+            return args.run(args)
+        with threads.using(threads.choose(args.threads)):
+            return args.run(args)
+
+
+def _out_of_gpu_memory(err: Exception) -> bool:
+    torch = sys.modules.get("torch")  # a command that ran out of GPU memory has imported torch
+    return torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command ``args.run(args)`` and map how it ended to an exit code.
 
@@ -238,22 +307,20 @@ def run_command(args: argparse.Namespace) -> int:
     propagate, for bug reports.
     """
     try:
-        return args.run(args)
+        return _run(args)
     except INPUT_ERRORS as err:
         if args.traceback:
             raise
         return report_bad_input(err)
-    except torch.cuda.OutOfMemoryError:
-        if args.traceback:
-            raise
-        print("brgm: error: out of GPU memory; lower --batch-size or use --device cpu.", file=sys.stderr)
-        return EXIT_BUG
     except KeyboardInterrupt:
         print("brgm: interrupted; finished outputs are kept.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:
+    except Exception as err:
         if args.traceback:
             raise
+        if _out_of_gpu_memory(err):
+            print("brgm: error: out of GPU memory; lower --batch-size or use --device cpu.", file=sys.stderr)
+            return EXIT_BUG
         traceback.print_exc()
         print(
             "brgm: internal error: this is a bug in brgm-pyro, not a problem with your input; "

@@ -7,26 +7,36 @@
 
 The evaluation itself is :mod:`brgm_pyro.evaluation`; this module reads the command line into a
 setting and a list of methods. A run that is stopped keeps its finished images; the same command
-again skips them.
+again skips them (``--force`` redoes them).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from brgm_pyro.cli.choices import KERNELS
 from brgm_pyro.cli.common import (
     DEFAULT_PRIOR,
     UsageError,
+    add_device_option,
+    add_generator_option,
+    add_seed_option,
+    add_task_option,
+    add_threads_option,
     check_output_dir,
     nonnegative_float,
-    nonnegative_int,
     positive_float,
     positive_int,
     resolve_device,
 )
-from brgm_pyro.forward.resample import KERNEL_NAMES
+
+if TYPE_CHECKING:
+    from brgm_pyro.evaluation import Method
+    from brgm_pyro.inference.map import MAPSchedule
 
 __all__ = ["add_parser", "parse_indices", "run"]
 
@@ -54,10 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(results.md, results.json) and a grid (results.png: input | each method | truth). Finished images are kept "
         "and skipped when the command runs again.",
     )
-    parser.add_argument("--task", required=True, choices=("superres", "inpaint"))
+    add_task_option(parser)
     corruption = parser.add_argument_group("corruption")
     corruption.add_argument("--factor", type=positive_int, help="superres factor (required for superres)")
-    corruption.add_argument("--kernel", choices=KERNEL_NAMES, default="bicubic", help="superres kernel")
+    corruption.add_argument("--kernel", choices=KERNELS, default="bicubic", help="superres kernel")
     corruption.add_argument("--blur", type=positive_float, metavar="SIGMA",
                             help="a Gaussian blur of this width (pixels) before downsampling")
     corruption.add_argument("--masks", default="all", metavar="KIND,...",
@@ -78,13 +88,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(row brgm-single-start; search=None)")
     parser.add_argument("--keep-observed", action="store_true",
                         help="inpainting: also run brgm with y kept on the observed pixels (row brgm-keep-observed)")
-    parser.add_argument("--generator", default=DEFAULT_PRIOR, metavar="PATH_OR_NAME",
-                        help=f"the prior of the generative methods (default {DEFAULT_PRIOR})")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--steps", type=positive_int, metavar="N",
+                        help="Adam steps of BRGM's MAP in the brgm rows (default: the prior card's)")
+    add_generator_option(parser)
+    add_device_option(parser)
+    add_threads_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=25, help="images per method call (default 25)")
     parser.add_argument("--grid-rows", type=positive_int, default=8, help="images in results.png (default 8)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    add_seed_option(parser, "the simulated noise and of the methods' random draws")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--force", action="store_true",
+                        help="redo every image in DIR, also where it holds an evaluation of another setting or a "
+                        "method run with other options (their outputs are replaced)")
     parser.add_argument("--quiet", action="store_true", help="hide the progress bar")
     parser.set_defaults(run=run)
 
@@ -117,6 +132,16 @@ def _setting(args: argparse.Namespace, size: int):
     return setting
 
 
+def _with_steps(method: Method, schedule: MAPSchedule, steps: int | None) -> Method:
+    """``method`` with --steps in its MAP schedule where it runs BRGM's MAP (brgm, brgm-mean), else as it is."""
+    from brgm_pyro import evaluation
+
+    options = {"brgm": "schedule", "brgm-mean": "map_schedule"}
+    if steps is None or method.name not in options:
+        return method
+    return evaluation.Method(method.label, method.name, {**method.options, options[method.name]: schedule})
+
+
 def run(args: argparse.Namespace) -> int:
     from brgm_pyro import evaluation
     from brgm_pyro.card import PriorCard
@@ -125,15 +150,17 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out)
     names = None if args.methods is None else [name.strip() for name in args.methods.split(",") if name.strip()]
-    methods = evaluation.default_methods(args.task, names)
-    G = load_generator(args.generator).to(resolve_device(args.device)).requires_grad_(False)
+    G = load_generator(args.generator or DEFAULT_PRIOR).to(resolve_device(args.device)).requires_grad_(False)
+    schedule = PriorCard.of(G).schedule
+    if args.steps is not None:
+        schedule = replace(schedule, steps=args.steps)
+    methods = [_with_steps(method, schedule, args.steps) for method in evaluation.default_methods(args.task, names)]
     if args.single_start:
-        methods.append(evaluation.Method("brgm-single-start", "brgm", {"search": None}))
+        methods.append(evaluation.Method("brgm-single-start", "brgm", {"schedule": schedule, "search": None}))
     if args.keep_observed:
         if args.task != "inpaint":
             raise UsageError("--keep-observed is for --task inpaint, where y holds the observed pixels of the image.")
-        methods.append(evaluation.Method("brgm-keep-observed", "brgm",
-                                         {"schedule": PriorCard.of(G).schedule, "keep_observed": True}))
+        methods.append(evaluation.Method("brgm-keep-observed", "brgm", {"schedule": schedule, "keep_observed": True}))
     setting = _setting(args, G.resolution)
     truth = labels = image_names = None
     if setting.files is None:
@@ -143,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluation.evaluate(
         setting, methods, args.out, G, truth=truth, names=image_names, labels=labels, evaluator=FMNISTEval(),
         batch_size=args.batch_size, grid_rows=args.grid_rows, seed=args.seed, progress=not args.quiet,
+        force=args.force,
     )
     print((args.out / "results.md").read_text(), end="")
     print(f"brgm evaluate: {len(methods)} methods on {len(result['names'])} images in "

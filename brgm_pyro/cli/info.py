@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brgm_pyro.checkpoints import load_generator, registered_priors, sniff_format
-from brgm_pyro.stylegan2 import describe
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,11 +13,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Resolution, channels, num_ws, parameters and source format of a checkpoint or a prior "
         "name.",
     )
-    parser.add_argument("checkpoint", help="prior name or checkpoint path (.safetensors, .pkl, .pt)")
+    parser.add_argument("checkpoint", metavar="NAME_OR_FILE",
+                        help="registered prior name or checkpoint file (.safetensors, NVIDIA .pkl, rosinality .pt)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from brgm_pyro.checkpoints import load_generator, registered_priors, sniff_format
+    from brgm_pyro.stylegan2 import describe
+
     G = load_generator(args.checkpoint)
     path = registered_priors().get(args.checkpoint, Path(args.checkpoint))
     summary = describe(G)

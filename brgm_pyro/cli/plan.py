@@ -33,6 +33,7 @@ from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
 from brgm_pyro.problem import prepare_problem
 from brgm_pyro.provenance import versions
+from brgm_pyro.search import SearchSettings
 from brgm_pyro.stylegan2 import StyleGAN2Generator, describe
 
 # The MAP's files per input NAME: NAME_<kind>.png.
@@ -54,6 +55,7 @@ class Job:
     params: BRGMParams
     perceptual: nn.Module | None
     schedule: MAPSchedule
+    search: SearchSettings | None
     out: Path
     outputs: list[dict[str, Path]]
     settings: dict[str, Any]
@@ -190,6 +192,11 @@ def _conversion_note(paths: Sequence[Path], input_channels: Sequence[int], chann
     return f"{len(converted)} {what}: {named} (recorded in {SUMMARY_NAME})."
 
 
+def search_settings(args: argparse.Namespace) -> SearchSettings | None:
+    """The mode search of --modes K (None for 0: the single start at the prior's average)."""
+    return SearchSettings(modes=args.modes) if args.modes else None
+
+
 def resolve_model(
     args: argparse.Namespace, y: torch.Tensor, forward: Operator, G: StyleGAN2Generator
 ) -> tuple[BRGMParams, nn.Module | None, MAPSchedule, list[str]]:
@@ -244,6 +251,7 @@ def plan_job(
     # Resolve the preset and the perceptual network once, on the first batch; this also checks
     # y, f and G against each other before anything is written.
     params, perceptual, schedule, overrides = resolve_model(args, y[: args.batch_size], forward, G)
+    search = search_settings(args)
     generator_path = Path(source)
     settings = {
         "generator": {
@@ -257,6 +265,7 @@ def plan_job(
         "params": asdict(params),
         "params_overridden": overrides,
         "schedule": asdict(schedule),
+        "search": None if search is None else asdict(search),
         "perceptual": {
             "requested": args.perceptual,
             "network": type(perceptual).__name__ if perceptual is not None else None,
@@ -282,6 +291,7 @@ def plan_job(
         params=params,
         perceptual=perceptual,
         schedule=schedule,
+        search=search,
         out=out,
         outputs=outputs,
         settings=settings,

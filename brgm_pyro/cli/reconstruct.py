@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tqdm.auto import tqdm
-
-import brgm_pyro as bp
-from brgm_pyro import io
 from brgm_pyro.cli.common import SUMMARY_NAME, add_job_options, note, positive_int
-from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
-from brgm_pyro.fit import check_fit
-from brgm_pyro.models.brgm import colinearity
-from brgm_pyro.stylegan2 import StyleGAN2Generator
+from brgm_pyro.output_lock import claim_output
+
+if TYPE_CHECKING:
+    import torch
+
+    from brgm_pyro.cli.plan import Job
+    from brgm_pyro.stylegan2 import StyleGAN2Generator
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def plan(args: argparse.Namespace) -> Job:
     """Check every input and option of ``brgm reconstruct``; raise on the first problem, write nothing."""
+    from brgm_pyro.cli.plan import MAP_OUTPUTS, plan_job
+
     return plan_job(args, dict.fromkeys(MAP_OUTPUTS, ".png"))
 
 
@@ -48,6 +48,8 @@ def w_statistics(w: torch.Tensor, G: StyleGAN2Generator) -> dict[str, float]:
     ``rms_z`` is the RMS of (w - w_avg) / w_std (about 1 for a draw of the prior); ``mean_cosine``
     the mean cosine between the L vectors w_i (1 when they are colinear, as for a mapping output).
     """
+    from brgm_pyro.models.brgm import colinearity
+
     z = (w - G.w_avg.cpu()) / G.w_std.cpu()
     num_ws = w.shape[0]
     pairs = num_ws * (num_ws - 1) / 2
@@ -61,7 +63,12 @@ def w_statistics(w: torch.Tensor, G: StyleGAN2Generator) -> dict[str, float]:
 
 def run_job(job: Job, quiet: bool) -> dict[str, Any]:
     """Reconstruct in batches, writing each batch's images and the updated brgm.json as it finishes."""
-    io.ensure_output_dir(job.out)
+    from tqdm.auto import tqdm
+
+    import brgm_pyro as bp
+    from brgm_pyro.cli.plan import SummaryFile, write_map_files
+    from brgm_pyro.fit import check_fit
+
     batch_size = job.settings["batch_size"]
     summary = SummaryFile(job.out, "reconstruct", job.settings)
     count = len(job.paths)
@@ -76,6 +83,7 @@ def run_job(job: Job, quiet: bool) -> dict[str, Any]:
             params=job.params,
             perceptual=job.perceptual,
             schedule=job.schedule,
+            search=job.search,
             seed=job.settings["seed"],
             progress=not quiet,
         )
@@ -108,6 +116,7 @@ def run_job(job: Job, quiet: bool) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     job = plan(args)
     job.show_notes(args.quiet)
-    run_job(job, args.quiet)
+    with claim_output(job.out, "reconstruct"):
+        run_job(job, args.quiet)
     print(f"brgm: wrote {len(job.paths)} reconstruction(s) and {SUMMARY_NAME} to {job.out}")
     return 0

@@ -11,27 +11,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from brgm_pyro import io
-from brgm_pyro.checkpoints import load_generator
+from brgm_pyro.cli.choices import DEFAULT_MODEL, METHODS
 from brgm_pyro.cli.common import (
     DEFAULT_PRIOR,
+    EXIT_SOME_FAILED,
     add_run_options,
     check_output_dir,
     note,
     positive_int,
     resolve_device,
 )
-from brgm_pyro.cli.plan import check_task_options, corruption, resolve_model
 from brgm_pyro.cli.sample import MCMC_OPTIONS, SVI_OPTIONS, add_sampling_options, inference_options
-from brgm_pyro.dataset.distributed import local_device
-from brgm_pyro.dataset.run import PosteriorRequest, reconstruct_dataset
 from brgm_pyro.errors import InputError
-from brgm_pyro.sampling import DEFAULT_MODEL, METHODS
+
+if TYPE_CHECKING:
+    from brgm_pyro.dataset.manifest import Manifest
+    from brgm_pyro.dataset.run import PosteriorRequest
 
 # Options of the posterior that mean nothing without --posterior, with their defaults once it is given.
 POSTERIOR_DEFAULTS = {"num_samples": 16, "model": DEFAULT_MODEL, "sigma_reach": "auto"}
@@ -68,6 +67,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _posterior(args: argparse.Namespace) -> PosteriorRequest | None:
+    from brgm_pyro.dataset.run import PosteriorRequest
+
     if args.method is None:
         given = [dest for dest in (*POSTERIOR_DEFAULTS, *SVI_OPTIONS.values(), *MCMC_OPTIONS.values())
                  if getattr(args, dest) is not None]
@@ -83,6 +84,13 @@ def _posterior(args: argparse.Namespace) -> PosteriorRequest | None:
 
 def plan(args: argparse.Namespace) -> dict[str, Any]:
     """Check the options and build the arguments of ``reconstruct_dataset``; write nothing."""
+    import torch
+
+    from brgm_pyro import io
+    from brgm_pyro.checkpoints import load_generator
+    from brgm_pyro.cli.plan import check_task_options, corruption, resolve_model, search_settings
+    from brgm_pyro.dataset.distributed import local_device
+
     check_task_options(args)
     posterior = _posterior(args)
     check_output_dir(args.out)
@@ -109,6 +117,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "params": params,
         "perceptual": perceptual,
         "schedule": schedule,
+        "search": search_settings(args),
         "batch_size": args.batch_size,
         "seed": args.seed,
         "force": args.force,
@@ -116,16 +125,37 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _failures(manifest: Manifest, out: Path) -> str | None:
+    """One sentence on the images of this run (those in the folder now) that failed, or None when none did."""
+    from brgm_pyro.dataset.manifest import RECORDS_DIR
+
+    failed = sorted(image for image in manifest.planned if manifest.status(image) == "failed")
+    if not failed:
+        return None
+    first = manifest.images[failed[0]]["reason"].rstrip(".")
+    return (f"{len(failed)} image(s) failed (the first, {failed[0]}: {first}); every reason is in "
+            f"{out / RECORDS_DIR}/ and in `brgm report {out}`; fix or remove those images and run the same command "
+            "again to finish them.")
+
+
 def run(args: argparse.Namespace) -> int:
+    from brgm_pyro.dataset.run import reconstruct_dataset
+
     arguments = plan(args)
     first = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 speaks
     for message in arguments.pop("notes"):
         note(message, args.quiet or not first)
     result = reconstruct_dataset(**arguments, progress=not args.quiet)
-    if result.manifest is not None:
-        counts = result.manifest.counts()
-        print(
-            f"brgm: {result.done} image(s) reconstructed now, {result.skipped} done before, {result.failed} failed; "
-            f"{counts['done']} of {sum(counts.values())} done in {args.out} (brgm report {args.out} shows them)"
-        )
-    return 0
+    if result.manifest is None:
+        return 0
+    counts = result.manifest.counts()
+    print(
+        f"brgm: {result.done} image(s) reconstructed now, {result.skipped} done before, {result.failed} failed; "
+        f"{counts['done']} of {sum(counts.values())} done in {args.out} (brgm report {args.out} shows them)",
+        flush=True,
+    )
+    failures = _failures(result.manifest, args.out)
+    if failures is None:
+        return 0
+    print(f"brgm: error: {failures}", file=sys.stderr)
+    return EXIT_SOME_FAILED

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brgm_pyro.dataset.report import write_report
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from brgm_pyro.dataset.report import write_report
+
     path = write_report(args.dir)
     print(f"brgm: wrote {path}")
     return 0

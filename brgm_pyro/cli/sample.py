@@ -7,14 +7,17 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-
-import brgm_pyro as bp
-from brgm_pyro import io
+from brgm_pyro.cli.choices import (
+    DEFAULT_MODEL,
+    GUIDES,
+    MAX_LAPLACE_DIM,
+    MCMC_DEFAULTS,
+    METHODS,
+    MODELS,
+    SVI_DEFAULTS,
+)
 from brgm_pyro.cli.common import (
     SUMMARY_NAME,
     add_job_options,
@@ -24,18 +27,15 @@ from brgm_pyro.cli.common import (
     positive_float,
     positive_int,
 )
-from brgm_pyro.cli.plan import MAP_OUTPUTS, Job, SummaryFile, plan_job, write_map_files
 from brgm_pyro.errors import InputError
-from brgm_pyro.fit import check_fit
-from brgm_pyro.forward import Mask
-from brgm_pyro.inference.laplace import MAX_LAPLACE_DIM
-from brgm_pyro.inference.mcmc import MCMCSettings
-from brgm_pyro.inference.svi import GUIDES, SVISettings
-from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
-from brgm_pyro.models.variants import available_models
-from brgm_pyro.plotting import save_uncertainty_maps
-from brgm_pyro.sampling import DEFAULT_MODEL, METHODS
-from brgm_pyro.uncertainty.conformal import Calibration, load_calibrations
+from brgm_pyro.output_lock import claim_output
+
+if TYPE_CHECKING:
+    import torch
+
+    import brgm_pyro as bp
+    from brgm_pyro.cli.plan import Job
+    from brgm_pyro.uncertainty.conformal import Calibration
 
 # Per input NAME, besides the MAP's files: the maps NAME_<kind>.png and NAME_posterior.nc.
 MAP_KINDS = ("mean", "std", "samples", "overview")
@@ -96,7 +96,7 @@ def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._Arg
     command's own option."""
     model.add_argument(
         "--model",
-        choices=["auto", *available_models()],
+        choices=["auto", *MODELS],
         default=DEFAULT_MODEL,
         help="model variant (default: auto, which is reach for a prior with a reach, else learned-noise; "
         "reach: the prior's reach in the likelihood and the noise level inferred per image; learned-noise: "
@@ -115,34 +115,34 @@ def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._Arg
         default=16,
         help="draws from the SVI guide, or kept draws per MCMC chain (default 16)",
     )
-    sampling.add_argument("--guide", choices=GUIDES, help=f"SVI guide (default {SVISettings.guide})")
+    sampling.add_argument("--guide", choices=GUIDES, help=f"SVI guide (default {SVI_DEFAULTS['guide']})")
     sampling.add_argument(
-        "--rank", type=positive_int, help=f"rank of the lowrank guide (default {SVISettings.rank})"
+        "--rank", type=positive_int, help=f"rank of the lowrank guide (default {SVI_DEFAULTS['rank']})"
     )
-    sampling.add_argument("--svi-steps", type=positive_int, help=f"SVI steps (default {SVISettings.steps})")
+    sampling.add_argument("--svi-steps", type=positive_int, help=f"SVI steps (default {SVI_DEFAULTS['steps']})")
     sampling.add_argument(
-        "--svi-lr", type=positive_float, help=f"SVI learning rate (default {SVISettings.lr})"
-    )
-    sampling.add_argument(
-        "--num-particles", type=positive_int, help=f"ELBO particles (default {SVISettings.num_particles})"
+        "--svi-lr", type=positive_float, help=f"SVI learning rate (default {SVI_DEFAULTS['lr']})"
     )
     sampling.add_argument(
-        "--num-chains", type=positive_int, help=f"MCMC chains (default {MCMCSettings.num_chains})"
+        "--num-particles", type=positive_int, help=f"ELBO particles (default {SVI_DEFAULTS['num_particles']})"
+    )
+    sampling.add_argument(
+        "--num-chains", type=positive_int, help=f"MCMC chains (default {MCMC_DEFAULTS['num_chains']})"
     )
     sampling.add_argument(
         "--warmup",
         type=nonnegative_int,
-        help=f"MCMC warm-up draws per chain (default {MCMCSettings.warmup_steps})",
+        help=f"MCMC warm-up draws per chain (default {MCMC_DEFAULTS['warmup_steps']})",
     )
     sampling.add_argument(
         "--max-tree-depth",
         type=positive_int,
-        help=f"NUTS tree depth cap (default {MCMCSettings.max_tree_depth})",
+        help=f"NUTS tree depth cap (default {MCMC_DEFAULTS['max_tree_depth']})",
     )
     sampling.add_argument(
         "--trajectory-length",
         type=positive_float,
-        help=f"HMC trajectory length (default {MCMCSettings.trajectory_length})",
+        help=f"HMC trajectory length (default {MCMC_DEFAULTS['trajectory_length']})",
     )
     sampling.add_argument(
         "--precondition",
@@ -155,10 +155,11 @@ def add_sampling_options(model: argparse._ArgumentGroup, sampling: argparse._Arg
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sample",
-        help="posterior samples and uncertainty maps (SVI, NUTS, HMC)",
+        help="posterior samples and uncertainty maps (Laplace mixture, SVI, NUTS, HMC)",
         description=(
-            "Posterior sampling under a BRGM model, one image at a time: the MAP (as brgm reconstruct), then "
-            "SVI or MCMC started from it. Writes, per input NAME, the MAP's files (NAME_reconstruction.png, "
+            "Posterior sampling under a BRGM model, one image at a time: the MAP and its modes (as brgm "
+            "reconstruct), then a Laplace mixture over the modes, SVI at each mode, or MCMC from the best one. "
+            "Writes, per input NAME, the MAP's files (NAME_reconstruction.png, "
             "NAME_input.png, NAME_reconstruction_corrupted.png), NAME_mean.png (posterior mean), "
             "NAME_std.png (per-pixel standard deviation, colour scale in brgm.json), NAME_samples.png "
             "(grid of draws), "
@@ -177,7 +178,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the clean images, one per input in the same order: adds NAME_error.png and calibration figures",
     )
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
+    sampling.add_argument(
+        "--method", choices=METHODS, default="laplace",
+        help="laplace: a Gaussian at each mode the search found, weighted by its evidence (default); svi: the SVI "
+        "guide at each mode; nuts, hmc: MCMC from the best mode",
+    )
     add_sampling_options(model, sampling)
     intervals = parser.add_argument_group("intervals")
     intervals.add_argument(
@@ -196,7 +201,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def inference_options(args: argparse.Namespace) -> dict[str, Any]:
     """The SVI or MCMC settings given on the command line; options of another method are refused."""
-    mine, other = (SVI_OPTIONS, MCMC_OPTIONS) if args.method == "svi" else (MCMC_OPTIONS, SVI_OPTIONS)
+    if args.method == "laplace":
+        mine, other = {}, {**SVI_OPTIONS, **MCMC_OPTIONS}
+    else:
+        mine, other = (SVI_OPTIONS, MCMC_OPTIONS) if args.method == "svi" else (MCMC_OPTIONS, SVI_OPTIONS)
     only = {"max_tree_depth": "nuts", "trajectory_length": "hmc"}
     for dest in other.values():
         if getattr(args, dest) is not None:
@@ -227,6 +235,10 @@ class SampleJob:
 
 def plan(args: argparse.Namespace) -> SampleJob:
     """Check every input and option of ``brgm sample``; raise on the first problem, write nothing."""
+    from brgm_pyro import io
+    from brgm_pyro.cli.plan import MAP_OUTPUTS, plan_job
+    from brgm_pyro.uncertainty.conformal import load_calibrations
+
     options = inference_options(args)
     if args.truth is not None and len(args.truth) != len(args.images):
         raise InputError(
@@ -266,6 +278,8 @@ def plan(args: argparse.Namespace) -> SampleJob:
 
 def _scores(post: bp.Posterior, truth: torch.Tensor, hole: torch.Tensor | None, level: float) -> dict[str, Any]:
     """Scores of one image's posterior against its clean image (1, C, H, W)."""
+    from brgm_pyro.metrics import interval_coverage, psnr, spearman_std_error
+
     error = (post.mean - truth).abs()
     scores: dict[str, Any] = {
         "psnr_mean": float(psnr(post.mean, truth)[0]),
@@ -297,6 +311,10 @@ def _intervals(post: bp.Posterior, level: float) -> dict[str, tuple[torch.Tensor
 
 
 def _write_intervals(path: Path, intervals: dict[str, tuple[torch.Tensor, torch.Tensor]], level: float) -> None:
+    import numpy as np
+
+    from brgm_pyro import io
+
     arrays = {f"{kind}_{end}": bounds[k][0].numpy() for kind, bounds in intervals.items()
               for k, end in enumerate(("lower", "upper"))}
     with io.atomic_path(path) as tmp:
@@ -305,8 +323,15 @@ def _write_intervals(path: Path, intervals: dict[str, tuple[torch.Tensor, torch.
 
 def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
     """Sample each image's posterior, writing its files and the updated brgm.json as it finishes."""
+    from tqdm.auto import tqdm
+
+    import brgm_pyro as bp
+    from brgm_pyro.cli.plan import MAP_OUTPUTS, SummaryFile, write_map_files
+    from brgm_pyro.fit import check_fit
+    from brgm_pyro.forward import Mask
+    from brgm_pyro.plotting import save_uncertainty_maps
+
     job = sample.job
-    io.ensure_output_dir(job.out)
     summary = SummaryFile(job.out, "sample", job.settings)
     settings = job.settings
     G = job.generator
@@ -328,6 +353,7 @@ def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
             num_samples=settings["sampling"]["num_samples"],
             model=settings["model"],
             map_schedule=job.schedule,
+            search=job.search,
             sigma_reach=settings["sigma_reach"],
             calibration=sample.calibration,
             **common,
@@ -381,7 +407,8 @@ def run_job(sample: SampleJob, quiet: bool) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     sample = plan(args)
     sample.job.show_notes(args.quiet)
-    run_job(sample, args.quiet)
+    with claim_output(sample.job.out, "sample"):
+        run_job(sample, args.quiet)
     print(
         f"brgm: wrote posterior samples and uncertainty maps of {len(sample.job.paths)} image(s) and "
         f"{SUMMARY_NAME} to {sample.job.out}"

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from brgm_pyro.dataset.launcher import stop_with_launcher
 from brgm_pyro.errors import InputError
 
 __all__ = ["Ranks", "launched_by_torchrun", "local_device", "process_group"]
@@ -85,13 +86,15 @@ class Ranks:
 @contextmanager
 def process_group(device: torch.device) -> Iterator[Ranks]:
     """Join torchrun's process group for the life of the block (gloo for the CPU, nccl for CUDA), or yield
-    one plain process when not launched by torchrun. A group that is already set up is used as it is."""
+    one plain process when not launched by torchrun. A group that is already set up is used as it is. A
+    process of the group ends when its launcher does (``brgm_pyro.dataset.launcher``)."""
     if not launched_by_torchrun() and not dist.is_initialized():
         yield Ranks()
         return
     if dist.is_initialized():
         yield Ranks(dist.get_rank(), dist.get_world_size())
         return
+    stop_with_launcher()
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -29,6 +29,7 @@ from typing import Any
 
 from brgm_pyro import io
 from brgm_pyro.errors import InputError
+from brgm_pyro.output_lock import LOCK_NAME
 
 __all__ = ["Manifest", "RecordWriter", "new_attempt_id", "open_run", "read_manifest", "settings_id"]
 
@@ -68,7 +69,8 @@ def _first_difference(old: Any, new: Any, where: str = "") -> str | None:
 def open_run(out: Path, settings: dict[str, Any], force: bool) -> str:
     """Start or continue the run in ``out`` with ``settings``; return their id.
 
-    A new or empty folder gets ``run.json``. A folder of a run with the same settings is continued.
+    A new or empty folder (the lock file of ``brgm_pyro.output_lock`` aside) gets ``run.json``. A folder of a
+    run with the same settings is continued.
     Other settings, or a folder with other files and no run, are refused unless ``force``, which
     records the new settings (earlier records stay on disk, ignored, and outputs are redone).
     """
@@ -88,12 +90,12 @@ def open_run(out: Path, settings: dict[str, Any], force: bool) -> str:
         if not force:
             raise InputError(
                 f"The folder {out} holds a run with other settings ({change}); write to a new output folder, "
-                "or pass --force (force=True) to redo every image there with the new settings."
+                "or pass --force to redo every image there with the new settings."
             )
-    elif out.is_dir() and any(out.iterdir()) and not force:
+    elif out.is_dir() and any(path.name != LOCK_NAME for path in out.iterdir()) and not force:
         raise InputError(
             f"The folder {out} is not empty and holds no brgm data-set run; choose a new or empty output "
-            "folder, or pass --force (force=True) to write there anyway."
+            "folder, or pass --force to write there anyway."
         )
     io.ensure_output_dir(out / RECORDS_DIR)
     io.write_json(run_file, {"format": FORMAT, "settings_id": identity, "settings": settings})

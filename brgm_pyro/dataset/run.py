@@ -29,7 +29,9 @@ images still runs its MAP over all of its images, so that results stay those of 
 but only the unfinished ones are written). Images that cannot be read or have the wrong size get a
 "failed" record with the reason and are tried again by the next run. After ``kill -9`` of any process
 every output is complete or absent; the next run removes the killed writers' temporary files before
-any rank starts. One run at a time may write into an output folder.
+any rank starts. One run at a time writes into an output folder: rank 0 claims it before it plans
+(``brgm_pyro.output_lock``; a folder in use by another run, or one that cannot be written, is refused
+then), and every rank holds it until it is done.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,12 +66,14 @@ from brgm_pyro.errors import InputError, InputTypeError
 from brgm_pyro.forward import as_operator
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.models.brgm import BRGMParams
+from brgm_pyro.output_lock import claim_output, join_output
 from brgm_pyro.plotting import STD_CMAP, colorize
 from brgm_pyro.posterior import Posterior
 from brgm_pyro.problem import prepare_problem
 from brgm_pyro.provenance import versions
-from brgm_pyro.reconstruct import ReconstructionResult, map_reconstruction
+from brgm_pyro.reconstruct import DEFAULT_SEARCH, ReconstructionResult, map_reconstruction
 from brgm_pyro.sampling import DEFAULT_MODEL, METHODS, posterior_model, sample_posterior
+from brgm_pyro.search import SearchSettings
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -92,7 +97,7 @@ class PosteriorRequest:
 
     ``options`` are the fields of the method's settings to override, e.g. ``{"steps": 500}`` for SVI."""
 
-    method: str = "svi"
+    method: str = "laplace"
     num_samples: int = 16
     model: str = DEFAULT_MODEL
     sigma_reach: float | str | None = "auto"
@@ -207,10 +212,12 @@ class _Job:
     input_shape: tuple[int, ...]
     settings: dict[str, Any]
     settings_id: str
+    search: SearchSettings | None = DEFAULT_SEARCH
 
 
-def _plan(job: _Job, force: bool) -> dict[str, Any]:
-    """On rank 0, before any rank writes: the images, which are done, and this attempt's id; or the error."""
+def _plan(job: _Job, force: bool, held: ExitStack) -> dict[str, Any]:
+    """On rank 0, before any rank writes: the output folder claimed (held until ``held`` closes), the images,
+    which are done, and this attempt's id; or the error."""
     try:
         images = list_images(job.input_dir)
         if not images:
@@ -218,6 +225,7 @@ def _plan(job: _Job, force: bool) -> dict[str, Any]:
                 f"The input folder {job.input_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                 "give the folder of the corrupted images."
             )
+        held.enter_context(claim_output(job.out, "reconstruct-dataset"))
         open_run(job.out, job.settings, force)
         for stale in io.stale_temporaries(job.out):
             stale.unlink()
@@ -327,7 +335,7 @@ class _Worker:
         model = None
         if job.posterior is not None:  # the MAP of the model (and reach) that sample_posterior will run
             model, problem, _, _ = posterior_model(job.posterior.model, job.posterior.sigma_reach, problem)
-        rec = map_reconstruction(problem, job.schedule, model, job.seed, progress=False)
+        rec = map_reconstruction(problem, job.schedule, model, job.seed, progress=False, search=job.search)
         map_seconds = (time.perf_counter() - began) / len(readable)
         for index, image in enumerate(readable):
             if image in self.done:
@@ -379,6 +387,7 @@ def _settings(job: _Job) -> dict[str, Any]:
         "params": asdict(job.params),
         "perceptual": _fingerprint(job.perceptual),
         "schedule": asdict(job.schedule),
+        "search": asdict(job.search) if job.search is not None else None,
         "posterior": asdict(job.posterior) if job.posterior is not None else None,
         "seed": job.seed,
     }
@@ -394,6 +403,7 @@ def reconstruct_dataset(
     params: BRGMParams | str | None = None,
     perceptual: str | nn.Module | None = "auto",
     schedule: MAPSchedule | None = None,
+    search: SearchSettings | None = DEFAULT_SEARCH,
     batch_size: int = 8,
     seed: int = 0,
     force: bool = False,
@@ -409,7 +419,7 @@ def reconstruct_dataset(
             have the shape of f applied to G's images.
         generator: G, on this process's device (``brgm_pyro.dataset.distributed.local_device``).
         posterior: also sample each image's posterior (None: the MAP only).
-        params, perceptual, schedule: as for :func:`brgm_pyro.reconstruct`, resolved once.
+        params, perceptual, schedule, search: as for :func:`brgm_pyro.reconstruct`, resolved once.
         batch_size: images per MAP batch (and per unit of work of a rank).
         seed: the run's seed; each image's own is ``image_seed(seed, name)``.
         force: run into a folder whose run had other settings, redoing every image.
@@ -432,11 +442,11 @@ def reconstruct_dataset(
     schedule = schedule or problem.card.schedule
     job = _Job(
         input_dir, out, forward, G, problem.params, problem.perceptual, schedule, posterior,
-        batch_size, seed, input_shape, settings={}, settings_id="",
+        batch_size, seed, input_shape, settings={}, settings_id="", search=search,
     )
     job.settings = _settings(job)
     job.settings_id = settings_id(job.settings)
-    with process_group(G.w_avg.device) as ranks:
+    with process_group(G.w_avg.device) as ranks, ExitStack() as held:
         identities = ranks.gather(job.settings_id)
         if len(set(identities)) > 1:
             differing = [rank for rank, identity in enumerate(identities) if identity != identities[0]]
@@ -444,9 +454,11 @@ def reconstruct_dataset(
                 f"Rank(s) {', '.join(map(str, differing))} run with other settings than rank 0 (another generator "
                 "file, corruption or option); give every process the same command and files."
             )
-        plan = ranks.broadcast(_plan(job, force) if ranks.rank == 0 else None)
+        plan = ranks.broadcast(_plan(job, force, held) if ranks.rank == 0 else None)
         if "error" in plan:
             raise InputError(plan["error"])
+        if ranks.rank != 0:
+            held.enter_context(join_output(out))
         with RecordWriter(out, plan["attempt"], ranks.rank) as records:
             if ranks.rank == 0:
                 records.append(

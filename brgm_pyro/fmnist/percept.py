@@ -1,4 +1,4 @@
-"""The Fashion-MNIST perceptual network phi, registered as ``"fmnist"`` for the perceptual likelihood.
+"""The Fashion-MNIST perceptual network phi, ``"fmnist"`` in the perceptual registry (``brgm_pyro.perceptual``).
 
 ``phi(y) ~ Normal(phi(f(x)), sigma_percept^2 I)`` with phi the LPIPS-style normalised activations of
 the four conv layers of :class:`~brgm_pyro.fmnist.networks.PerceptNet` (see
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from brgm_pyro.fmnist.networks import load_feature_net, lpips_features
-from brgm_pyro.perceptual import FeatureNetwork, register_perceptual
+from brgm_pyro.perceptual import FeatureNetwork
 
 __all__ = ["FMNISTPercept"]
 
@@ -39,6 +39,3 @@ class FMNISTPercept(FeatureNetwork):
         activations, _ = self.net.taps(images)
         return lpips_features(activations)
 
-
-# overwrite: re-importing this module (importlib.reload) must not fail.
-register_perceptual("fmnist", FMNISTPercept, overwrite=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from tqdm.auto import tqdm
 from brgm_pyro.checkpoints import save_generator
 from brgm_pyro.errors import InputError
 from brgm_pyro.io import atomic_path
+from brgm_pyro.output_lock import claim_output
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 from brgm_pyro.training.discriminator import Discriminator
 
@@ -51,7 +53,8 @@ __all__ = ["TrainConfig", "Trainer", "train_prior"]
 
 @dataclass
 class TrainConfig:
-    """Settings of a training run; saved with every checkpoint."""
+    """Settings of a training run; saved with every checkpoint. The defaults are the embedded prior's
+    (``fashion-mnist-32``: 96 channels per layer, batch 64)."""
 
     resolution: int = 32
     channels: int = 1
@@ -59,10 +62,10 @@ class TrainConfig:
     w_dim: int = 128
     mapping_layers: int = 2
     channel_base: int = 2048
-    channel_max: int = 64
+    channel_max: int = 96
     d_channel_base: int = 2048
-    d_channel_max: int = 64
-    batch_size: int = 32
+    d_channel_max: int = 96
+    batch_size: int = 64
     lr: float = 0.0025
     # StyleGAN2-ADA's heuristic 0.0002 * resolution^2 / batch_size = 0.0064 let the fashion-mnist-32
     # run collapse towards one class by 20 kimg (49% pullovers); 0.1 brought all classes back.
@@ -88,6 +91,11 @@ class TrainConfig:
             channel_base=self.channel_base,
             channel_max=self.channel_max,
         )
+
+
+def _flag(field: str) -> str:
+    """A setting of TrainConfig as ``brgm train-prior`` names it (its option, e.g. --batch-size)."""
+    return "--" + field.replace("_", "-")
 
 
 class Trainer:
@@ -244,12 +252,16 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> TrainConfig:
+        """Resume from ``state``; return the config it was saved with."""
         saved = TrainConfig(**json.loads(state["config"]))
         if saved.generator_kwargs() != self.config.generator_kwargs():
+            differing = ", ".join(f"{_flag(key)} {value}, not {self.config.generator_kwargs()[key]}"
+                                  for key, value in saved.generator_kwargs().items()
+                                  if value != self.config.generator_kwargs()[key])
             raise InputError(
-                "The checkpoint was trained with another generator architecture "
-                f"({saved.generator_kwargs()}); resume with the same settings or start a new run folder."
+                f"The checkpoint was trained with another generator architecture ({differing}); resume with the "
+                "checkpoint's architecture or start a new run folder."
             )
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
@@ -267,19 +279,20 @@ class Trainer:
         self.order = state["order"]
         self.data_gen.set_state(state["data_gen"])
         torch.set_rng_state(state["torch_rng"])
+        return saved
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
             torch.save(self.state_dict(), tmp)
 
-    def load(self, path: Path) -> None:
+    def load(self, path: Path) -> TrainConfig:
         try:
             # Onto the CPU first: the random generator states must stay CPU tensors, and
             # load_state_dict below moves weights and optimiser moments to the run's device.
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
             raise InputError(f"Cannot read the training checkpoint {path} ({err}); delete it to start over.") from None
-        self.load_state_dict(state)
+        return self.load_state_dict(state)
 
     def export(self, path: Path, info: dict[str, Any] | None = None) -> Path:
         """Write G_ema, with w_avg/w_std computed, in the project format."""
@@ -305,6 +318,7 @@ def train_prior(
     evaluate: Callable[[StyleGAN2Generator], dict[str, float]] | None = None,
     progress: bool = True,
     max_seconds: float | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Trainer:
     """Train (or resume) a prior in ``out_dir`` until ``kimg`` thousand images have been shown.
 
@@ -313,18 +327,44 @@ def train_prior(
     checkpoint. ``evaluate(G_ema)`` (optional) returns quality figures logged at each checkpoint.
     ``max_seconds`` stops (after a checkpoint) once that much wall time has passed. Every
     ``snapshot_kimg`` the exported generator is also kept as ``generator-KIMG.safetensors`` so
-    quality can be followed over the run.
+    quality can be followed over the run. One run at a time trains in ``out_dir``
+    (``brgm_pyro.output_lock``).
+
+    A run resumed with settings other than those it was saved with (a larger batch on a GPU, say) goes
+    on with the new ones: a change of the architecture is refused, any other change is passed to
+    ``note`` in one line (default: a warning) and logged in ``log.jsonl``.
     """
     config = config or TrainConfig()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"The run folder {out_dir} is a file; give a folder path.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with claim_output(out_dir, "train-prior"):
+        return _train(images, out_dir, kimg, config, checkpoint_kimg, snapshot_kimg, device, evaluate, progress,
+                      max_seconds, note or warnings.warn)
+
+
+def _changes(saved: TrainConfig, config: TrainConfig) -> dict[str, list[Any]]:
+    """The settings that differ from those a run was saved with, as name -> [saved, now]. The seed is left out:
+    a resumed run draws from the random state it saved."""
+    now = asdict(config)
+    return {key: [value, now[key]] for key, value in asdict(saved).items() if key != "seed" and value != now[key]}
+
+
+def _train(images: torch.Tensor, out_dir: Path, kimg: float, config: TrainConfig, checkpoint_kimg: float,
+           snapshot_kimg: float, device: str | torch.device, evaluate: Callable | None, progress: bool,
+           max_seconds: float | None, note: Callable[[str], None]) -> Trainer:
     trainer = Trainer(images, config, device)
     state_path = out_dir / "training-state.pt"
     if state_path.exists():
-        trainer.load(state_path)
+        changes = _changes(trainer.load(state_path), config)
+        if changes:
+            listed = ", ".join(f"{_flag(key)} {old} -> {new}" for key, (old, new) in changes.items())
+            message = (f"resuming {out_dir} at {trainer.cur_nimg / 1000:.1f} kimg with other settings than it was "
+                       f"trained with so far ({listed}); the run goes on with the new ones.")
+            note(message)
+            with open(out_dir / "log.jsonl", "a") as log:
+                log.write(json.dumps({"note": message, "changed": changes}) + "\n")
     target = int(kimg * 1000)
     every = max(int(checkpoint_kimg * 1000), config.batch_size)
     wall_start = time.time()
