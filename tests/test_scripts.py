@@ -45,6 +45,11 @@ SCRIPTS = {
     "benchmarks/close_the_gap.py": "--generator {generator} --other-prior none --images 2 --steps 2 --competitors '' "
                                    "--tasks superres-x8 --only brgm,brgm-4-starts --out {tmp}/gap --quiet",
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
+    "benchmarks/diffusion_coverage.py": "--split test --num-images 2 --draws 2 --tasks superres-x4,inpaint "
+                                        "--options '{{\"dps\": {{\"steps\": 2}}, \"diffpir\": {{\"steps\": 2}}}}' "
+                                        "--out {tmp}/coverage --json {tmp}/coverage.json",
+    "benchmarks/diffusion_prior.py": "--generator {generator} --samples 8 --steps 2 --figure {tmp}/samples.png "
+                                     "--json {tmp}/prior.json",
     "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
                                         "--perceptual none --json {tmp}/throughput.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
@@ -58,6 +63,10 @@ SCRIPTS = {
     "benchmarks/steps_quality.py": "--generator {generator} --images 2 --tasks superres-x4 --authors-steps 1,2 "
                                    "--card-steps 1 --out {tmp}/steps --quiet",
     "benchmarks/tune_defaults.py": "--generator {generator} --images 1 --steps 1 --json {tmp}/tuning.json",
+    "benchmarks/tune_competitors.py": "--generator {generator} --methods tv --images 2 --tasks superres-x4,inpaint "
+                                      "--grid '[{{\"lambda_reg\": 0.01, \"iterations\": 2}}, "
+                                      "{{\"lambda_reg\": 0.1, \"iterations\": 2}}]' --out {tmp}/tune "
+                                      "--json {tmp}/tune.json --quiet",
     "benchmarks/undercoverage.py": UNDERCOVERED + " --calibration-out {tmp}/cal --out {tmp}/uc --starts 2 "
                                    "--figure {tmp}/reach.png --modes-figure {tmp}/modes.png --json {tmp}/uc.json",
     "scripts/check_real_checkpoints.py": "",
@@ -65,6 +74,8 @@ SCRIPTS = {
                              "--priors-dir {tmp}/priors",
     "scripts/train_baselines.py": "--tasks sr-x8 --train-size 32 --val-size 8 --max-epochs 1 --features 8 --blocks 1 "
                                   "--quiet --out-dir {tmp}/nets",
+    "scripts/train_diffusion.py": "--steps 2 --eval-every 1 --eval-images 8 --train-size 32 --val-size 8 --batch-size 8 "
+                                  "--warmup 1 --channels 8,8,8 --out-dir {tmp}/denoiser --quiet",
     "scripts/train_feature_nets.py": "--epochs 1 --batch-size 16 --out-dir {tmp}/features --quiet",
     "scripts/train_prior_gpu.sh": "CHAINS=2 --dry-run 300",
 }
@@ -326,6 +337,40 @@ def check_shifted_corruptions(printed, tmp_path, run):
 def check_steps_quality(printed, tmp_path, run):
     assert "| authors | 2 |" in printed and "| card | 1 |" in printed
 
+def check_diffusion_coverage(printed, tmp_path, run):
+    """Both samplers on both tasks, from draws saved per image; a second run draws nothing again."""
+    results = json.loads((tmp_path / "coverage.json").read_text())
+    assert set(results) == {f"{task}/{sampler}" for task in ("superres-x4", "inpaint") for sampler in ("dps", "diffpir")}
+    for result in results.values():
+        assert result["images"] == 2 and result["draws"] == 2 and 0 <= result["interval"]["0.9"] <= 1
+    saved = sorted((tmp_path / "coverage").glob("*/*/*.pt"))
+    assert len(saved) == 8
+    stamps = [path.stat().st_mtime_ns for path in saved]
+    again = run(SCRIPTS["benchmarks/diffusion_coverage.py"])
+    assert "| inpaint | diffpir | 2 | 2 |" in again and [path.stat().st_mtime_ns for path in saved] == stamps
+
+
+def check_diffusion_prior(printed, tmp_path, run):
+    report = json.loads((tmp_path / "prior.json").read_text())
+    for prior in ("diffusion", "gan"):
+        assert report[prior]["samples"] == 8 and report[prior]["fid"] >= 0 and sum(report[prior]["class_counts"]) == 8
+    assert "| diffusion (2 steps) | 8 |" in printed and (tmp_path / "samples.png").stat().st_size > 0
+
+
+def check_tune_competitors(printed, tmp_path, run):
+    chosen = json.loads((tmp_path / "tune.json").read_text())["chosen"]["tv"]
+    assert chosen["options"]["lambda_reg"] in (0.01, 0.1) and "| tv-lambda_reg=0.1-iterations=2 |" in printed
+
+
+def check_train_diffusion(printed, tmp_path, run):
+    from brgm_pyro.baselines.denoiser import load_denoiser
+
+    card = json.loads((tmp_path / "denoiser" / "diffusion-fmnist-32.json").read_text())
+    assert card["steps"] == 2 and card["config"]["channels"] == [8, 8, 8] and len(card["history"]) == 2
+    assert printed.startswith("diffusion-fmnist-32 step 1: train loss") and "\n# Diffusion denoiser diffusion-fmnist-32\n" in printed
+    assert load_denoiser(tmp_path / "denoiser" / "diffusion-fmnist-32.safetensors").config["channels"] == [8, 8, 8]
+
+
 def check_dataset_throughput(printed, tmp_path, run):
     """A plain process of every core, one of one thread and a 2-process torchrun job reconstruct the same folder,
     and the table gives their rates and the ratios."""
@@ -345,6 +390,9 @@ CHECKS = {
     "benchmarks/calibration.py": check_calibration,
     "benchmarks/compare_priors.py": check_compare_priors,
     "benchmarks/dataset_throughput.py": check_dataset_throughput,
+    "benchmarks/diffusion_coverage.py": check_diffusion_coverage,
+    "benchmarks/diffusion_prior.py": check_diffusion_prior,
+    "benchmarks/tune_competitors.py": check_tune_competitors,
     "benchmarks/nuts.py": check_nuts,
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,
@@ -354,6 +402,7 @@ CHECKS = {
     "scripts/check_real_checkpoints.py": check_real_checkpoints,
     "scripts/ship_prior.py": check_ship_prior,
     "scripts/train_baselines.py": check_train_baselines,
+    "scripts/train_diffusion.py": check_train_diffusion,
     "scripts/train_feature_nets.py": check_train_feature_nets,
     "scripts/train_prior_gpu.sh": check_train_prior_gpu,
 }
