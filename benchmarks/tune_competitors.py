@@ -29,7 +29,7 @@ TASKS = {
 GRID: dict[str, list[dict[str, Any]]] = {
     "tv": [{"lambda_reg": value, "iterations": steps} for value in (0.003, 0.01, 0.03, 0.1) for steps in (200, 1000)],
     "dip": [{"iterations": value} for value in (250, 1000, 2500)],
-    "dps": [{"steps": 100, "weight": value} for value in (0.3, 1.0, 3.0, 10.0)],
+    "dps": [{"steps": 100, "weight": value} for value in (30.0, 100.0, 300.0, 1000.0)],
     "diffpir": [{"steps": 100, "sigma": sigma, "zeta": zeta} for sigma in (0.005, 0.02, 0.05) for zeta in (0.3, 0.8)],
 }
 
@@ -45,6 +45,11 @@ def parse_grid(text: str) -> list[dict[str, Any]]:
     if not isinstance(grid, list) or not all(isinstance(options, dict) for options in grid):
         raise argparse.ArgumentTypeError(f"expected a JSON list of option objects, got {text!r}")
     return grid
+
+
+def weights(method: str, denoiser: Path | None) -> dict[str, str]:
+    """The ``weights`` option of the diffusion samplers when another denoiser is asked for."""
+    return {"weights": str(denoiser)} if denoiser is not None and method in ("dps", "diffpir") else {}
 
 
 def best(tables: dict[str, dict], method: str, grid: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,6 +73,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=14, help="validation images (the first N)")
     parser.add_argument("--grid", type=parse_grid, default=None,
                         help="option sets instead of the script's grid (one method only), as JSON")
+    parser.add_argument("--denoiser", type=Path, default=None,
+                        help="the diffusion denoiser of dps and diffpir (default: the shipped one)")
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("runs/tune"))
     parser.add_argument("--json", type=Path, default=None, help="write the chosen options and their figures here")
@@ -84,7 +91,7 @@ def main() -> None:
     tables = {}
     for task in args.tasks.split(","):
         setting = TASKS[task](G.resolution)
-        rows = [evaluation.Method(label(method, options), method, options)
+        rows = [evaluation.Method(label(method, options), method, {**options, **weights(method, args.denoiser)})
                 for method, grid in grids.items() for options in grid]
         result = evaluation.evaluate(setting, rows, args.out / task, G, truth=truth, names=names, labels=labels,
                                      evaluator=evaluator, batch_size=args.batch_size, progress=not args.quiet,

@@ -50,6 +50,9 @@ SCRIPTS = {
                                         "--out {tmp}/coverage --json {tmp}/coverage.json",
     "benchmarks/diffusion_prior.py": "--generator {generator} --samples 8 --steps 2 --figure {tmp}/samples.png "
                                      "--json {tmp}/prior.json",
+    "benchmarks/competitor_speed.py": "--generator {generator} --images 2 --tasks superres-x4 --methods brgm,tv,dps "
+                                      "--options '{{\"brgm\": {{\"steps\": 2}}, \"tv\": {{\"iterations\": 2}}, "
+                                      "\"dps\": {{\"steps\": 2}}}}' --json {tmp}/speed.json",
     "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
                                         "--perceptual none --json {tmp}/throughput.json",
     "benchmarks/nuts.py": "--generator {generator} --map-steps 5 --num-samples 5 --warmup 5 --max-tree-depth 2 "
@@ -337,6 +340,13 @@ def check_shifted_corruptions(printed, tmp_path, run):
 def check_steps_quality(printed, tmp_path, run):
     assert "| authors | 2 |" in printed and "| card | 1 |" in printed
 
+def check_competitor_speed(printed, tmp_path, run):
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert set(rows) == {"superres-x4/brgm", "superres-x4/tv", "superres-x4/dps"}
+    assert all(row["cpu"] > 0 and row["wall"] > 0 for row in rows.values())
+    assert "| superres-x4 | brgm | " in printed and printed.rstrip().splitlines()[-3].endswith("| 1.0 |")
+
+
 def check_diffusion_coverage(printed, tmp_path, run):
     """Both samplers on both tasks, from draws saved per image; a second run draws nothing again."""
     results = json.loads((tmp_path / "coverage.json").read_text())
@@ -390,6 +400,7 @@ CHECKS = {
     "benchmarks/calibration.py": check_calibration,
     "benchmarks/compare_priors.py": check_compare_priors,
     "benchmarks/dataset_throughput.py": check_dataset_throughput,
+    "benchmarks/competitor_speed.py": check_competitor_speed,
     "benchmarks/diffusion_coverage.py": check_diffusion_coverage,
     "benchmarks/diffusion_prior.py": check_diffusion_prior,
     "benchmarks/tune_competitors.py": check_tune_competitors,

@@ -4,7 +4,7 @@ deepinv's diffusion samplers take a Gaussian denoiser in deepinv's convention: `
 x = x0 + sigma n, with x0 an image in [0, 1] and n ~ N(0, I), and returns an estimate of x0
 (E[x0 | x], the MMSE denoiser, from which both DPS and DiffPIR read the score by Tweedie's formula:
 grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2). DPS's variance-preserving schedule asks for
-sigma from about 1e-3 up to 76 (152 in its [-1, 1] state), DiffPIR's up to 78, so the network must
+sigma from about 1e-3 up to 76 (152 in its [-1, 1] state), DiffPIR's up to 79, so the network must
 stay sane over five decades of sigma. That is what the preconditioning of Karras et al. (2022, EDM,
 Table 1) gives; in the centred range x' = 2 x - 1, sigma' = 2 sigma, with sigma_data = 0.5:
 

@@ -52,7 +52,7 @@ def _positive(name: str, value: float, integer: bool = False) -> None:
 
 
 def _dps_draw(denoiser: nn.Module, physics, y: torch.Tensor, shape: torch.Size, seed: int, steps: int = 100,
-              weight: float = 1.0) -> torch.Tensor:
+              weight: float = 300.0) -> torch.Tensor:
     deepinv = require_deepinv()
     _positive("steps", steps, integer=True)
     _positive("weight", weight)
@@ -62,7 +62,7 @@ def _dps_draw(denoiser: nn.Module, physics, y: torch.Tensor, shape: torch.Size, 
 
 
 def _diffpir_draw(denoiser: nn.Module, physics, y: torch.Tensor, shape: torch.Size, seed: int, steps: int = 100,
-                  sigma: float = 0.01, lambda_: float = 7.0, zeta: float = 0.3) -> torch.Tensor:
+                  sigma: float = 0.005, lambda_: float = 7.0, zeta: float = 0.8) -> torch.Tensor:
     deepinv = require_deepinv()
     _positive("steps", steps, integer=True)
     _positive("sigma", sigma)

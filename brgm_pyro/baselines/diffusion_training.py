@@ -9,8 +9,10 @@ split is never read. One step (Karras et al. 2022, EDM, Sec. 5), in the centred 
     lambda(sigma') = (sigma'^2 + sigma_data^2) / (sigma' sigma_data)^2
 
 (lambda makes the target of the network F unit-variance at every sigma). Adam at ``lr`` after a
-linear warm-up; the weights used for sampling are an exponential moving average of the trained ones
-(decay ``ema_decay``), as in every diffusion model since DDPM.
+linear warm-up; the weights used for sampling are an exponential moving average of the trained ones,
+as in every diffusion model since DDPM, with decay min(``ema_decay``, (1 + s) / (10 + s)) at step s: a
+run of a few thousand steps on a CPU would otherwise keep a good part of the random initial weights
+in the average (0.999^2000 = 0.14).
 
 Every ``eval_every`` steps the EMA weights are scored on the first ``eval_images`` val images with
 noise and levels drawn once from a fixed seed (so the curve compares like with like), and the state
@@ -127,7 +129,7 @@ def _card_markdown(card: dict) -> str:
         f"{card['preconditioning']}.",
         f"- Loss: {card['loss']}.",
         f"- Schedule: Adam lr {schedule['lr']} after {schedule['warmup']} warm-up steps, batch {schedule['batch_size']}, "
-        f"EMA decay {schedule['ema_decay']}; log sigma' ~ N({schedule['p_mean']}, {schedule['p_std']}^2); seed "
+        f"EMA decay min({schedule['ema_decay']}, (1 + step) / (10 + step)); log sigma' ~ N({schedule['p_mean']}, {schedule['p_std']}^2); seed "
         f"{card['seed']}.",
         f"- Trained: {card['steps']:,} steps, {card['images_seen']:,} images ({card['epochs']:.1f} epochs); "
         f"stopped: {card['stopped']}.",
@@ -235,9 +237,10 @@ def train_denoiser(
         loss.backward()
         optimizer.step()
         warmup.step()
+        decay = min(schedule.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for average, current in zip(ema.parameters(), denoiser.parameters()):
-                average.lerp_(current, 1 - schedule.ema_decay)
+                average.lerp_(current, 1 - decay)
         running, count = running + loss.item(), count + 1
         state["step"] = step + 1
         state["seconds"] += time.perf_counter() - started

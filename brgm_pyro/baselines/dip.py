@@ -40,7 +40,7 @@ class _OneImage(nn.Module):
         return self.f(x.expand(self.batch, *x.shape[1:]))[self.index : self.index + 1]
 
 
-def dip(y: torch.Tensor, f: Operator, G: nn.Module | None = None, iterations: int = 1000, lr: float = 0.01,
+def dip(y: torch.Tensor, f: Operator, G: nn.Module | None = None, iterations: int = 500, lr: float = 0.01,
         channels: int = 64, layers: int = 5, seed: int = 0) -> torch.Tensor:
     """The deep-image-prior reconstruction of each image of y: images (B, C, H, W) in [0, 1] (module notes).
 
