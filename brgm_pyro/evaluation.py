@@ -55,6 +55,7 @@ __all__ = [
     "files_setting",
     "inpaint_setting",
     "markdown_table",
+    "simulate",
     "split_images",
     "superres_setting",
 ]
@@ -176,12 +177,12 @@ def _corruption(setting: Setting, names: Sequence[str]) -> Operator:
 
 
 def default_methods(task: str, names: Sequence[str] | None = None) -> list[Method]:
-    """The registered methods made for ``task`` (all of them, or ``names``, each checked)."""
+    """The registered methods made for ``task`` (all of them that can run here, or ``names``, each checked)."""
     if task not in ("superres", "inpaint"):
         raise InputError(f"Unknown task {task!r}; choose 'superres' or 'inpaint'.")
     applicable = [name for name in baselines.available() if task in baselines.tasks(name)]
     if names is None:
-        names = applicable
+        names = [name for name in applicable if baselines.unavailable(name) is None]
     for name in names:
         baselines.get(name)  # unknown names: one sentence listing the registered ones
         if name not in applicable:
@@ -189,6 +190,9 @@ def default_methods(task: str, names: Sequence[str] | None = None) -> list[Metho
                 f"The method {name} does not apply to {task} (it is made for {', '.join(baselines.tasks(name))}); "
                 f"choose from {', '.join(applicable)}."
             )
+        reason = baselines.unavailable(name)
+        if reason is not None:
+            raise InputError(reason)
     return [Method(name, name) for name in names]
 
 
@@ -234,11 +238,14 @@ def _file_images(setting: Setting, channels: int) -> tuple[list[str], torch.Tens
     return given, labels
 
 
-def _simulate(setting: Setting, truth: torch.Tensor, names: list[str], out: Path, seed: int, force: bool) -> None:
-    """Write truth/NAME.png and inputs/NAME.png (y = f(x) + noise, clamped) for the images not yet written
-    (with ``force``, for every image)."""
+def simulate(
+    setting: Setting, truth: torch.Tensor, names: Sequence[str], out: Path, seed: int = 0, force: bool = False
+) -> None:
+    """Write truth/NAME.png and inputs/NAME.png (y = f(x) + noise, clamped; the noise of each image seeded by
+    ``seed`` and its name) into ``out`` for the images not yet written (with ``force``, for every image): the
+    inputs every method of an evaluation reads."""
     for folder in ("truth", "inputs"):
-        (out / folder).mkdir(exist_ok=True)
+        (out / folder).mkdir(parents=True, exist_ok=True)
     todo = [i for i, name in enumerate(names) if force or not (out / "inputs" / f"{name}.png").exists()]
     for start in range(0, len(todo), 256):
         chunk = todo[start : start + 256]
@@ -463,7 +470,7 @@ def evaluate(
         _check_setting(out, setting, force)
         if setting.files is None:
             names, inputs = list(names), out / "inputs"
-            _simulate(setting, truth, names, out, seed, force)
+            simulate(setting, truth, names, out, seed, force)
             truth = _read(out / "truth", names, channels)
         y = _read(inputs, names, channels)
         bar = tqdm(total=len(names) * len(methods), disable=not progress, desc="evaluate", unit="image")

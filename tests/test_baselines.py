@@ -40,11 +40,12 @@ def _l1(x: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 def test_registry_names_and_bad_names():
-    assert baselines.available() == ("bicubic", "biharmonic", "supervised", "pulse", "projector", "brgm", "brgm-mean")
+    assert baselines.available() == ("bicubic", "biharmonic", "supervised", "pulse", "projector", "brgm", "brgm-mean",
+                                     "dps", "diffpir", "tv", "dip")
     for name in baselines.available():
         assert callable(baselines.get(name))
     with pytest.raises(InputError, match=r"Unknown baseline 'esrgan'; choose one of bicubic, biharmonic, supervised, "
-                                         r"pulse, projector, brgm, brgm-mean\."):
+                                         r"pulse, projector, brgm, brgm-mean, dps, diffpir, tv, dip\."):
         baselines.get("esrgan")
     with pytest.raises(InputTypeError, match="named by a string"):
         baselines.get(3)

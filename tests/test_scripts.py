@@ -47,6 +47,14 @@ SCRIPTS = {
     "benchmarks/close_the_gap.py": "--generator {generator} --other-prior none --images 2 --steps 2 --competitors '' "
                                    "--tasks superres-x8 --only brgm,brgm-single-start --out {tmp}/gap --quiet",
     "benchmarks/compare_priors.py": "{generator} --samples 8 --images 1 --steps 1 --json {tmp}/compare.json",
+    "benchmarks/diffusion_coverage.py": "--split test --num-images 2 --draws 2 --tasks superres-x4,inpaint "
+                                        "--options '{{\"dps\": {{\"steps\": 2}}, \"diffpir\": {{\"steps\": 2}}}}' "
+                                        "--out {tmp}/coverage --json {tmp}/coverage.json",
+    "benchmarks/diffusion_prior.py": "--generator {generator} --samples 8 --steps 2 --figure {tmp}/samples.png "
+                                     "--json {tmp}/prior.json",
+    "benchmarks/competitor_speed.py": "--generator {generator} --images 2 --tasks superres-x4 --methods brgm,tv,dps "
+                                      "--options '{{\"brgm\": {{\"steps\": 2}}, \"tv\": {{\"iterations\": 2}}, "
+                                      "\"dps\": {{\"steps\": 2}}}}' --json {tmp}/speed.json",
     "benchmarks/dataset_throughput.py": "--generator {generator} --images 4 --steps 2 --batch-sizes 2 --repeats 1 "
                                         "--perceptual none --json {tmp}/throughput.json",
     "benchmarks/mode_search.py": "--generator {generator} --images 0 --tasks superres-x8,inpaint --variants "
@@ -71,6 +79,10 @@ SCRIPTS = {
     "benchmarks/threads.py": "--generator {generator} --steps 1 --images 2 --repeats 1 --workloads dataset "
                              "--settings one --burners 0 --json {tmp}/threads.json",
     "benchmarks/tune_defaults.py": "--generator {generator} --images 1 --steps 1 --json {tmp}/tuning.json",
+    "benchmarks/tune_competitors.py": "--generator {generator} --methods tv --images 2 --tasks superres-x4,inpaint "
+                                      "--grid '[{{\"lambda_reg\": 0.01, \"iterations\": 2}}, "
+                                      "{{\"lambda_reg\": 0.1, \"iterations\": 2}}]' --out {tmp}/tune "
+                                      "--json {tmp}/tune.json --quiet",
     "benchmarks/undercoverage.py": UNDERCOVERED + " --calibration-out {tmp}/cal --out {tmp}/uc --starts 2 "
                                    "--figure {tmp}/reach.png --modes-figure {tmp}/modes.png --json {tmp}/uc.json",
     # The real check needs checkouts of NVIDIA's and rosinality's code, which CI cannot fetch and the project does
@@ -81,6 +93,8 @@ SCRIPTS = {
                              "--priors-dir {tmp}/priors",
     "scripts/train_baselines.py": "--tasks sr-x8 --train-size 32 --val-size 8 --max-epochs 1 --features 8 --blocks 1 "
                                   "--quiet --out-dir {tmp}/nets",
+    "scripts/train_diffusion.py": "--steps 2 --eval-every 1 --eval-images 8 --train-size 32 --val-size 8 --batch-size 8 "
+                                  "--warmup 1 --channels 8,8,8 --out-dir {tmp}/denoiser --quiet",
     "scripts/train_feature_nets.py": "--epochs 1 --batch-size 16 --out-dir {tmp}/features --quiet",
     "scripts/train_prior_gpu.sh": "CHAINS=2 --dry-run 300",
 }
@@ -360,6 +374,47 @@ def check_shifted_corruptions(printed, tmp_path, run):
 def check_steps_quality(printed, tmp_path, run):
     assert "| authors | 2 |" in printed and "| card | 1 |" in printed
 
+def check_competitor_speed(printed, tmp_path, run):
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert set(rows) == {"superres-x4/brgm", "superres-x4/tv", "superres-x4/dps"}
+    assert all(row["cpu"] > 0 and row["wall"] > 0 for row in rows.values())
+    assert "| superres-x4 | brgm | " in printed and printed.rstrip().splitlines()[-3].endswith("| 1.0 |")
+
+
+def check_diffusion_coverage(printed, tmp_path, run):
+    """Both samplers on both tasks, from draws saved per image; a second run draws nothing again."""
+    results = json.loads((tmp_path / "coverage.json").read_text())
+    assert set(results) == {f"{task}/{sampler}" for task in ("superres-x4", "inpaint") for sampler in ("dps", "diffpir")}
+    for result in results.values():
+        assert result["images"] == 2 and result["draws"] == 2 and 0 <= result["interval"]["0.9"] <= 1
+    saved = sorted((tmp_path / "coverage").glob("*/*/*.pt"))
+    assert len(saved) == 8
+    stamps = [path.stat().st_mtime_ns for path in saved]
+    again = run(SCRIPTS["benchmarks/diffusion_coverage.py"])
+    assert "| inpaint | diffpir | 2 | 2 |" in again and [path.stat().st_mtime_ns for path in saved] == stamps
+
+
+def check_diffusion_prior(printed, tmp_path, run):
+    report = json.loads((tmp_path / "prior.json").read_text())
+    for prior in ("diffusion", "gan"):
+        assert report[prior]["samples"] == 8 and report[prior]["fid"] >= 0 and sum(report[prior]["class_counts"]) == 8
+    assert "| diffusion (2 steps) | 8 |" in printed and (tmp_path / "samples.png").stat().st_size > 0
+
+
+def check_tune_competitors(printed, tmp_path, run):
+    chosen = json.loads((tmp_path / "tune.json").read_text())["chosen"]["tv"]
+    assert chosen["options"]["lambda_reg"] in (0.01, 0.1) and "| tv-lambda_reg=0.1-iterations=2 |" in printed
+
+
+def check_train_diffusion(printed, tmp_path, run):
+    from brgm_pyro.baselines.denoiser import load_denoiser
+
+    card = json.loads((tmp_path / "denoiser" / "diffusion-fmnist-32.json").read_text())
+    assert card["steps"] == 2 and card["config"]["channels"] == [8, 8, 8] and len(card["history"]) == 2
+    assert printed.startswith("diffusion-fmnist-32 step 1: train loss") and "\n# Diffusion denoiser diffusion-fmnist-32\n" in printed
+    assert load_denoiser(tmp_path / "denoiser" / "diffusion-fmnist-32.safetensors").config["channels"] == [8, 8, 8]
+
+
 def check_dataset_throughput(printed, tmp_path, run):
     """A plain process of every core, one of one thread and a 2-process torchrun job reconstruct the same folder,
     and the table gives their rates and the ratios."""
@@ -429,6 +484,10 @@ CHECKS = {
     "benchmarks/mode_search.py": check_mode_search,
     "benchmarks/prior_bank.py": check_prior_bank,
     "benchmarks/fuzz_readers.py": check_fuzz_readers,
+    "benchmarks/competitor_speed.py": check_competitor_speed,
+    "benchmarks/diffusion_coverage.py": check_diffusion_coverage,
+    "benchmarks/diffusion_prior.py": check_diffusion_prior,
+    "benchmarks/tune_competitors.py": check_tune_competitors,
     "benchmarks/nuts.py": check_nuts,
     "benchmarks/posterior_speed.py": check_posterior_speed,
     "benchmarks/prior_quality.py": check_prior_quality,
@@ -440,6 +499,7 @@ CHECKS = {
     "scripts/execute_notebooks.py": check_execute_notebooks,
     "scripts/ship_prior.py": check_ship_prior,
     "scripts/train_baselines.py": check_train_baselines,
+    "scripts/train_diffusion.py": check_train_diffusion,
     "scripts/train_feature_nets.py": check_train_feature_nets,
     "scripts/train_prior_gpu.sh": check_train_prior_gpu,
 }

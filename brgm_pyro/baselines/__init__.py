@@ -15,16 +15,25 @@ pulse          super-res.      PULSE on G, latents on spheres (:mod:`.pulse`)
 projector      both            StyleGAN2's projector through f (:mod:`.projector`)
 brgm           both            BRGM's MAP, ``bp.reconstruct`` (:mod:`.brgm`)
 brgm-mean      both            BRGM's posterior mean, ``bp.sample_posterior`` (:mod:`.brgm`)
+dps            both            diffusion posterior sampling, deepinv's DPS (:mod:`.diffusion`)
+diffpir        both            diffusion plug-and-play, deepinv's DiffPIR (:mod:`.diffusion`)
+tv             both            total-variation least squares, deepinv's PGD (:mod:`.tv`)
+dip            both            the deep image prior, deepinv's DeepImagePrior (:mod:`.dip`)
 =============  ==============  ===============================================================
 
-``tasks(name)`` says which tasks ("superres", "inpaint") a method is made for.
+dps, diffpir, tv and dip run on deepinv, an optional package (``pip install brgm-pyro[deepinv]``);
+without it they raise InputError saying so. dps and diffpir sample with the diffusion denoiser of
+:mod:`.denoiser`, trained on the same Fashion-MNIST split as the embedded prior.
+
+``tasks(name)`` says which tasks ("superres", "inpaint") a method is made for; ``unavailable(name)``
+says why a method cannot run here (its optional package is missing), or None.
 
 Example:
     >>> import torch
     >>> from brgm_pyro import baselines
     >>> from brgm_pyro.forward import Downsample
     >>> baselines.available()
-    ('bicubic', 'biharmonic', 'supervised', 'pulse', 'projector', 'brgm', 'brgm-mean')
+    ('bicubic', 'biharmonic', 'supervised', 'pulse', 'projector', 'brgm', 'brgm-mean', 'dps', 'diffpir', 'tv', 'dip')
     >>> method = baselines.get("bicubic")
     >>> method(torch.rand(2, 1, 8, 8), Downsample(4)).shape
     torch.Size([2, 1, 32, 32])
@@ -32,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 
 import torch
@@ -39,12 +49,15 @@ import torch
 from brgm_pyro.baselines.bicubic import bicubic
 from brgm_pyro.baselines.biharmonic import biharmonic
 from brgm_pyro.baselines.brgm import brgm_map, brgm_mean
+from brgm_pyro.baselines.diffusion import diffpir, dps
+from brgm_pyro.baselines.dip import dip
 from brgm_pyro.baselines.projector import projector
 from brgm_pyro.baselines.pulse import pulse
 from brgm_pyro.baselines.supervised import supervised
+from brgm_pyro.baselines.tv import tv
 from brgm_pyro.errors import InputError, InputTypeError
 
-__all__ = ["Method", "available", "get", "tasks"]
+__all__ = ["Method", "available", "get", "tasks", "unavailable"]
 
 Method = Callable[..., torch.Tensor]
 
@@ -56,6 +69,10 @@ _METHODS: dict[str, Method] = {
     "projector": projector,
     "brgm": brgm_map,
     "brgm-mean": brgm_mean,
+    "dps": dps,
+    "diffpir": diffpir,
+    "tv": tv,
+    "dip": dip,
 }
 _TASKS: dict[str, tuple[str, ...]] = {
     "bicubic": ("superres",),
@@ -65,7 +82,15 @@ _TASKS: dict[str, tuple[str, ...]] = {
     "projector": ("superres", "inpaint"),
     "brgm": ("superres", "inpaint"),
     "brgm-mean": ("superres", "inpaint"),
+    "dps": ("superres", "inpaint"),
+    "diffpir": ("superres", "inpaint"),
+    "tv": ("superres", "inpaint"),
+    "dip": ("superres", "inpaint"),
 }
+
+
+# Method -> the optional package it runs on (the extra that installs it: brgm-pyro[deepinv]).
+_REQUIRES: dict[str, str] = {"dps": "deepinv", "diffpir": "deepinv", "tv": "deepinv", "dip": "deepinv"}
 
 
 def available() -> tuple[str, ...]:
@@ -86,3 +111,13 @@ def tasks(name: str) -> tuple[str, ...]:
     """The tasks ("superres", "inpaint") the method registered as ``name`` is made for."""
     get(name)
     return _TASKS[name]
+
+
+def unavailable(name: str) -> str | None:
+    """Why the method registered as ``name`` cannot run here (one sentence), or None when it can."""
+    get(name)
+    package = _REQUIRES.get(name)
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return (f"The method {name} runs on {package}, which is not installed; install it with "
+            f"`pip install 'brgm-pyro[{package}]'`.")
