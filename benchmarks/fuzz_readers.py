@@ -77,7 +77,7 @@ from brgm_pyro.dataset.report import render_report
 from brgm_pyro.dataset.run import reconstruct_dataset
 from brgm_pyro.demo import EXAMPLES_DIR
 from brgm_pyro.errors import InputError
-from brgm_pyro.free_form_masks import free_form_mask
+from brgm_pyro.forward.free_form import free_form_mask
 from brgm_pyro.uncertainty.conformal import load_calibrations, read_calibrations, save_calibration
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"

@@ -38,7 +38,7 @@ FACTOR = 4
 
 
 def rows(G, prior_sigma: float, prior_spread: float, posterior: bool, steps: int | None) -> list[evaluation.Method]:
-    """The rows; ``steps`` overrides the MAP's (and SVI's) steps of every BRGM row (default: the card's)."""
+    """The rows; ``steps`` overrides the MAP's steps of every BRGM row (default: the card's)."""
     params = replace(PriorCard.of(G).params or bp.BRGMParams(), sigma_pixel=NOISE)
     box = Downsample(FACTOR, "box")
     unknown = unknown_blur.UnknownBlur(box, sigma=prior_sigma, spread=prior_spread)
@@ -53,7 +53,7 @@ def rows(G, prior_sigma: float, prior_spread: float, posterior: bool, steps: int
     if posterior:
         schedule = {} if steps is None else {"map_schedule": bp.MAPSchedule(steps=steps)}
         methods.append(evaluation.Method("brgm-mean-unknown-blur", "brgm-mean",
-                                         {**fewer, **schedule, "params": params, "model": "unknown-blur"},
+                                         {**schedule, "params": params, "model": "unknown-blur"},
                                          told=unknown))
     return methods
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--prior-spread", type=float, default=0.5, help="std of log sigma_b under the prior")
     parser.add_argument("--posterior", action="store_true", help="also the posterior mean of the unknown-blur model")
     parser.add_argument("--competitors", default="supervised", help="'' to leave the supervised network out")
-    parser.add_argument("--steps", type=int, default=None, help="MAP and SVI steps of the BRGM rows (default: the card's)")
+    parser.add_argument("--steps", type=int, default=None, help="MAP steps of the BRGM rows (default: the card's)")
     parser.add_argument("--rows", default="", help="comma-separated labels of the rows to run (default: all); "
                         "the other rows' outputs already in --out are kept and tabled")
     parser.add_argument("--batch-size", type=int, default=25)

@@ -14,6 +14,7 @@ from brgm_pyro.uncertainty import conformal
 from brgm_pyro.uncertainty.calibrate import calibrate
 
 QUICK = dict(perceptual=None, map_schedule=bp.MAPSchedule(steps=3), steps=3, sigma_reach=0.05)
+CALIBRATE = dict(QUICK, method="svi")  # calibrate's posterior: SVI, as the tests of post.interval sample
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def calibrated(G, tmp_path_factory):
     images = sample_images(G, 12, seed=11)
     folder = tmp_path_factory.mktemp("scores")
     calibration = calibrate(images, lambda i: free_form_mask(16, seed=i), G, 4, data="12 prior images",
-                            scores_dir=folder, progress=False, **QUICK)
+                            scores_dir=folder, progress=False, **CALIBRATE)
     path = conformal.save_calibration(tmp_path_factory.mktemp("card") / "tiny.calibration.json", calibration)
     return calibration, path, folder
 
@@ -40,7 +41,7 @@ def test_calibrate_fits_on_the_posteriors_it_samples_and_resumes(G, calibrated):
     assert calibration.prior == conformal.fingerprint(G) and calibration.settings["model"] == "reach"
     assert len(list(folder.iterdir())) == 12
     again = calibrate(sample_images(G, 12, seed=11), lambda i: free_form_mask(16, seed=i), G, 4,
-                      data="12 prior images", scores_dir=folder, progress=False, **QUICK)
+                      data="12 prior images", scores_dir=folder, progress=False, **CALIBRATE)
     assert again == calibration  # every image's scores were read back, none sampled again
     assert json.loads(path.read_text())["calibration"]["inpaint"]["images"] == 12
 
@@ -111,4 +112,4 @@ def test_a_calibration_for_another_task_or_prior_or_a_bad_level_gets_one_sentenc
         conformal.save_calibration(path, calibration)
     with pytest.raises(ValueError, match="every one of|calibrate one task family"):
         calibrate(sample_images(G, 2, seed=1), lambda i: Mask.center_box(16, 6) if i == 0 else sr, G, 4,
-                  progress=False, **QUICK)
+                  progress=False, **CALIBRATE)

@@ -149,6 +149,25 @@ def test_inpaint_with_mask_png_and_a_batch_of_two(tmp_path, generator, clean):
     assert [image["batch"] for image in summary["images"]] == [0, 0]
 
 
+def test_modes_sets_the_search_and_zero_is_the_single_start(tmp_path, generator, clean):
+    """--modes K is SearchSettings(modes=K), recorded in brgm.json; --modes 0 is bp.reconstruct(search=None)."""
+    low = tmp_path / "in" / "a.png"
+    low.parent.mkdir()
+    io.write_image(low, Downsample(4)(clean[:1]).clamp(0, 1)[0])
+    searched = {}
+    for modes in (0, 2):
+        out = tmp_path / f"out{modes}"
+        assert _reconstruct([low], generator, out, "--task", "superres", "--steps", 2, "--modes", modes) == 0
+        settings = json.loads((out / "brgm.json").read_text())["settings"]
+        searched[modes] = settings["search"]
+    assert searched[0] is None and searched[2]["modes"] == 2 and searched[2]["screen"] == brgm_pyro.SearchSettings().screen
+    G = load_generator(str(generator))
+    y = io.read_images([low], channels=G.channels)
+    single = brgm_pyro.reconstruct(y, Downsample(4), G, steps=2, search=None, progress=False)
+    written = io.read_image(tmp_path / "out0" / "a_reconstruction.png")
+    assert torch.equal(written, torch.round(single.image[0] * 255) / 255)  # as 8-bit PNG
+
+
 def test_factor_is_inferred_rgb_is_converted_and_batches_split(tmp_path, generator, clean):
     low = Downsample(2, "box")(clean)
     folder = tmp_path / "in"

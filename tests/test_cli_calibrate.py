@@ -13,7 +13,7 @@ from brgm_pyro.forward import Mask
 from brgm_pyro.stylegan2 import StyleGAN2Generator
 
 TINY = dict(resolution=16, channels=1, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
-QUICK = ["--steps", "3", "--svi-steps", "3", "--perceptual", "none", "--sigma-reach", "0.05", "--quiet"]
+QUICK = ["--steps", "3", "--method", "svi", "--svi-steps", "3", "--perceptual", "none", "--sigma-reach", "0.05", "--quiet"]
 
 
 @pytest.fixture(scope="module")

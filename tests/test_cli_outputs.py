@@ -44,7 +44,7 @@ COMMANDS = {
     "reconstruct": (["reconstruct", "{low}/0.png", "--task", "superres", "--factor", "2", "--steps", "1"],
                     (brgm_pyro, "reconstruct"), ""),
     "sample": (["sample", "{low}/0.png", "--task", "superres", "--factor", "2", "--steps", "1", "--svi-steps", "1",
-                "--num-samples", "2", "--guide", "normal"], (brgm_pyro, "sample_posterior"), ""),
+                "--num-samples", "2", "--method", "svi", "--guide", "normal"], (brgm_pyro, "sample_posterior"), ""),
     "reconstruct-dataset": (["reconstruct-dataset", "{low}", "--task", "superres", "--factor", "2", "--steps", "1"],
                             (brgm_pyro.dataset.run, "map_reconstruction"), ""),
     "evaluate": (["evaluate", "--task", "superres", "--factor", "2", "--inputs", "{low}", "--truth", "{clean}",
@@ -53,7 +53,7 @@ COMMANDS = {
                      "0.004"], (brgm_pyro.training.recipe.Trainer, "step"), ""),
     "demo": (["demo", "--steps", "1"], (brgm_pyro.demo, "reconstruct"), ""),
     "calibrate": (["calibrate", "{clean}/0.png", "{clean}/1.png", "--task", "superres", "--factor", "2", "--steps",
-                   "1", "--svi-steps", "1", "--num-samples", "2", "--guide", "normal"],
+                   "1", "--svi-steps", "1", "--num-samples", "2", "--method", "svi", "--guide", "normal"],
                   (brgm_pyro.uncertainty.calibrate, "calibrate"), "cal.json"),
 }
 

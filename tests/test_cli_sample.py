@@ -45,7 +45,7 @@ def test_svi_inpainting_with_truth_writes_maps_netcdf_and_json(files, tmp_path, 
     out = tmp_path / "out"
     inputs = [files / "a.png", files / "b.png", "--task", "inpaint", "--mask", files / "mask.png"]
     truth = ["--truth", files / "a_clean.png", files / "b_clean.png"]
-    code = _sample(files, out, *inputs, *truth, "--num-samples", 6, "--svi-steps", 10, *QUICK)
+    code = _sample(files, out, *inputs, *truth, "--num-samples", 6, "--method", "svi", "--svi-steps", 10, *QUICK)
     assert code == 0 and str(out) in capsys.readouterr().out
     kinds = ("reconstruction", "input", "reconstruction_corrupted", "mean", "std", "samples", "overview", "error")
     expected = {f"{n}_{k}.png" for n in "ab" for k in kinds} | {"a_posterior.nc", "b_posterior.nc", "brgm.json"}
@@ -72,7 +72,7 @@ def test_svi_inpainting_with_truth_writes_maps_netcdf_and_json(files, tmp_path, 
 
 
 def test_sigma_reach_widens_the_maps_of_the_hole(files, tmp_path):
-    inputs = [files / "a.png", "--task", "inpaint", "--mask", files / "mask.png", "--num-samples", 8, "--svi-steps", 5]
+    inputs = [files / "a.png", "--task", "inpaint", "--mask", files / "mask.png", "--num-samples", 8, "--method", "svi", "--svi-steps", 5]
     std = {}
     for value in ("0", "0.2"):
         out = tmp_path / value
@@ -105,12 +105,14 @@ def test_nuts_superres_with_learned_noise(files, tmp_path):
     [
         (["--method", "nuts", "--guide", "normal"], "--guide does not apply to --method nuts"),
         (["--svi-steps", "5", "--method", "hmc"], "--svi-steps does not apply to --method hmc"),
-        (["--max-tree-depth", "3"], "--max-tree-depth does not apply to --method svi"),
+        (["--max-tree-depth", "3"], "--max-tree-depth does not apply to --method laplace"),
+        (["--svi-steps", "3"], "--svi-steps does not apply to --method laplace"),
         (["--method", "nuts", "--trajectory-length", "1"], "--trajectory-length only applies to --method hmc"),
         (["--num-samples", "0"], "--num-samples: expected a positive integer"),
+        (["--modes", "-1"], "--modes: expected a non-negative integer"),
         (["--method", "vi"], "invalid choice: 'vi'"),
         (["--method", "nuts", "--precondition", "lowrank"], "invalid choice: 'lowrank'"),
-        (["--precondition", "none"], "--precondition does not apply to --method svi"),
+        (["--method", "svi", "--precondition", "none"], "--precondition does not apply to --method svi"),
         (["--model", "mixture"], "invalid choice: 'mixture'"),
         (["--sigma-reach", "-1"], "--sigma-reach: expected 'auto' or a non-negative finite number, got '-1'"),
         (["--sigma-reach", "big"], "--sigma-reach: expected 'auto' or a non-negative finite number"),
@@ -180,7 +182,7 @@ def test_torchs_deprecation_of_jit_script_is_not_shown_to_users(files, tmp_path)
     """The Laplace guide's Hessian uses torch's forward-mode autodiff, whose first use makes torch warn that
     torch.jit.script is deprecated: a fresh process (where that happens) prints nothing of it."""
     argv = [sys.executable, "-m", "brgm_pyro.cli", "sample", str(files / "low.png"), "--generator",
-            str(files / "tiny.safetensors"), "--task", "superres", "--guide", "laplace", "--num-samples", "2",
+            str(files / "tiny.safetensors"), "--task", "superres", "--method", "svi", "--guide", "laplace", "--num-samples", "2",
             "--svi-steps", "2", "--steps", "2", "--perceptual", "none", "--out", str(tmp_path / "out"), "--quiet"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -238,9 +238,9 @@ def test_cli_steps_sets_the_brgm_rows_map_and_force_redoes_them(G, saved_generat
     inputs, truth = _folders(G, tmp_path)
     out = tmp_path / "eval"
     argv = ["evaluate", "--inputs", str(inputs), "--truth", str(truth), "--task", "superres", "--factor", "4",
-            "--methods", "bicubic,brgm", "--starts", "2", "--generator", saved_generator, "--out", str(out), "--quiet"]
+            "--methods", "bicubic,brgm", "--single-start", "--generator", saved_generator, "--out", str(out), "--quiet"]
     assert main([*argv, "--steps", "2"]) == 0, capsys.readouterr().err
-    for row in ("brgm", "brgm-2-starts"):
+    for row in ("brgm", "brgm-single-start"):
         assert "steps=2," in json.loads((out / row / "method.json").read_text())["options"]["schedule"]
     assert json.loads((out / "bicubic" / "method.json").read_text())["options"] == {}
     capsys.readouterr()

@@ -16,6 +16,7 @@ from brgm_pyro.errors import InputError
 from brgm_pyro.forward import Downsample, Mask
 from brgm_pyro.inference.map import MAPSchedule
 from brgm_pyro.reconstruct import reconstruct
+from brgm_pyro.sampling import sample_posterior
 from brgm_pyro.stylegan2 import to_unit
 
 
@@ -136,9 +137,14 @@ def test_brgm_methods_are_bp_reconstruct_and_the_posterior_mean(G, superres):
     assert torch.equal(images, reconstruct(y, f, G, steps=20, progress=False).image)
     assert details["neg_log_total"].shape == (3,)
     details = {}
-    mean = baselines.get("brgm-mean")(y, f, G, map_schedule=MAPSchedule(steps=5), steps=5, num_samples=4, details=details)
+    mean = baselines.get("brgm-mean")(y, f, G, map_schedule=MAPSchedule(steps=5), num_samples=4, details=details)
     assert mean.shape == x.shape and mean.min() >= 0 and mean.max() <= 1
-    assert details["guide"] == "normal" and details["model"] == "learned-noise"  # a batch: mean field
+    post = sample_posterior(y, f, G, map_schedule=MAPSchedule(steps=5), num_samples=4, progress=False)
+    assert torch.equal(mean, post.mean) and details["method"] == "laplace"  # the default posterior's mean
+    details = {}
+    baselines.get("brgm-mean")(y, f, G, "svi", map_schedule=MAPSchedule(steps=5), steps=5, num_samples=4, details=details)
+    # SVI fits a guide per image and mode: the laplace guide of one image
+    assert details["method"] == "svi" and details["guide"] == "laplace" and details["model"] == "learned-noise"
     with pytest.raises(InputError, match="pass G"):
         baselines.get("brgm")(y, f, None)
 

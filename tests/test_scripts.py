@@ -359,7 +359,7 @@ def check_ablation(printed, tmp_path, run):
 def check_close_the_gap(printed, tmp_path, run):
     assert "| brgm-single-start |" in printed
     table = json.loads((tmp_path / "gap" / "superres-x8" / "results.json").read_text())["table"]
-    assert set(table) == {"brgm", "brgm-4-starts"}
+    assert set(table) == {"brgm", "brgm-single-start"}
 
 
 def check_shifted_corruptions(printed, tmp_path, run):

@@ -51,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     model = parser.add_argument_group("model")
     add_model_options(model)
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--method", choices=METHODS, default="svi", help="inference method (default: svi)")
+    sampling.add_argument("--method", choices=METHODS, default="laplace",
+                          help="inference method, as brgm sample's (default: laplace)")
     add_sampling_options(model, sampling)
     add_map_options(parser.add_argument_group("MAP (the starting point)"))
     parser.add_argument("--out", required=True, type=Path, metavar="FILE.json",

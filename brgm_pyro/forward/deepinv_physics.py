@@ -287,6 +287,11 @@ class PhysicsOperator(Operator):
             return self
         return PhysicsOperator(self.physics, self.image_shape, self.repeats * repeats)
 
+    def select(self, index: int) -> Operator:
+        if not self.per_image:
+            return self
+        return _OneImage(self, index)
+
     @property
     def task(self) -> str | None:
         import deepinv
@@ -407,3 +412,60 @@ class PhysicsOperator(Operator):
         _, channels, height, width = image_shape(shape)
         observed = self.observed(shape, device="cpu", dtype=torch.float64)
         return observed.expand(observed.shape[0], channels, height, width)
+
+
+class _OneImage(Operator):
+    """Image ``index`` of a per-image physics alone (``PhysicsOperator.select``): each image is applied at its
+    place in a batch of zeros, and the output of that place kept. Right for any physics that treats the
+    images of its batch apart, as deepinv's per-image masks and filters do."""
+
+    def __init__(self, parent: PhysicsOperator, index: int) -> None:
+        super().__init__()
+        self.parent = parent
+        self.index = index
+        self.images = max(t.shape[0] for t in parent.physics.buffers() if t.dim() >= 4) * parent.repeats
+        if not 0 <= index < self.images:
+            raise InputError(f"image {index} is not in the physics' batch of {self.images}.")
+
+    def _place(self, z: torch.Tensor) -> torch.Tensor:
+        before = z.new_zeros(self.index, *z.shape[1:])
+        after = z.new_zeros(self.images - self.index - 1, *z.shape[1:])
+        return torch.cat([before, z, after])
+
+    def _apply(self, method, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([method(self._place(z[b : b + 1]))[self.index : self.index + 1] for b in range(z.shape[0])])
+
+    def output_shape(self, shape: Sequence[int]) -> torch.Size:
+        return self.parent.output_shape(shape)
+
+    def input_shape(self, shape: Sequence[int]) -> torch.Size:
+        return self.parent.input_shape(shape)
+
+    @property
+    def task(self) -> str | None:
+        return self.parent.task
+
+    @property
+    def noise_sigma(self) -> float | None:
+        return self.parent.noise_sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check(x)
+        return self._apply(self.parent, x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self._apply(self.parent.adjoint, y)
+
+    def observed(
+        self,
+        shape: Sequence[int],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        observed = self.parent.observed((self.images, *image_shape(shape)[1:]), device=device, dtype=dtype)
+        return observed[self.index : self.index + 1] if observed.shape[0] > 1 else observed
+
+    def _make_gram(self, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> grams.Gram:
+        if self.parent._binary_inpainting():
+            return grams.EyeGram(self.observed(shape, device=device, dtype=dtype))
+        return super()._make_gram(shape, device, dtype)

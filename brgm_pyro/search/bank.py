@@ -161,7 +161,7 @@ class PriorBank:
         zs, ws, images = [], [], []
         for start in tqdm(range(0, size, BUILD_BATCH), disable=not progress, desc="prior bank", leave=False):
             z = torch.randn(min(BUILD_BATCH, size - start), G.z_dim, generator=gen)
-            w = G.mapping(z.to(device))  # (n, num_ws, w_dim), the same w on every layer
+            w = G.mapping(z.to(device=device, dtype=G.w_avg.dtype))  # (n, num_ws, w_dim), the same w on every layer
             image = to_unit(G.synthesis(w, resolution=None if resolution == G.resolution else resolution), clamp=True)
             zs.append(z)
             ws.append(w[:, 0].float().cpu())

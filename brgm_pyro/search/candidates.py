@@ -136,7 +136,8 @@ def _rank(spec: BRGMModel, problem: Problem, bank: PriorBank, index: torch.Tenso
         z, w, _ = bank.rows(chunk)  # (m, B, ...)
         m = chunk.shape[0]
         device = problem.y.device
-        latents = spec.start(z.reshape(m * batch, -1).to(device), w.reshape(m * batch, -1).to(device), G)
+        dtype = G.w_avg.dtype
+        latents = spec.start(z.reshape(m * batch, -1).to(device, dtype), w.reshape(m * batch, -1).to(device, dtype), G)
         out.append(likelihood(spec, problem.tile(m), latents).reshape(m, batch).cpu())
     return torch.cat(out)
 
@@ -191,5 +192,6 @@ def find_candidates(spec: BRGMModel, problem: Problem, bank: PriorBank, keep: in
     z, w, _ = bank.rows(index)
     k = index.shape[0]
     device = y.device
-    latents = spec.start(z.reshape(k * y.shape[0], -1).to(device), w.reshape(k * y.shape[0], -1).to(device), G)
+    dtype = G.w_avg.dtype
+    latents = spec.start(z.reshape(k * y.shape[0], -1).to(device, dtype), w.reshape(k * y.shape[0], -1).to(device, dtype), G)
     return Candidates(index=index, log_likelihood=torch.stack(log_likelihood, dim=1), latents=latents)
