@@ -78,6 +78,7 @@ from brgm_pyro.dataset.run import reconstruct_dataset
 from brgm_pyro.demo import EXAMPLES_DIR
 from brgm_pyro.errors import InputError
 from brgm_pyro.forward.free_form import free_form_mask
+from brgm_pyro.search.bank import PriorBank
 from brgm_pyro.uncertainty.conformal import load_calibrations, read_calibrations, save_calibration
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -112,6 +113,50 @@ def read_run(folder: Path) -> str:
 
 def _tiny_generator(seed: int = 1, channels: int = 1) -> bp.StyleGAN2Generator:
     return foreign_files.random_generator(channels=channels, seed=seed)
+
+
+_BANK_PRIOR: list[bp.StyleGAN2Generator] = []
+
+
+def _bank_prior() -> bp.StyleGAN2Generator:
+    """The tiny generator whose banks the bank reader opens (made once per process)."""
+    if not _BANK_PRIOR:
+        _BANK_PRIOR.append(_tiny_generator(seed=5))
+    return _BANK_PRIOR[0]
+
+
+def read_bank(path: Path) -> PriorBank:
+    """A prior bank of the mode search's cache as the search opens it (``PriorBank.open``: its header, its
+    shapes, its prior's fingerprint, a scan of its values)."""
+    return PriorBank.open(path, _bank_prior())
+
+
+def bank_files(folder: Path) -> list[Path]:
+    """Banks of 64 and 200 draws of the tiny generator, written by ``PriorBank.build``."""
+    paths = []
+    for size in (64, 200):
+        PriorBank.build(_bank_prior(), size, folder / f"bank-{size}.safetensors")
+        paths.append(folder / f"bank-{size}.safetensors")
+    return paths
+
+
+def hostile_banks(folder: Path, sentinel: Path) -> list[Path]:
+    """A bank of another prior, and banks whose header claims 2**40 draws, a 2**20-pixel image or a
+    size that is not a number, over tensors of 8 draws."""
+    from safetensors.torch import load_file, save_file
+
+    other = folder / "other-prior.safetensors"
+    PriorBank.build(_tiny_generator(seed=6), 8, other)
+    PriorBank.build(_bank_prior(), 8, folder / "small.safetensors")
+    tensors = load_file(str(folder / "small.safetensors"))
+    with open(folder / "small.safetensors", "rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    paths = [other]
+    for name, change in (("claims-2e40", {"size": str(2**40)}), ("claims-huge-image", {"resolution": str(2**20)}),
+                         ("size-nan", {"size": "nan"})):
+        save_file(tensors, str(folder / f"{name}.safetensors"), metadata={**header["__metadata__"], **change})
+        paths.append(folder / f"{name}.safetensors")
+    return paths
 
 
 def project_checkpoints(folder: Path) -> list[Path]:
@@ -669,7 +714,8 @@ def safetensors_mutation(data: bytes, rng: random.Random) -> Mutated:
         header = json.loads(data[8 : 8 + length])
     except (ValueError, RecursionError):
         return bytes_mutation(data, rng)
-    metadata = header.get("__metadata__") or {}
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    metadata = metadata if isinstance(metadata, dict) else {}  # an earlier mutation may have changed its type
     inner = [k for k, v in metadata.items() if isinstance(v, str) and v.startswith(("{", "["))]
     if inner and rng.random() < 0.4:
         key = rng.choice(inner)
@@ -813,6 +859,7 @@ READERS: dict[str, Reader] = {
     "calibration": Reader(load_calibrations, calibration_files, "json", hostile_json),
     "manifest": Reader(read_run, run_folders, "folder", hostile_manifests),
     "card": Reader(read_card, card_files, "json", hostile_json),
+    "bank": Reader(read_bank, bank_files, "safetensors", hostile_banks),
 }
 
 
