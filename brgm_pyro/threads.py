@@ -2,10 +2,9 @@
 
 Torch starts one thread per core, and OpenMP's threads spin while they wait for work. On a machine
 where other jobs run, that spinning is what loses: two spinning threads on two cores ran the demo
-5x slower than one thread, and the same two threads told to sleep when out of work
-(``OMP_WAIT_POLICY=PASSIVE``) ran it 1.3-1.6x *faster* than one thread, idle or beside a busy
-process (docs/results/threads.md, ``benchmarks/threads.py``; taking only the cores that looked free
-at the start, one thread on a busy machine, lost to that too). So every compute command of ``brgm``
+5x slower than one thread beside another job, while the same two threads told to sleep when out of
+work (``OMP_WAIT_POLICY=PASSIVE``) stayed within 0.90-1.06x of one thread's time on a loaded machine,
+where spinning ones ranged from 0.76x to 2.79x of it (docs/results/threads.md, ``benchmarks/threads.py``). So every compute command of ``brgm``
 runs :func:`choose` and :func:`using` before torch does any work, and the count is, first that applies:
 
 1. ``--threads N``, else the environment variable ``BRGM_THREADS=N``: N threads;

@@ -119,8 +119,6 @@ class Blur(Operator):
     def _abs_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._linear_map(x, absolute=True)
 
-
-
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         b, c, h, w = y.shape
         kernel = self.kernel.to(device=y.device, dtype=y.dtype).flip(-2, -1)
