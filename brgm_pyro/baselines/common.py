@@ -11,10 +11,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from brgm_pyro.errors import InputError, InputTypeError
+from brgm_pyro.errors import CheckpointError, InputError, InputTypeError
 from brgm_pyro.forward import Compose, Downsample, Operator
 
-__all__ = ["check_observation", "clean_shape", "operator_chain"]
+__all__ = ["check_observation", "clean_shape", "operator_chain", "read_weights"]
+
+
+def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the header metadata of a shipped network's safetensors file (the supervised
+    networks, the diffusion denoiser); CheckpointError with one sentence where it does not read."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return load_file(path), metadata
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); train it again.") from None
 
 
 def check_observation(y: torch.Tensor, f: Operator) -> None:

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from brgm_pyro.baselines.common import read_weights
 from brgm_pyro.errors import CheckpointError, MissingWeightsError
 from brgm_pyro.io import PathLike, atomic_path
 
@@ -202,12 +202,7 @@ def save_denoiser(denoiser: Denoiser, path: PathLike, card: dict | None = None) 
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, mtime_ns: int) -> Denoiser:
-    try:
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(path)
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); train it again.") from None
+    tensors, metadata = read_weights(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a diffusion denoiser of brgm-pyro (no {FORMAT} header); write it with "

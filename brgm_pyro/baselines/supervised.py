@@ -25,11 +25,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from brgm_pyro.baselines.common import check_observation, clean_shape, operator_chain
+from brgm_pyro.baselines.common import check_observation, clean_shape, operator_chain, read_weights
 from brgm_pyro.baselines.networks import InpaintingNet, SuperResolutionNet
 from brgm_pyro.errors import CheckpointError, InputError, MissingWeightsError
 from brgm_pyro.forward import Blur, Downsample, Mask, Operator
@@ -99,12 +98,7 @@ def save_network(network: nn.Module, task: str, path: PathLike) -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _load(path: str, mtime_ns: int) -> tuple[str, nn.Module]:
-    try:
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(path)
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); train it again.") from None
+    tensors, metadata = read_weights(path)
     if metadata.get("format") != FORMAT or metadata.get("task") not in TASKS:
         raise CheckpointError(
             f"{path} is not a supervised baseline network of brgm-pyro (no {FORMAT} header); "

@@ -1,6 +1,6 @@
 """A process of a torchrun job ends when its launcher does: :func:`stop_with_launcher`, called first thing.
 
-``torchrun`` starts each worker in a session of its own, so a launcher that is killed (``kill -9``, the
+``torchrun`` starts each worker in a process group of its own (``setsid``), so a launcher that is killed (``kill -9``, the
 out-of-memory killer) takes no worker with it: the workers run on, keep writing and keep their output
 folder (``brgm_pyro.output_lock``), with nobody left to collect them. Linux's parent-death signal
 (``prctl(PR_SET_PDEATHSIG, SIGTERM)``) asks the kernel to send SIGTERM to a worker when the thread that
