@@ -130,16 +130,21 @@ def likelihood(spec: BRGMModel, problem: Problem, latents: dict[str, torch.Tenso
 def _rank(spec: BRGMModel, problem: Problem, bank: PriorBank, index: torch.Tensor) -> torch.Tensor:
     """The model's log-likelihood of y at each bank row ``index`` (M, B): (M, B)."""
     G = problem.generator
-    count, batch = index.shape
+    batch = index.shape[1]
     out = []
     for chunk in index.split(RANK_CHUNK):
         z, w, _ = bank.rows(chunk)  # (m, B, ...)
         m = chunk.shape[0]
-        device = problem.y.device
-        dtype = G.w_avg.dtype
-        latents = spec.start(z.reshape(m * batch, -1).to(device, dtype), w.reshape(m * batch, -1).to(device, dtype), G)
+        latents = _starts(spec, z, w, G, problem.y.device)
         out.append(likelihood(spec, problem.tile(m), latents).reshape(m, batch).cpu())
     return torch.cat(out)
+
+
+def _starts(spec, z: torch.Tensor, w: torch.Tensor, G: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+    """The model's starting latents for bank rows (m, B, ...) of z and w, flattened to m B starts on G's
+    device and in G's dtype."""
+    dtype = G.w_avg.dtype
+    return spec.start(z.flatten(0, 1).to(device, dtype), w.flatten(0, 1).to(device, dtype), G)
 
 
 def _diverse(images: torch.Tensor, order: torch.Tensor, keep: int, min_distance: float) -> list[int]:
@@ -190,8 +195,5 @@ def find_candidates(spec: BRGMModel, problem: Problem, bank: PriorBank, keep: in
         log_likelihood.append(scores[chosen, b])
     index = torch.stack(rows, dim=1)  # (K, B)
     z, w, _ = bank.rows(index)
-    k = index.shape[0]
-    device = y.device
-    dtype = G.w_avg.dtype
-    latents = spec.start(z.reshape(k * y.shape[0], -1).to(device, dtype), w.reshape(k * y.shape[0], -1).to(device, dtype), G)
+    latents = _starts(spec, z, w, G, y.device)
     return Candidates(index=index, log_likelihood=torch.stack(log_likelihood, dim=1), latents=latents)
