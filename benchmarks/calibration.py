@@ -72,6 +72,7 @@ TASKS = ("superres-x4", "superres-x8", "inpaint-box", "inpaint-free")
 REGIONS = ("all", "unpinned", "pinned")
 # Method name of this script -> (sample_posterior method, its options).
 METHODS = {
+    "laplace": ("laplace", {}),  # the default: the mode search's mixture of Laplace approximations
     "svi-lowrank": ("svi", {"guide": "lowrank"}),
     "svi-normal": ("svi", {"guide": "normal"}),
     "svi-laplace": ("svi", {"guide": "laplace"}),

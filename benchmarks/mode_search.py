@@ -13,6 +13,8 @@ bicubic x2), y kept as 8-bit (as the PNG inputs are). Variants (every option as 
     map-single-G      its G(w*) (the image before the reach's conditional mean)
     map-search        bp.reconstruct(): the mode of highest posterior density the search finds
     map-search-G      its G(w*)
+    map-pruneN        bp.reconstruct(search=SearchSettings(prune_after=N)): the search, each image's best mode
+                      alone after N refinement steps
     mean-laplace      bp.sample_posterior(method="laplace"): the mixture of Laplace approximations
     mean-svi          bp.sample_posterior(method="svi"): the mixture of SVI guides
     mean-laplace-mapping, mean-svi-mapping   the same with model="mapping" (G's own prior)
@@ -49,6 +51,7 @@ TASKS = {
     "superres-x2": lambda: evaluation.superres_setting(2),
     "inpaint": lambda: evaluation.inpaint_setting(),
     "box": lambda: evaluation.inpaint_setting(("centre-box",)),
+    "free-form": lambda: evaluation.inpaint_setting(("free-form",)),
     "blur": lambda: evaluation.Setting("superres", "Blur.gaussian(1.0)", lambda names: Blur.gaussian(1.0), 0.0),
     "blur-down-x2": lambda: evaluation.superres_setting(2, blur=1.0),
 }
@@ -102,6 +105,11 @@ def run(args: argparse.Namespace) -> dict:
                     rec = bp.reconstruct(y, f, G, search=search, steps=args.steps, seed=args.seed, progress=False)
                     outputs["map-search"], outputs["map-search-G"] = rec.image, rec.generator_image
                     extra["map-search"] = {"search_s": rec.modes.seconds}
+                elif variant.startswith("map-prune"):
+                    pruned = replace(search, prune_after=int(variant.removeprefix("map-prune")))
+                    rec = bp.reconstruct(y, f, G, search=pruned, steps=args.steps, seed=args.seed, progress=False)
+                    outputs[variant] = rec.image
+                    extra[variant] = {"search_s": rec.modes.seconds, "best": int(rec.modes.best[0])}
                 elif variant in MEANS:
                     post = bp.sample_posterior(y, f, G, num_samples=args.num_samples, search=search,
                                                map_schedule=replace(PriorCard.of(G).schedule, steps=args.steps)

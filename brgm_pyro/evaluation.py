@@ -42,7 +42,7 @@ from brgm_pyro import baselines, io, metrics
 from brgm_pyro.baselines.masks import MASK_KINDS, mask
 from brgm_pyro.errors import InputError
 from brgm_pyro.fmnist.data import load_fashion_mnist
-from brgm_pyro.forward import Blur, Compose, Downsample, Mask, Operator, as_operator
+from brgm_pyro.forward import Blur, Compose, Downsample, Mask, Operator, as_operator, free_form_mask
 from brgm_pyro.output_lock import claim_output
 from brgm_pyro.reconstruct import data_consistency
 
@@ -155,14 +155,30 @@ def _kind(name: str, kinds: Sequence[str]) -> str:
     return kinds[int(name) % len(kinds)]
 
 
+FREE_FORM = "free-form"
+
+
+def _mask_of(name: str, kinds: Sequence[str], size: int) -> torch.Tensor:
+    """The (S, S) mask of the image with dataset index ``name``: its kind's, or for ``free-form`` brush
+    strokes seeded by the index (``forward.free_form_mask``), so every run gives an image the same mask."""
+    kind = _kind(name, kinds)
+    if kind == FREE_FORM:
+        return free_form_mask(size, seed=int(name)).mask
+    return mask(kind, size)
+
+
 def inpaint_setting(kinds: Sequence[str] = MASK_KINDS, size: int = 32, noise: float = 0.0) -> Setting:
-    """Inpainting with the mask kinds applied in turn: image with dataset index i gets kinds[i % len(kinds)]."""
+    """Inpainting with the mask kinds applied in turn: image with dataset index i gets kinds[i % len(kinds)].
+
+    A kind is one of ``baselines.masks.MASK_KINDS`` (the authors' seven rectangles) or ``"free-form"``:
+    random brush strokes seeded by the image's index."""
     kinds = tuple(kinds)
     for kind in kinds:
-        mask(kind, size)  # checks the kind
+        if kind != FREE_FORM:
+            mask(kind, size)  # checks the kind
     return Setting(
         "inpaint", f"masks in turn: {', '.join(kinds)}",
-        lambda names: Mask(torch.stack([mask(_kind(n, kinds), size) for n in names])[:, None]), noise,
+        lambda names: Mask(torch.stack([_mask_of(n, kinds, size) for n in names])[:, None]), noise,
     )
 
 

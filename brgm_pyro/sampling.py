@@ -139,7 +139,9 @@ def sample_posterior(
     timings: dict[str, float] = {}
     if map_result is None:
         with _timed(timings, "map_s"):
-            map_result = map_reconstruction(problem, map_schedule, spec, seed, progress, search, sigma_reach)
+            # The mixture needs every mode refined to the end, which a pruned search does not do.
+            every_mode = None if search is None else replace(search, prune_after=None)
+            map_result = map_reconstruction(problem, map_schedule, spec, seed, progress, every_mode, sigma_reach)
     else:
         _check_map_result(map_result, problem)
     kwargs = problem.model_kwargs()
@@ -205,8 +207,14 @@ def sample_posterior(
 
 def _mode_latents(map_result: ReconstructionResult, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The latents of every mode of the MAP's search, site -> (K, B, ...), and their log densities (K, B);
-    one mode (the MAP itself) without a search."""
-    if map_result.modes is not None:
+    one mode (the MAP itself) without a search, or where the search refined only the best to the end
+    (``SearchSettings.prune_after``)."""
+    modes = map_result.modes
+    if modes is not None and modes.refined is not None and not bool(modes.refined.all()):
+        best = modes.best
+        latents = {name: value[None].to(device) for name, value in modes.pick(best).items()}
+        return latents, modes.log_joint[best, torch.arange(best.shape[0])][None]
+    if modes is not None:
         latents = {name: value.to(device) for name, value in map_result.modes.latents.items()}
         return latents, map_result.modes.log_joint
     latents = {"w": map_result.w, **map_result.latents}

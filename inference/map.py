@@ -164,6 +164,22 @@ class _NegativeLogJoint:
         return False
 
 
+def _segment(segment: tuple[int, int] | None, schedule: MAPSchedule) -> tuple[int, int]:
+    """The steps (first, stop) of ``schedule`` that one call of ``run_map`` takes, checked."""
+    if segment is None:
+        return 0, schedule.steps
+    first, stop = segment
+    if not (isinstance(first, int) and isinstance(stop, int) and 0 <= first < stop <= schedule.steps):
+        raise InputError(f"A MAP segment is (first, stop) with 0 <= first < stop <= {schedule.steps} steps, got {segment!r}.")
+    return first, stop
+
+
+def _guide_sites(guide: AutoDelta) -> dict[str, torch.nn.Parameter]:
+    """The point-mass guide's parameters by latent site name (``AutoDelta`` names each one's unconstrained
+    value ``<site>_unconstrained``)."""
+    return {name.removesuffix("_unconstrained"): param for name, param in guide.named_parameters()}
+
+
 def _per_image(terms: list[torch.Tensor]) -> torch.Tensor:
     """A site's -log p at each step, of batch shape (..., B) with the images' plate rightmost as in
     ``brgm.model``, summed over the other plates: (steps, B). A site outside the images' plate: (steps,)."""
@@ -188,6 +204,8 @@ def run_map(
     schedule: MAPSchedule,
     progress: bool = True,
     traced: bool = True,
+    segment: tuple[int, int] | None = None,
+    adam_state: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Optimise the latents of ``model(*model_args, **model_kwargs)`` from ``init``: a dict of starting
     values (site -> value; e.g. {"w": (B, L, D)}, or {"z": (B, z_dim)} for the mapping model), or w
@@ -199,6 +217,13 @@ def run_map(
     step k, the last row at the latents returned. ``traced`` replays a
     recording of the model's log density after the first steps (see ``_NegativeLogJoint``); False
     runs the model under Pyro at every step.
+
+    ``segment = (first, stop)`` runs the schedule's steps first, ..., stop - 1 alone (the rate of each is
+    the schedule's at that step), so that an optimisation can stop and go on with fewer images (the mode
+    search drops the modes it no longer needs). ``adam_state`` carries Adam's state between segments:
+    site -> {"step", "exp_avg", "exp_avg_sq"}, (B, ...) like the site; read at the start where it holds
+    the site, written at the end. Two segments with the state carried over (and sliced to the images
+    kept) take the same steps as one run.
     """
     with local_params():
         values = init if isinstance(init, dict) else {"w": init}
@@ -207,13 +232,18 @@ def run_map(
         guide = AutoDelta(model, init_loc_fn=init_loc_fn)
         with torch.no_grad():
             guide(*model_args, **model_kwargs)  # creates the guide's parameters at the initial values
-        optimizer = torch.optim.Adam(guide.parameters(), lr=schedule.lr, betas=schedule.betas)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, schedule))
+        first, stop = _segment(segment, schedule)
+        sites = _guide_sites(guide)
+        optimizer = torch.optim.Adam(sites.values(), lr=schedule.lr, betas=schedule.betas)
+        for name, param in sites.items():
+            if adam_state is not None and name in adam_state:
+                optimizer.state[param] = {key: value.clone() for key, value in adam_state[name].items()}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step + first, schedule))
         negative_log_joint = _NegativeLogJoint(model, guide, model_args, model_kwargs, traced)
         trace: dict[str, list[torch.Tensor]] = {}
-        bar = tqdm(range(schedule.steps + 1), disable=not progress, desc="MAP", leave=False)
+        bar = tqdm(range(stop - first + 1), disable=not progress, desc="MAP", leave=False)
         for step in bar:
-            if step == schedule.steps:  # the terms where the optimisation ends, at the latents returned
+            if step == stop - first:  # the terms where the optimisation ends, at the latents returned
                 with torch.no_grad():
                     loss, terms = negative_log_joint()
             else:
@@ -226,6 +256,10 @@ def run_map(
                 trace.setdefault(TERM_NAMES.get(name, name), []).append(value.detach())
             if progress:
                 bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
+        if adam_state is not None:
+            for name, param in sites.items():
+                if optimizer.state.get(param):
+                    adam_state[name] = {key: value.detach().clone() for key, value in optimizer.state[param].items()}
         losses = {name: _per_image(values).cpu() for name, values in trace.items()}
         losses["total"] = sum(losses.values())
         with torch.no_grad():

@@ -122,6 +122,18 @@ def test_inpainting_applies_the_mask_kinds_in_turn(G, images, tmp_path):
     assert float(y[0, 4:12, 4:12].abs().max()) == 0.0  # image 2: the centre box
 
 
+def test_free_form_masks_are_brush_strokes_seeded_by_the_image_s_index():
+    from brgm_pyro.forward import free_form_mask
+
+    setting = evaluation.inpaint_setting(("free-form", "centre-box"), size=16)
+    masks = setting.corruption(["00004", "00007", "00004"]).mask
+    assert torch.equal(masks[0, 0], free_form_mask(16, seed=4).mask)  # even index: free-form, seed 4
+    assert torch.equal(masks[0], masks[2]) and not torch.equal(masks[0, 0], free_form_mask(16, seed=5).mask)
+    assert float(masks[1, 0, 4:12, 4:12].max()) == 0.0  # odd index: the centre box
+    with pytest.raises(InputError, match="Unknown mask kind 'brush'"):
+        evaluation.inpaint_setting(("brush",))
+
+
 def test_default_methods_and_their_bad_names():
     assert [m.name for m in evaluation.default_methods("inpaint")] == [
         name for name in baselines.available() if "inpaint" in baselines.tasks(name)]

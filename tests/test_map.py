@@ -9,6 +9,7 @@ from pyro import poutine
 
 import brgm_pyro as bp
 from brgm_pyro import forward as fw
+from brgm_pyro.errors import InputError
 from brgm_pyro.inference.map import MAPSchedule, lr_factor, run_map
 from brgm_pyro.metrics import psnr
 from brgm_pyro.models import brgm
@@ -207,6 +208,54 @@ def test_the_search_keeps_the_mode_of_highest_posterior_density(G32):
     assert torch.allclose(-four.losses["total"][-1], four.modes.log_joint.max(0).values)
     assert (-four.losses["total"][-1] >= -one.losses["total"][-1] - 1e-3).all()
     assert torch.allclose(four.modes.log_joint[0], -one.losses["total"][-1], rtol=1e-4)  # the same start
+
+
+def test_a_run_in_two_segments_with_adam_s_state_carried_is_one_run(G32):
+    f = fw.Downsample(4, "bicubic")
+    y = f(sample_images(G32, 2, seed=3)).clamp(0, 1)
+    kwargs = prepare_problem(y, f, G32, PIXEL_ONLY, None).model_kwargs()
+    start = G32.w_avg.expand(2, G32.num_ws, G32.w_dim)
+    schedule = MAPSchedule(steps=12, lr=0.1)
+    whole, whole_losses = run_map(brgm.model, (), kwargs, start, schedule, progress=False)
+    state = {}
+    half, first_losses = run_map(brgm.model, (), kwargs, start, schedule, progress=False, segment=(0, 5), adam_state=state)
+    assert set(state) == {"w"} and state["w"]["exp_avg"].shape == start.shape
+    rest, rest_losses = run_map(brgm.model, (), kwargs, half, schedule, progress=False, segment=(5, 12), adam_state=state)
+    assert torch.allclose(rest["w"], whole["w"], atol=1e-6)
+    assert torch.allclose(torch.cat([first_losses["total"][:5], rest_losses["total"]]), whole_losses["total"], rtol=1e-5)
+    # Without the state the second segment restarts Adam's moments and takes other steps.
+    fresh, _ = run_map(brgm.model, (), kwargs, half, schedule, progress=False, segment=(5, 12))
+    assert (fresh["w"] - whole["w"]).abs().max() > 1e-3
+    with pytest.raises(InputError, match="A MAP segment is"):
+        run_map(brgm.model, (), kwargs, start, schedule, progress=False, segment=(5, 13))
+
+
+def test_a_pruned_search_goes_on_from_each_image_s_best_mode_alone(G32):
+    """After prune_after steps each image's best mode goes on alone, on the path it had in the whole run."""
+    from brgm_pyro.search import SearchSettings
+
+    f = fw.Downsample(4, "bicubic")
+    y = f(sample_images(G32, 3, seed=5)).clamp(0, 1)
+    schedule = MAPSchedule(steps=15, lr=0.1)
+    run = {"perceptual": None, "schedule": schedule, "progress": False, "sigma_reach": None}
+    whole = bp.reconstruct(y, f, G32, search=SearchSettings(modes=4), **run)
+    pruned = bp.reconstruct(y, f, G32, search=SearchSettings(modes=4, prune_after=6), **run)
+    at_six = (-whole.modes.losses["total"][6]).argmax(0)
+    images = torch.arange(3)
+    assert (pruned.modes.refined.sum(0) == 1).all() and (pruned.modes.best == at_six).all()
+    assert torch.allclose(pruned.w, whole.modes.latents["w"][at_six, images], atol=1e-5)
+    # The modes that stopped keep their density at step 6; the trace is NaN after it.
+    stopped = ~pruned.modes.refined
+    assert torch.allclose(pruned.modes.log_joint[stopped], -whole.modes.losses["total"][6][stopped], rtol=1e-5)
+    assert torch.isnan(pruned.modes.losses["total"][7:][:, stopped]).all()
+    assert torch.isfinite(pruned.losses["total"]).all() and pruned.losses["total"].shape == (16, 3)
+    # The posterior refines every mode to the end whatever the setting; given the pruned MAP, one mode per image.
+    post = bp.sample_posterior(y, f, G32, perceptual=None, map_schedule=schedule, num_samples=4, progress=False,
+                               search=SearchSettings(modes=4, prune_after=6), sigma_reach=None, model="brgm")
+    assert post.modes.weights.shape[0] == 4
+    one = bp.sample_posterior(y, f, G32, perceptual=None, num_samples=4, progress=False, map_result=pruned,
+                              sigma_reach=None, model="brgm")
+    assert one.modes.weights.shape[0] == 1
 
 
 def test_recorded_log_density_gives_the_eager_loop_s_optimisation(G32):

@@ -116,6 +116,7 @@ def test_the_mixture_weights_and_mean_match_the_grid(toy):
         ({"min_distance": -0.1}, "min_distance must be a non-negative number"),
         ({"modes": 1}, "pass search=None instead"),
         ({"steps": 0}, "steps must be a positive integer or None"),
+        ({"prune_after": 0}, "prune_after must be a positive integer or None"),
     ],
 )
 def test_bad_search_settings_get_one_sentence(settings, message):

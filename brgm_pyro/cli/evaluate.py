@@ -71,7 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     corruption.add_argument("--blur", type=positive_float, metavar="SIGMA",
                             help="a Gaussian blur of this width (pixels) before downsampling")
     corruption.add_argument("--masks", default="all", metavar="KIND,...",
-                            help="inpaint mask kinds applied in turn (default all seven)")
+                            help="inpaint mask kinds applied in turn: the seven rectangles (right-half, left-half, two-boxes, "
+                                 "vertical-bar, top-right-quadrant, centre-box, bottom-half; default all) or free-form "
+                                 "(brush strokes seeded by the image's index)")
     corruption.add_argument("--mask", type=Path, metavar="MASK.png",
                             help="with --inputs: the inpainting mask of every input (white = observed)")
     corruption.add_argument("--noise", type=nonnegative_float, default=0.0,

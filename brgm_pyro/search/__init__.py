@@ -48,6 +48,10 @@ class SearchSettings:
         min_distance: the smallest RMS distance (pixels in [0, 1]) between two starting points' images.
         average: whether the prior's average (w_avg; z = 0 for the mapping model) is one of the K starts.
         steps: MAP steps of the refinement (None: the MAP schedule's).
+        prune_after: after this many refinement steps each image goes on from its best mode alone, with
+            Adam's state carried over, so that mode's path is the one it would have taken in the whole
+            run (None: every mode is refined to the end). The MAP needs the best mode only; the
+            posterior (``bp.sample_posterior``) refines every mode to the end whatever this says.
     """
 
     bank_size: int | None = None
@@ -56,6 +60,7 @@ class SearchSettings:
     min_distance: float = 0.05
     average: bool = True
     steps: int | None = None
+    prune_after: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("bank_size", "modes", "screen"):
@@ -64,8 +69,10 @@ class SearchSettings:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"The search's {name} must be a positive integer, got {value!r}.")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
-            raise InputError(f"The search's steps must be a positive integer or None, got {self.steps!r}.")
+        for name in ("steps", "prune_after"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"The search's {name} must be a positive integer or None, got {value!r}.")
         if not (self.min_distance >= 0 and math.isfinite(self.min_distance)):
             raise InputError(f"The search's min_distance must be a non-negative number, got {self.min_distance!r}.")
         if self.modes == 1 and self.average:
@@ -81,8 +88,10 @@ class Modes:
         log_joint: (K, B) log p(latents, y) (up to a constant) at the end of the refinement.
         log_likelihood_start: (K, B) the model's log-likelihood of y at the starting point.
         bank_index: (K, B) the bank row each mode started from, -1 for the prior's average.
-        losses: term -> (steps + 1, K, B), the refinement's -log p terms.
+        losses: term -> (steps + 1, K, B), the refinement's -log p terms (NaN after the step where a
+            pruned mode stopped).
         seconds: wall time of the bank, the ranking and the refinement.
+        refined: (K, B) whether the mode was refined to the end (False: pruned, ``prune_after``); None: all were.
     """
 
     latents: dict[str, torch.Tensor]
@@ -91,11 +100,14 @@ class Modes:
     bank_index: torch.Tensor
     losses: dict[str, torch.Tensor]
     seconds: dict[str, float] = field(default_factory=dict)
+    refined: torch.Tensor | None = None
 
     @property
     def best(self) -> torch.Tensor:
-        """(B,) the index of each image's mode of highest posterior density."""
-        return self.log_joint.argmax(dim=0)
+        """(B,) the index of each image's mode of highest posterior density among those refined to the end."""
+        if self.refined is None:
+            return self.log_joint.argmax(dim=0)
+        return self.log_joint.masked_fill(~self.refined, float("-inf")).argmax(dim=0)
 
     @property
     def count(self) -> int:
@@ -109,7 +121,7 @@ class Modes:
             latents={name: value[:, one] for name, value in self.latents.items()},
             log_joint=self.log_joint[:, one], log_likelihood_start=self.log_likelihood_start[:, one],
             bank_index=self.bank_index[:, one], losses={name: value[:, :, one] for name, value in self.losses.items()},
-            seconds=self.seconds,
+            seconds=self.seconds, refined=None if self.refined is None else self.refined[:, one],
         )
 
     def pick(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -154,14 +166,61 @@ def search_modes(
     k = index.shape[0]
     refine = schedule if settings.steps is None else replace(schedule, steps=settings.steps)
     began = time.perf_counter()
-    tiled = problem.tile(k)
-    latents, losses = run_map(spec.inferred, (), tiled.model_kwargs(), starts, refine, progress=progress)
+    prune = settings.prune_after if settings.prune_after is not None and settings.prune_after < refine.steps else None
+    adam: dict[str, dict[str, torch.Tensor]] = {}
+    latents, losses = run_map(spec.inferred, (), problem.tile(k).model_kwargs(), starts, refine, progress=progress,
+                              segment=None if prune is None else (0, prune), adam_state=adam)
+    latents = {name: value.reshape(k, batch, *value.shape[1:]) for name, value in latents.items()}
+    losses = {name: value.reshape(value.shape[0], k, batch) for name, value in losses.items()}
+    refined = None
+    if prune is not None:
+        latents, losses, refined = _go_on_from_the_best(problem, spec, refine, prune, latents, losses, adam, progress)
     seconds["refine_s"] = time.perf_counter() - began
     return Modes(
-        latents={name: value.reshape(k, batch, *value.shape[1:]) for name, value in latents.items()},
-        log_joint=-losses["total"][-1].reshape(k, batch),
+        latents=latents,
+        log_joint=-losses["total"][-1] if refined is None else _last_finite(losses["total"]),
         log_likelihood_start=start_likelihood,
         bank_index=index,
-        losses={name: value.reshape(value.shape[0], k, batch) for name, value in losses.items()},
+        losses=losses,
         seconds=seconds,
+        refined=refined,
     )
+
+
+def _go_on_from_the_best(
+    problem: Problem, spec: BRGMModel, schedule: MAPSchedule, prune: int, latents: dict[str, torch.Tensor],
+    losses: dict[str, torch.Tensor], adam: dict[str, dict[str, torch.Tensor]], progress: bool,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """The rest of the refinement (steps prune, ..., end) for each image's best mode at step ``prune``, with
+    Adam's state of that mode: latents (K, B, ...) with the kept mode's replaced, the loss trace
+    (steps + 1, K, B) with NaN where a mode stopped, and (K, B) which modes went to the end."""
+    k, batch = losses["total"].shape[1:]
+    best = (-losses["total"][-1]).argmax(dim=0)
+    images = torch.arange(batch)
+
+    def kept(value: torch.Tensor) -> torch.Tensor:
+        return value.reshape(k, batch, *value.shape[1:])[best, images] if value.dim() > 0 else value
+
+    state = {name: {key: kept(value) for key, value in sites.items()} for name, sites in adam.items()}
+    start = {name: value[best, images] for name, value in latents.items()}
+    rest, rest_losses = run_map(spec.inferred, (), problem.model_kwargs(), start, schedule, progress=progress,
+                                segment=(prune, schedule.steps), adam_state=state)
+    latents = {name: value.clone() for name, value in latents.items()}
+    for name, value in rest.items():
+        latents[name][best, images] = value
+    joined = {}
+    for name, value in losses.items():
+        trace = torch.full((schedule.steps + 1, k, batch), float("nan"), dtype=value.dtype)
+        trace[: prune + 1] = value
+        trace[prune:, best, images] = rest_losses[name]
+        joined[name] = trace
+    refined = torch.zeros(k, batch, dtype=torch.bool)
+    refined[best, images] = True
+    return latents, joined, refined
+
+
+def _last_finite(total: torch.Tensor) -> torch.Tensor:
+    """(K, B) log p(latents, y) where each mode stopped: the last finite row of the -log p trace, negated."""
+    finite = torch.isfinite(total)
+    last = (finite.cumsum(0) == finite.sum(0, keepdim=True)) & finite
+    return -(total.nan_to_num(0.0) * last).sum(0)
