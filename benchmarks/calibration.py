@@ -152,6 +152,8 @@ def settings_key(args: argparse.Namespace) -> str:
 def method_options(args: argparse.Namespace, name: str) -> tuple[str, dict]:
     method, options = METHODS[name]
     options = dict(options)
+    if method == "laplace":  # the mixture has no settings of its own
+        return method, options
     given = (
         {"steps": args.svi_steps, "lr": args.svi_lr, "rank": args.rank, "init_scale": args.init_scale}
         if method == "svi"
@@ -250,7 +252,7 @@ def sample_images(args: argparse.Namespace) -> None:
                 }
                 if "sigma_pixel" in post.latents:
                     record["sigma_pixel"] = float(post.latents["sigma_pixel"].mean())
-                if method != "svi":
+                if method in ("nuts", "hmc"):
                     d = post.diagnostics
                     record["mcmc"] = {k: d[k] for k in ("max_r_hat", "min_ess_bulk", "divergence_fraction")}
                 with results.open("a") as handle:

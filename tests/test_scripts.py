@@ -41,7 +41,7 @@ SCRIPTS = {
     "benchmarks/ablation.py": "--generator {generator} --split val --images 2 --steps 2 --perceptual fmnist "
                               "--out {tmp}/ablation --quiet",
     "benchmarks/calibration.py": "--generator {generator} --data val --num-images 2 --tasks superres-x4,inpaint-free "
-                                 "--methods svi-normal,nuts --num-samples 4 --map-steps 2 --svi-steps 2 --warmup 2 "
+                                 "--methods laplace,svi-normal,nuts --num-samples 4 --map-steps 2 --svi-steps 2 --warmup 2 "
                                  "--num-chains 2 --max-tree-depth 2 --perceptual none --out {tmp}/cal "
                                  "--json {tmp}/calibration.json --figure {tmp}/reliability.png",
     "benchmarks/close_the_gap.py": "--generator {generator} --other-prior none --images 2 --steps 2 --competitors '' "
@@ -237,17 +237,18 @@ def check_calibration(printed, tmp_path, run):
     assert "| inpaint-free | nuts | unpinned | 2 |" in printed
     assert "| superres-x4 | svi-normal | pinned |" not in printed  # super-resolution pins no pixel
     for task in ("superres-x4", "inpaint-free"):
-        for method in ("svi-normal", "nuts"):
+        for method in ("laplace", "svi-normal", "nuts"):
             r = results[f"{task}/{method}"]
             assert r["images"] == 2 and set(r["regions"]["unpinned"]["interval"]) == {"0.5", "0.8", "0.9", "0.95"}
             assert len(r["image_level"]) == 9 and len(r["quartiles"]) == 4
     assert (tmp_path / "reliability.png").stat().st_size > 0
     lines = (tmp_path / "cal" / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 8 and json.loads(lines[-1])["mcmc"]["min_ess_bulk"] > 0
+    assert len(lines) == 12 and json.loads(lines[-1])["mcmc"]["min_ess_bulk"] > 0
+    assert {json.loads(line)["method"] for line in lines} == {"laplace", "svi-normal", "nuts"}
     assert "image 0:" not in run(SCRIPTS["benchmarks/calibration.py"])  # nothing sampled again
     assert (tmp_path / "cal" / "results.jsonl").read_text().splitlines() == lines
     test = SCRIPTS["benchmarks/calibration.py"].replace("--data val --num-images 2", "--data test --num-images 1")
-    test = test.replace("svi-normal,nuts", "svi-normal").replace("calibration.json", "test.json")
+    test = test.replace("laplace,svi-normal,nuts", "svi-normal").replace("calibration.json", "test.json")
     printed = run(test.replace("reliability.png", "calibrated.png") + " --calibrate-on 0:2 --save-calibration {tmp}/card.json")
     assert "Calibrated on validation images 0:2" in printed and (tmp_path / "calibrated.png").stat().st_size > 0
     calibrated = json.loads((tmp_path / "test.json").read_text())["inpaint-free/svi-normal"]["calibrated"]
