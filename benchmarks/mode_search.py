@@ -13,8 +13,9 @@ bicubic x2), y kept as 8-bit (as the PNG inputs are). Variants (every option as 
     map-single-G      its G(w*) (the image before the reach's conditional mean)
     map-search        bp.reconstruct(): the mode of highest posterior density the search finds
     map-search-G      its G(w*)
-    map-pruneN        bp.reconstruct(search=SearchSettings(prune_after=N)): the search, each image's best mode
-                      alone after N refinement steps
+    map-pruneN        bp.reconstruct(search=SearchSettings(prune_at=N / 150)): the search, each image's best
+                      mode alone after N of the card's 150 refinement steps (map-search: prune_at=None,
+                      every mode refined to the end, unless --search says otherwise)
     mean-laplace      bp.sample_posterior(method="laplace"): the mixture of Laplace approximations
     mean-svi          bp.sample_posterior(method="svi"): the mixture of SVI guides
     mean-laplace-mapping, mean-svi-mapping   the same with model="mapping" (G's own prior)
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     G = bp.load_generator(args.generator)
     evaluator = FMNISTEval()
     x_all, labels, names = evaluation.split_images(args.split, _indices(args.images), G.resolution)
-    search = SearchSettings(**json.loads(args.search)) if args.search else SearchSettings()
+    search = SearchSettings(**json.loads(args.search)) if args.search else SearchSettings(prune_at=None)
     records: list[dict] = []
     for task in args.tasks.split(","):
         setting = TASKS[task]()
@@ -105,8 +106,8 @@ def run(args: argparse.Namespace) -> dict:
                     rec = bp.reconstruct(y, f, G, search=search, steps=args.steps, seed=args.seed, progress=False)
                     outputs["map-search"], outputs["map-search-G"] = rec.image, rec.generator_image
                     extra["map-search"] = {"search_s": rec.modes.seconds}
-                elif variant.startswith("map-prune"):
-                    pruned = replace(search, prune_after=int(variant.removeprefix("map-prune")))
+                elif variant.startswith("map-prune"):  # map-pruneN: N steps of the card's 150
+                    pruned = replace(search, prune_at=int(variant.removeprefix("map-prune")) / 150)
                     rec = bp.reconstruct(y, f, G, search=pruned, steps=args.steps, seed=args.seed, progress=False)
                     outputs[variant] = rec.image
                     extra[variant] = {"search_s": rec.modes.seconds, "best": int(rec.modes.best[0])}

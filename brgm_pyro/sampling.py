@@ -140,7 +140,7 @@ def sample_posterior(
     if map_result is None:
         with _timed(timings, "map_s"):
             # The mixture needs every mode refined to the end, which a pruned search does not do.
-            every_mode = None if search is None else replace(search, prune_after=None)
+            every_mode = None if search is None else replace(search, prune_at=None)
             map_result = map_reconstruction(problem, map_schedule, spec, seed, progress, every_mode, sigma_reach)
     else:
         _check_map_result(map_result, problem)
@@ -208,7 +208,7 @@ def sample_posterior(
 def _mode_latents(map_result: ReconstructionResult, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The latents of every mode of the MAP's search, site -> (K, B, ...), and their log densities (K, B);
     one mode (the MAP itself) without a search, or where the search refined only the best to the end
-    (``SearchSettings.prune_after``)."""
+    (``SearchSettings.prune_at``)."""
     modes = map_result.modes
     if modes is not None and modes.refined is not None and not bool(modes.refined.all()):
         best = modes.best

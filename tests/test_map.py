@@ -68,7 +68,7 @@ def test_loss_terms_are_the_negative_log_densities_computed_by_hand(G32):
     f = fw.Compose(fw.Downsample(2, "box"), fw.Mask(observed))
     y = f(sample_images(G32, 2, seed=4)).clamp(0, 1)
     params = bp.BRGMParams(sigma_pixel=0.1, kappa=0.3)
-    rec = bp.reconstruct(y, f, G32, params=params, perceptual=None, steps=3, progress=False)
+    rec = bp.reconstruct(y, f, G32, params=params, perceptual=None, steps=3, search=None, progress=False)
     first = {name: trace[0] for name, trace in rec.losses.items()}
 
     num_ws, w_dim = G32.num_ws, G32.w_dim
@@ -202,7 +202,7 @@ def test_the_search_keeps_the_mode_of_highest_posterior_density(G32):
     y = f(sample_images(G32, 3, seed=5)).clamp(0, 1)
     schedule = MAPSchedule(steps=15, lr=0.1)
     one = bp.reconstruct(y, f, G32, perceptual=None, schedule=schedule, search=None, progress=False)
-    four = bp.reconstruct(y, f, G32, perceptual=None, schedule=schedule, search=SearchSettings(modes=4),
+    four = bp.reconstruct(y, f, G32, perceptual=None, schedule=schedule, search=SearchSettings(modes=4, prune_at=None),
                           progress=False)
     assert four.modes.log_joint.shape == (4, 3) and (four.modes.bank_index[0] == -1).all()
     assert torch.allclose(-four.losses["total"][-1], four.modes.log_joint.max(0).values)
@@ -231,15 +231,15 @@ def test_a_run_in_two_segments_with_adam_s_state_carried_is_one_run(G32):
 
 
 def test_a_pruned_search_goes_on_from_each_image_s_best_mode_alone(G32):
-    """After prune_after steps each image's best mode goes on alone, on the path it had in the whole run."""
+    """After 0.4 of the steps (the default prune_at) each image's best mode goes on alone, on the path it had in the whole run."""
     from brgm_pyro.search import SearchSettings
 
     f = fw.Downsample(4, "bicubic")
     y = f(sample_images(G32, 3, seed=5)).clamp(0, 1)
     schedule = MAPSchedule(steps=15, lr=0.1)
     run = {"perceptual": None, "schedule": schedule, "progress": False, "sigma_reach": None}
-    whole = bp.reconstruct(y, f, G32, search=SearchSettings(modes=4), **run)
-    pruned = bp.reconstruct(y, f, G32, search=SearchSettings(modes=4, prune_after=6), **run)
+    whole = bp.reconstruct(y, f, G32, search=SearchSettings(modes=4, prune_at=None), **run)
+    pruned = bp.reconstruct(y, f, G32, search=SearchSettings(modes=4), **run)  # the default: 0.4 of 15 steps, 6
     at_six = (-whole.modes.losses["total"][6]).argmax(0)
     images = torch.arange(3)
     assert (pruned.modes.refined.sum(0) == 1).all() and (pruned.modes.best == at_six).all()
@@ -251,7 +251,7 @@ def test_a_pruned_search_goes_on_from_each_image_s_best_mode_alone(G32):
     assert torch.isfinite(pruned.losses["total"]).all() and pruned.losses["total"].shape == (16, 3)
     # The posterior refines every mode to the end whatever the setting; given the pruned MAP, one mode per image.
     post = bp.sample_posterior(y, f, G32, perceptual=None, map_schedule=schedule, num_samples=4, progress=False,
-                               search=SearchSettings(modes=4, prune_after=6), sigma_reach=None, model="brgm")
+                               search=SearchSettings(modes=4), sigma_reach=None, model="brgm")
     assert post.modes.weights.shape[0] == 4
     one = bp.sample_posterior(y, f, G32, perceptual=None, num_samples=4, progress=False, map_result=pruned,
                               sigma_reach=None, model="brgm")

@@ -116,7 +116,8 @@ def test_the_mixture_weights_and_mean_match_the_grid(toy):
         ({"min_distance": -0.1}, "min_distance must be a non-negative number"),
         ({"modes": 1}, "pass search=None instead"),
         ({"steps": 0}, "steps must be a positive integer or None"),
-        ({"prune_after": 0}, "prune_after must be a positive integer or None"),
+        ({"prune_at": 0}, "prune_at must be a fraction in"),
+        ({"prune_at": 1.5}, "prune_at must be a fraction in"),
     ],
 )
 def test_bad_search_settings_get_one_sentence(settings, message):
