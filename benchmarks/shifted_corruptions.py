@@ -91,8 +91,8 @@ def main() -> None:
     for width in (float(w) for w in args.widths.split(",")):
         setting = evaluation.superres_setting(FACTOR, "box", blur=width, noise=NOISE)
         methods = [m for m in rows(G, args.prior_sigma, args.prior_spread, args.posterior, args.steps)
-                   if (m.name != "supervised" or "supervised" in args.competitors.split(","))
-                   and (not args.rows or m.name in args.rows.split(","))]
+                   if (m.label != "supervised" or "supervised" in args.competitors.split(","))
+                   and (not args.rows or m.label in args.rows.split(","))]
         out = args.out / f"blur-{width:g}"
         result = evaluation.evaluate(setting, methods, out, G, truth=truth, names=names, labels=labels,
                                      evaluator=evaluator, batch_size=args.batch_size, progress=not args.quiet)

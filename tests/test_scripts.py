@@ -370,6 +370,11 @@ def check_shifted_corruptions(printed, tmp_path, run):
         assert set(entries) == {"brgm-unknown-blur", "brgm-mean-unknown-blur"}
         assert all(entry["median_sigma_b"] > 0 for entry in entries.values())
     assert "| 2 | brgm-unknown-blur |" in printed
+    # --rows names rows by their labels: only that row runs.
+    run(SCRIPTS["benchmarks/shifted_corruptions.py"].replace("--posterior ", "").replace("--widths 1,2", "--widths 1")
+        + " --rows brgm-told-truth --out {tmp}/rows")
+    table = json.loads((tmp_path / "rows" / "blur-1" / "results.json").read_text())["table"]
+    assert set(table) == {"brgm-told-truth"}
 
 
 def check_steps_quality(printed, tmp_path, run):

@@ -52,8 +52,8 @@ class SearchSettings:
             mode alone, with Adam's state carried over, so that mode's path is the one it would have
             taken in the whole run (None: every mode is refined to the end). The MAP needs the best
             mode only; the posterior (``bp.sample_posterior``) refines every mode to the end whatever
-            this says. At 0.4 the MAP matched the whole refinement on 24 validation images per task
-            (x8, x4, the seven masks) at 0.71-0.77 of its time (docs/results/mode_search.md).
+            this says. At 0.4 the MAP matched the whole refinement on 16-24 validation images per
+            task (x8, x4, the seven masks) at 0.72-0.77 of its time (docs/results/mode_search.md).
     """
 
     bank_size: int | None = None
