@@ -119,6 +119,8 @@ class ReconstructionResult:
         if self.modes is not None:
             out["modes"] = {"log_joint": self.modes.log_joint.T.tolist(), "bank_index": self.modes.bank_index.T.tolist(),
                             "seconds": self.modes.seconds}
+            if self.modes.refined is not None:  # which modes went to the end (the others stopped at prune_at)
+                out["modes"]["refined"] = self.modes.refined.T.tolist()
         return out
 
 

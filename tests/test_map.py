@@ -249,6 +249,7 @@ def test_a_pruned_search_goes_on_from_each_image_s_best_mode_alone(G32):
     assert torch.allclose(pruned.modes.log_joint[stopped], -whole.modes.losses["total"][6][stopped], rtol=1e-5)
     assert torch.isnan(pruned.modes.losses["total"][7:][:, stopped]).all()
     assert torch.isfinite(pruned.losses["total"]).all() and pruned.losses["total"].shape == (16, 3)
+    assert pruned.summary()["modes"]["refined"] == pruned.modes.refined.T.tolist()
     # The posterior refines every mode to the end whatever the setting; given the pruned MAP, one mode per image.
     post = bp.sample_posterior(y, f, G32, perceptual=None, map_schedule=schedule, num_samples=4, progress=False,
                                search=SearchSettings(modes=4), sigma_reach=None, model="brgm")
