@@ -177,13 +177,14 @@ def search_modes(
                               segment=None if prune is None else (0, prune), adam_state=adam)
     latents = {name: value.reshape(k, batch, *value.shape[1:]) for name, value in latents.items()}
     losses = {name: value.reshape(value.shape[0], k, batch) for name, value in losses.items()}
-    refined = None
+    refined, log_joint = None, -losses["total"][-1]
     if prune is not None:
-        latents, losses, refined = _go_on_from_the_best(problem, spec, refine, prune, latents, losses, adam, progress)
+        latents, losses, log_joint, refined = _go_on_from_the_best(problem, spec, refine, prune, latents, losses, adam,
+                                                                   progress)
     seconds["refine_s"] = time.perf_counter() - began
     return Modes(
         latents=latents,
-        log_joint=-losses["total"][-1] if refined is None else _last_finite(losses["total"]),
+        log_joint=log_joint,
         log_likelihood_start=start_likelihood,
         bank_index=index,
         losses=losses,
@@ -195,10 +196,11 @@ def search_modes(
 def _go_on_from_the_best(
     problem: Problem, spec: BRGMModel, schedule: MAPSchedule, prune: int, latents: dict[str, torch.Tensor],
     losses: dict[str, torch.Tensor], adam: dict[str, dict[str, torch.Tensor]], progress: bool,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """The rest of the refinement (steps prune, ..., end) for each image's best mode at step ``prune``, with
     Adam's state of that mode: latents (K, B, ...) with the kept mode's replaced, the loss trace
-    (steps + 1, K, B) with NaN where a mode stopped, and (K, B) which modes went to the end."""
+    (steps + 1, K, B) with NaN where a mode stopped, log p(latents, y) (K, B) where each mode stopped,
+    and (K, B) which modes went to the end."""
     k, batch = losses["total"].shape[1:]
     best = (-losses["total"][-1]).argmax(dim=0)
     images = torch.arange(batch)
@@ -219,13 +221,8 @@ def _go_on_from_the_best(
         trace[: prune + 1] = value
         trace[prune:, best, images] = rest_losses[name]
         joined[name] = trace
+    log_joint = -losses["total"][-1].clone()
+    log_joint[best, images] = -rest_losses["total"][-1]
     refined = torch.zeros(k, batch, dtype=torch.bool)
     refined[best, images] = True
-    return latents, joined, refined
-
-
-def _last_finite(total: torch.Tensor) -> torch.Tensor:
-    """(K, B) log p(latents, y) where each mode stopped: the last finite row of the -log p trace, negated."""
-    finite = torch.isfinite(total)
-    last = (finite.cumsum(0) == finite.sum(0, keepdim=True)) & finite
-    return -(total.nan_to_num(0.0) * last).sum(0)
+    return latents, joined, log_joint, refined
